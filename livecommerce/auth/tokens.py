@@ -1,0 +1,68 @@
+"""HS256 JWTs (PyJWT). Time is an argument, so expiry is checked here, not by PyJWT."""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import jwt
+
+from livecommerce.auth.principal import TOKEN_ROLES, Principal, Role
+from livecommerce.errors import Error
+
+_ALGORITHMS = ["HS256"]
+
+
+def issue_token(
+    secret: str,
+    *,
+    sub: str,
+    name: str,
+    role: Role,
+    now: float,
+    ttl_s: int,
+    rooms: list[str] | None = None,
+) -> str:
+    """Sign a token with the claims of PROTOCOL.md (used by the demo sign-in and tests)."""
+    claims: dict[str, Any] = {"sub": sub, "name": name, "role": role, "exp": int(now) + ttl_s}
+    if rooms is not None:
+        claims["rooms"] = rooms
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def verify_token(token: str, secret: str, *, now: float) -> Principal:
+    """Return the principal of a valid token.
+
+    Only HS256 is accepted (so ``alg: none`` and key-confusion tricks fail).
+
+    Raises:
+        Error: ``unauthorized`` for a bad signature, wrong algorithm, malformed or missing
+            claims, an unknown role, or an ``exp`` at or before ``now``.
+    """
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=_ALGORITHMS,
+            options={"verify_exp": False, "require": ["sub", "role", "exp"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise Error("unauthorized", f"invalid token: {exc}") from None
+    sub, role, exp = claims.get("sub"), claims.get("role"), claims.get("exp")
+    name = claims.get("name", sub)
+    rooms = claims.get("rooms")
+    if not (isinstance(sub, str) and 0 < len(sub) <= 128):
+        raise Error("unauthorized", "invalid token: bad sub")
+    if role not in TOKEN_ROLES:
+        raise Error("unauthorized", "invalid token: bad role")
+    if type(exp) not in (int, float) or exp <= now:
+        raise Error("unauthorized", "token expired")
+    if not isinstance(name, str):
+        raise Error("unauthorized", "invalid token: bad name")
+    if rooms is not None and not (isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)):
+        raise Error("unauthorized", "invalid token: bad rooms")
+    return Principal(
+        id=sub,
+        name=name[:64],
+        role=cast(Role, role),
+        rooms=None if rooms is None else frozenset(rooms),
+    )

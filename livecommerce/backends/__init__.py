@@ -1,0 +1,158 @@
+"""Store interfaces, and the one place that picks their implementation.
+
+Every store is a :class:`typing.Protocol` with a memory implementation (one process,
+the embedded default) and a Redis one (any number of processes). One contract suite in
+``tests/test_contract_*.py`` runs against both. All of one room's Redis keys share the
+hash tag ``{room}`` so that a room lives on one Redis Cluster slot.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from livecommerce.config import Settings
+from livecommerce.rooms.state import Room, Status
+
+Sink = Callable[[bytes, str | None], None]
+"""Receives a room's lines in publish order: ``(line, None)`` for a room event,
+``(line, user_id)`` for an event private to that user."""
+
+Kind = Literal["plain", "chat", "chat.deleted", "announcement"]
+Refusal = tuple[Literal["banned", "muted", "slow_mode"], int]
+"""A refused chat: the error code and until when (ms; 0 for a ban)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogHead:
+    """Where a room's history stands: its last seq and its epoch."""
+
+    seq: int
+    epoch: str
+
+
+@dataclass(frozen=True, slots=True)
+class LogSnapshot:
+    """A room's history state, consistent with ``seq``."""
+
+    seq: int
+    epoch: str
+    recent: list[bytes]
+    """The last chat lines, oldest first, without deleted ones."""
+    announcement: bytes | None
+
+
+class RoomStore(Protocol):
+    """Durable room descriptions."""
+
+    async def create(self, room: Room) -> bool:
+        """Store a new room; False (and nothing changes) if the id is taken."""
+
+    async def get(self, room_id: str) -> Room | None:
+        """The room, or None."""
+
+    async def list(self, status: Status | None = None) -> list[Room]:
+        """All rooms (optionally of one status), newest first."""
+
+    async def set_status(self, room_id: str, old: Status, new: Status) -> bool:
+        """Compare-and-set the status; True only for the caller that changed it."""
+
+
+class EventLog(Protocol):
+    """A room's sequenced events: assign seq, keep bounded history, deliver to processes.
+
+    ``publish`` is atomic: the seq is the next integer, the line enters the history
+    (bounded to ``history_size``) and goes to every subscribed process, all or nothing.
+    Subscribers get lines in seq order; a subscriber that misses lines (a lost
+    connection) sees a gap and fills it with :meth:`history`.
+    """
+
+    async def publish(self, room: str, body: bytes, *, kind: Kind = "plain", ref: str = "") -> int:
+        """Sequence ``body`` (an encoded event, see ``protocol.sequence``) and publish it.
+
+        ``kind`` keeps the snapshot's state in step: ``chat`` remembers the line as a
+        recent chat with message id ``ref``; ``chat.deleted`` forgets message ``ref``;
+        ``announcement`` remembers the line as the latest announcement.
+
+        Returns:
+            The seq, or 0 when ``kind`` is ``chat.deleted`` and ``ref`` is not a known
+            message (then nothing is published).
+        """
+
+    async def send_private(self, room: str, user: str, line: bytes) -> None:
+        """Deliver ``line`` to ``user``'s connections in ``room`` on every process."""
+
+    async def history(self, room: str, after: int, epoch: str) -> list[bytes] | None:
+        """Every line with seq > ``after``, in order; None if the history no longer
+        holds all of them or ``epoch`` is not the room's current epoch."""
+
+    async def snapshot(self, room: str) -> LogSnapshot:
+        """The room's history state (creating its epoch if it has none)."""
+
+    async def subscribe(self, room: str, sink: Sink) -> LogHead:
+        """Start delivering the room's lines to ``sink``; return the head as of a moment
+        after the subscription took effect (lines after it will reach ``sink``)."""
+
+    async def unsubscribe(self, room: str) -> None:
+        """Stop delivering the room's lines."""
+
+    async def head(self, room: str) -> LogHead:
+        """The room's current head."""
+
+
+class Counters(Protocol):
+    """Coalesced, unsequenced room figures: likes and presence."""
+
+    async def add_likes(self, room: str, n: int) -> int:
+        """Add ``n`` (may be 0) likes; return the room's total."""
+
+    async def report_presence(self, room: str, node: str, count: int, now_ms: int) -> int:
+        """Record that ``node`` has ``count`` viewers in ``room`` now; return the sum over
+        nodes that reported within the last few seconds (a node that died drops out)."""
+
+
+class ModerationStore(Protocol):
+    """Mutes, bans and slow mode, shared by every process of a room."""
+
+    async def admit_chat(self, room: str, user: str, now_ms: int) -> Refusal | None:
+        """Decide one chat atomically: refused if banned, muted, or within slow mode;
+        otherwise admitted, and the time is recorded for slow mode."""
+
+    async def mute(self, room: str, user: str, until_ms: int) -> None:
+        """Mute ``user`` until ``until_ms``."""
+
+    async def set_banned(self, room: str, user: str, banned: bool) -> bool:
+        """Ban or unban; True if that changed anything."""
+
+    async def is_banned(self, room: str, user: str) -> bool:
+        """Whether ``user`` is banned in ``room``."""
+
+    async def set_slow(self, room: str, seconds: int) -> None:
+        """Set the room's slow mode (0 = off)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Backends:
+    """The stores of one process, and the name of their engine."""
+
+    engine: Literal["memory", "redis"]
+    rooms: RoomStore
+    log: EventLog
+    counters: Counters
+    moderation: ModerationStore
+
+
+@asynccontextmanager
+async def make_backends(settings: Settings) -> AsyncIterator[Backends]:
+    """Open the stores ``settings`` ask for, and close them on exit."""
+    if settings.redis_url:
+        from livecommerce.backends.redis import open_redis_backends
+
+        async with open_redis_backends(settings) as backends:
+            yield backends
+    else:
+        from livecommerce.backends.memory import memory_backends
+
+        yield memory_backends(settings)

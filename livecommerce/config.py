@@ -1,0 +1,74 @@
+"""Settings, read once at start-up (only ``cli`` reads argv and the environment)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from livecommerce.errors import ConfigError
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """Protocol limits; the defaults are those of PROTOCOL.md."""
+
+    max_frame: int = 8 * 1024
+    """Largest client frame answered normally; larger gets ``too_large``."""
+    hard_max_frame: int = 64 * 1024
+    """Larger than this, the connection is closed with 1009."""
+    chat_max_chars: int = 500
+    chat_rate: float = 1.0
+    chat_burst: int = 3
+    like_rate: float = 5.0
+    like_burst: int = 5
+    like_max_count: int = 50
+    order_rate: float = 5.0
+    order_burst: int = 5
+    abuse_burst: int = 20
+    """Refused or invalid commands a connection may send in a burst before 4008."""
+    abuse_rate: float = 2.0
+    """Refused or invalid commands per second a connection may sustain."""
+    connect_timeout_s: float = 10.0
+    recent_chats: int = 50
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Everything the server needs to know, as one frozen value.
+
+    Raises:
+        ConfigError: from :meth:`check` when the combination cannot run.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    redis_url: str | None = None
+    secret: str | None = None
+    demo: bool = False
+    tick_ms: int = 50
+    """Fan-out tick: events of one tick go out as one frame per room."""
+    presence_interval_ms: int = 1000
+    history_size: int = 1000
+    """Events kept per room for recovery with ``since``."""
+    outbound_limit: int = 512 * 1024
+    """Bytes queued for one connection beyond which it is closed with 4009."""
+    max_lag_s: float = 5.0
+    """A connection whose queue has not drained for this long is closed with 4009."""
+    drain_timeout_s: float = 5.0
+    token_ttl_s: int = 12 * 3600
+    """Lifetime of tokens issued by the demo sign-in."""
+    limits: Limits = field(default_factory=Limits)
+
+    def check(self) -> Settings:
+        """Return self if the settings can run, else raise :class:`ConfigError`."""
+        if not self.secret and not self.demo:
+            raise ConfigError(
+                "no secret: pass --secret or set LIVECOMMERCE_SECRET "
+                "(or use --demo to run with a throwaway secret and demo sign-in)"
+            )
+        if self.secret is not None and len(self.secret) < 16:
+            raise ConfigError("the secret must be at least 16 characters long")
+        if not 1 <= self.tick_ms <= 5000:
+            raise ConfigError("tick_ms must be between 1 and 5000")
+        if self.history_size < 1:
+            raise ConfigError("history_size must be at least 1")
+        return self

@@ -1,0 +1,186 @@
+"""The OpenAPI 3.1 description of the HTTP API (served at ``/api/openapi.json``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from livecommerce import __version__
+
+_ROOM_ID = "^[a-z0-9][a-z0-9_-]{0,63}$"
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _errors(*statuses: int) -> dict[str, Any]:
+    text = {400: "Invalid request", 401: "Missing or invalid token", 403: "Not allowed",
+            404: "Not found", 409: "Conflict", 413: "Body too large"}
+    return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
+
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "Room": {
+        "type": "object",
+        "required": ["id", "title", "host", "status", "created_at"],
+        "properties": {
+            "id": {"type": "string", "pattern": _ROOM_ID},
+            "title": {"type": "string"},
+            "host": {"type": "string", "description": "user id of the room's host"},
+            "status": {"type": "string", "enum": ["scheduled", "live", "ended"]},
+            "created_at": {"type": "integer", "description": "unix ms"},
+        },
+    },
+    "RoomDetail": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Room"},
+            {
+                "type": "object",
+                "required": ["viewers", "likes", "pinned", "sales"],
+                "properties": {
+                    "viewers": {"type": "integer", "minimum": 0},
+                    "likes": {"type": "integer", "minimum": 0},
+                    "pinned": {"type": ["object", "null"]},
+                    "sales": {"type": "array", "items": {"type": "object"}},
+                },
+            },
+        ]
+    },
+    "NewRoom": {
+        "type": "object",
+        "required": ["title"],
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "id": {"type": "string", "pattern": _ROOM_ID},
+        },
+    },
+}
+
+
+def document(*, demo: bool) -> dict[str, Any]:
+    """The OpenAPI document; the demo sign-in appears only when it exists."""
+    room_param = {
+        "name": "room",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "pattern": _ROOM_ID},
+    }
+    paths: dict[str, Any] = {
+        "/healthz": {
+            "get": {
+                "summary": "Readiness",
+                "responses": {
+                    "200": _json({"type": "object"}, "Ready to take connections"),
+                    "503": _json({"type": "object"}, "Starting or draining"),
+                },
+            }
+        },
+        "/api/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            }
+        },
+        "/api/rooms": {
+            "get": {
+                "summary": "List rooms",
+                "parameters": [
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["scheduled", "live", "ended"]},
+                    }
+                ],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["rooms"],
+                            "properties": {"rooms": {"type": "array", "items": _ref("Room")}},
+                        },
+                        "Rooms, newest first",
+                    ),
+                    **_errors(400),
+                },
+            },
+            "post": {
+                "summary": "Create a room (host or admin); it is scheduled until room.start",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewRoom")}},
+                },
+                "responses": {
+                    "201": _json(_ref("Room"), "Created"),
+                    **_errors(400, 401, 403, 409, 413),
+                },
+            },
+        },
+        "/api/rooms/{room}": {
+            "get": {
+                "summary": "A room with its live figures",
+                "parameters": [room_param],
+                "responses": {"200": _json(_ref("RoomDetail"), "The room"), **_errors(404)},
+            }
+        },
+    }
+    if demo:
+        paths["/api/demo/token"] = {
+            "post": {
+                "summary": "Demo sign-in (only with --demo): a token for a role",
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["role"],
+                                "properties": {
+                                    "role": {
+                                        "type": "string",
+                                        "enum": ["viewer", "host", "moderator", "admin"],
+                                    },
+                                    "name": {"type": "string", "maxLength": 64},
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["token", "user"],
+                            "properties": {"token": {"type": "string"}, "user": {"type": "object"}},
+                        },
+                        "A signed token",
+                    ),
+                    **_errors(400, 413),
+                },
+            }
+        }
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "livecommerce", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+        },
+    }

@@ -1,0 +1,196 @@
+"""The HTTP API of PROTOCOL.md, the demo sign-in, health, metrics and static pages.
+
+Errors always have the shape ``{"error": {"code", "message"}}`` with a fitting status.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+from aiohttp import web
+
+from livecommerce.auth import Principal, Role, guest, issue_token, verify_token
+from livecommerce.errors import Error
+from livecommerce.http import openapi
+from livecommerce.http.keys import CONNECTIONS, HUB, METRICS, READY, SECRET, SERVICE, SETTINGS
+from livecommerce.http.ws import ws_handler
+from livecommerce.protocol import ROOM_ID, dumps, loads
+from livecommerce.rooms.state import STATUSES, Status
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "bad_request", 413: "too_large", 429: "rate_limited"}
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(data), status=status, content_type="application/json")
+
+
+def error_response(err: Error) -> web.Response:
+    return json_response({"error": {"code": err.code, "message": err.message}}, err.status)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn every refusal, including aiohttp's own (404, 405, 413), into our shape."""
+    try:
+        return await handler(request)
+    except Error as err:
+        return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "bad_request")
+        resp = error_response(Error(code, exc.reason))  # type: ignore[arg-type]
+        resp.set_status(exc.status)
+        return resp
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(Error("internal", "internal error"))
+
+
+def principal(request: web.Request) -> Principal:
+    """The caller: from ``Authorization: Bearer <token>``, or a guest."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return guest("http")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Error("unauthorized", "use Authorization: Bearer <token>")
+    return verify_token(token.strip(), request.app[SECRET], now=request.app[SERVICE].now_ms() / 1000)
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = loads(raw)
+    except ValueError:
+        raise Error("bad_request", "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise Error("bad_request", "the body must be a JSON object")
+    return body
+
+
+def field_str(body: dict[str, Any], name: str, *, max_len: int, required: bool) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise Error("bad_request", f"{name} is required")
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise Error("bad_request", f"{name} must be a string of at most {max_len} characters")
+    return value
+
+
+def room_id(request: web.Request) -> str:
+    value = request.match_info["room"]
+    if not ROOM_ID.fullmatch(value):
+        raise Error("not_found", f"no room {value[:64]!r}")
+    return value
+
+
+async def create_room(request: web.Request) -> web.Response:
+    who = principal(request)
+    body = await json_body(request)
+    title = field_str(body, "title", max_len=200, required=True)
+    rid = field_str(body, "id", max_len=64, required=False)
+    if rid is not None and not ROOM_ID.fullmatch(rid):
+        raise Error("bad_request", "id: lowercase letters, digits, '_' and '-', at most 64")
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as a host")
+    assert title is not None
+    room = await request.app[SERVICE].create_room(who, title=title, room_id=rid)
+    return json_response(room.to_dict(), 201)
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise Error("bad_request", f"status must be one of {', '.join(STATUSES)}")
+    rooms = await request.app[SERVICE].list_rooms(cast(Status | None, status))
+    return json_response({"rooms": [r.to_dict() for r in rooms]})
+
+
+async def get_room(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].describe(room_id(request)))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    if not request.app[READY][0]:
+        return json_response({"status": "starting"}, 503)
+    return json_response({"status": "ok"})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(openapi.document(demo=request.app[SETTINGS].demo))
+
+
+_DEMO_ROLES: dict[str, tuple[str, str]] = {
+    "viewer": ("demo-viewer", "Demo Viewer"),
+    "host": ("demo-host", "Demo Host"),
+    "moderator": ("demo-mod", "Demo Moderator"),
+    "admin": ("demo-admin", "Demo Admin"),
+}
+
+
+async def demo_token(request: web.Request) -> web.Response:
+    """Demo sign-in: a token for any role (only with ``--demo``)."""
+    body = await json_body(request)
+    role = field_str(body, "role", max_len=16, required=True)
+    if role not in _DEMO_ROLES:
+        raise Error("bad_request", f"role must be one of {', '.join(_DEMO_ROLES)}")
+    sub, name = _DEMO_ROLES[role]
+    custom = field_str(body, "name", max_len=64, required=False)
+    if custom:
+        name = custom.strip() or name
+        if role == "viewer":  # every named demo viewer is their own user
+            sub = "demo-" + "".join(c for c in name.lower() if c.isalnum())[:32]
+    rooms = None if role in ("viewer", "admin") else ["demo"]
+    settings = request.app[SETTINGS]
+    token = issue_token(
+        request.app[SECRET],
+        sub=sub,
+        name=name,
+        role=cast(Role, role),
+        rooms=rooms,
+        now=request.app[SERVICE].now_ms() / 1000,
+        ttl_s=settings.token_ttl_s,
+    )
+    return json_response({"token": token, "user": {"id": sub, "name": name, "role": role}})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: counters of this process."""
+    app = request.app
+    lines = [f"livecommerce_{k} {v}" for k, v in sorted(app[METRICS].items())]
+    lines.append(f"livecommerce_connections {len(app[CONNECTIONS])}")
+    lines.append(f"livecommerce_frames_sent {app[HUB].frames_sent}")
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def setup(app: web.Application, static_dir: Path) -> None:
+    r = app.router
+    r.add_get("/ws", ws_handler)
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/api/openapi.json", openapi_json)
+    r.add_post("/api/rooms", create_room)
+    r.add_get("/api/rooms", list_rooms)
+    r.add_get("/api/rooms/{room}", get_room)
+    if app[SETTINGS].demo:
+        r.add_post("/api/demo/token", demo_token)
+    if static_dir.is_dir():
+        index = static_dir / "index.html"
+
+        async def home(request: web.Request) -> web.FileResponse:
+            return web.FileResponse(index)
+
+        if index.exists():
+            r.add_get("/", home)
+        r.add_static("/", static_dir, show_index=False)

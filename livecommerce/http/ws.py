@@ -1,0 +1,313 @@
+"""``GET /ws``: the only place that drives a client socket.
+
+Each connection reads commands one at a time and answers each command that carries
+an id exactly once. Room events reach it from the hub as ready-made frames, written
+straight to the transport; a connection whose unsent bytes pass the outbound limit
+(or stay high for too long) is closed with 4009, never waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from livecommerce.auth import Principal, guest, verify_token
+from livecommerce.errors import Error
+from livecommerce.http.keys import CONNECTIONS, METRICS, SECRET, SERVICE, SETTINGS
+from livecommerce.moderation.rules import TokenBucket
+from livecommerce.protocol import Command, decode, encode_error, encode_reply, loads, text_frame
+from livecommerce.rooms.service import RoomService
+
+log = logging.getLogger(__name__)
+
+CLOSE_GOING_AWAY = 1001
+CLOSE_TOO_LARGE = 1009
+CLOSE_UNAUTHORIZED = 4001
+CLOSE_BANNED = 4003
+CLOSE_ABUSE = 4008
+CLOSE_SLOW = 4009
+
+_LOW_WATER = 64 * 1024
+
+
+class Connection:
+    """One client's socket, as the hub and the handler see it."""
+
+    def __init__(self, request: web.Request, ws: web.WebSocketResponse) -> None:
+        app = request.app
+        settings = app[SETTINGS]
+        self.ws = ws
+        self.transport: Any = request.transport
+        self.client_id = secrets.token_hex(8)
+        self.principal: Principal = guest(self.client_id)
+        self.rooms: set[str] = set()
+        self.closing = False
+        self._service = app[SERVICE]
+        self._metrics = app[METRICS]
+        self._limit = settings.outbound_limit
+        self._max_lag = settings.max_lag_s
+        self._grace = settings.drain_timeout_s
+        self._behind_since = 0.0
+        self._loop = asyncio.get_running_loop()
+        lim = settings.limits
+        self._abuse = TokenBucket(lim.abuse_rate, lim.abuse_burst, self._loop.time())
+
+    @property
+    def user_id(self) -> str:
+        return self.principal.id
+
+    def write(self, frame: bytes) -> None:
+        if self.closing:
+            return
+        transport = self.transport
+        transport.write(frame)
+        queued = transport.get_write_buffer_size()
+        if queued <= _LOW_WATER:
+            self._behind_since = 0.0
+            return
+        now = self._loop.time()
+        if not self._behind_since:
+            self._behind_since = now
+        if queued > self._limit or now - self._behind_since > self._max_lag:
+            self._metrics["slow_closes"] += 1
+            log.info("closing slow consumer %s (%d bytes queued)", self.client_id, queued)
+            self.close(CLOSE_SLOW, "slow consumer")
+
+    def removed(self, room: str, code: int) -> None:
+        self.rooms.discard(room)
+        if code:
+            self.close(code, "resync")
+
+    def reply(self, cid: int | None, data: dict[str, Any]) -> None:
+        if cid is not None:
+            self.write(text_frame(encode_reply(cid, data)))
+
+    def refuse(self, cid: int | None, err: Error) -> None:
+        """Answer a refused or invalid command; close 4008 on sustained abuse."""
+        self._metrics["refused"] += 1
+        if cid is not None:
+            self.write(text_frame(encode_error(cid, err)))
+        if not self._abuse.take(self._loop.time()):
+            self._metrics["abuse_closes"] += 1
+            self.close(CLOSE_ABUSE, "too many refused commands")
+
+    def close(self, code: int, reason: str) -> asyncio.Task[None] | None:
+        """Leave every room now and close the socket without waiting on the client.
+
+        Returns:
+            The task that completes the close, or None if it was already closing.
+        """
+        if self.closing:
+            return None
+        self.closing = True
+        for room in list(self.rooms):
+            self._service.leave(room, self)
+        self.rooms.clear()
+        return self._loop.create_task(self._close(code, reason))
+
+    async def _close(self, code: int, reason: str) -> None:
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await asyncio.wait_for(
+                self.ws.close(code=code, message=reason.encode(), drain=False), self._grace
+            )
+        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+            self.transport.abort()
+
+
+Handler = Callable[[RoomService, Connection, Command], Awaitable[dict[str, Any] | None]]
+
+
+async def _join(svc: RoomService, conn: Connection, cmd: Command) -> None:
+    room = cmd.room
+    if room in conn.rooms:
+        svc.leave(room, conn)
+        conn.rooms.discard(room)
+    joined = await svc.join(
+        conn.principal, conn, room, since=cmd.args.get("since"), epoch=cmd.args.get("epoch")
+    )
+    conn.rooms.add(room)
+    conn.reply(cmd.id, joined.data)
+    if joined.replay:
+        conn.write(text_frame(b"\n".join(joined.replay)))
+    joined.membership.go_live(joined.floor)
+    return None
+
+
+async def _leave(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    svc.leave(cmd.room, conn)
+    conn.rooms.discard(cmd.room)
+    return {}
+
+
+async def _chat(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    return await svc.chat(conn.principal, cmd.room, cmd.args["text"])
+
+
+async def _like(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.like(conn.principal, cmd.room, cmd.args["count"])
+    return {}
+
+
+async def _ping(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    return {}
+
+
+async def _announce(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    return {"seq": await svc.announce(conn.principal, cmd.room, cmd.args["text"])}
+
+
+async def _start(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.start(conn.principal, cmd.room)
+    return {}
+
+
+async def _end(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.end(conn.principal, cmd.room)
+    return {}
+
+
+async def _delete(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.delete(conn.principal, cmd.room, cmd.args["msg_id"])
+    return {}
+
+
+async def _mute(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.mute(conn.principal, cmd.room, cmd.args["user"], cmd.args["seconds"])
+    return {}
+
+
+async def _ban(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.ban(conn.principal, cmd.room, cmd.args["user"], cmd.op == "mod.ban")
+    return {}
+
+
+async def _slow(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.slow(conn.principal, cmd.room, cmd.args["seconds"])
+    return {}
+
+
+HANDLERS: dict[str, Handler] = {
+    "join": _join,
+    "leave": _leave,
+    "chat": _chat,
+    "like": _like,
+    "ping": _ping,
+    "announce": _announce,
+    "room.start": _start,
+    "room.end": _end,
+    "mod.delete": _delete,
+    "mod.mute": _mute,
+    "mod.ban": _ban,
+    "mod.unban": _ban,
+    "mod.slow": _slow,
+}
+
+
+def _frame_id(data: bytes) -> int | None:
+    """The id of an oversized frame, if it is a JSON object with one (to reply to it)."""
+    try:
+        obj = loads(data)
+    except ValueError:
+        return None
+    cid = obj.get("id") if isinstance(obj, dict) else None
+    return cid if type(cid) is int else None
+
+
+async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+    app = request.app
+    settings = app[SETTINGS]
+    lim = settings.limits
+    ws = web.WebSocketResponse(
+        compress=False,
+        max_msg_size=lim.hard_max_frame,
+        heartbeat=30.0,
+        decode_text=False,
+        timeout=settings.drain_timeout_s,
+    )
+    await ws.prepare(request)
+    conn = Connection(request, ws)
+    connections = app[CONNECTIONS]
+    connections.add(conn)
+    app[METRICS]["connections_total"] += 1
+    try:
+        if await _handshake(app, ws, conn):
+            await _serve(app[SERVICE], ws, conn, lim.max_frame)
+    finally:
+        connections.discard(conn)
+        conn.closing = True
+        for room in list(conn.rooms):
+            app[SERVICE].leave(room, conn)
+        if not ws.closed:
+            with contextlib.suppress(Exception):
+                await ws.close()
+    return ws
+
+
+async def _handshake(app: web.Application, ws: web.WebSocketResponse, conn: Connection) -> bool:
+    """Read the ``connect`` command; False (and the socket closing) if it fails."""
+    settings = app[SETTINGS]
+    try:
+        msg = await ws.receive(timeout=settings.limits.connect_timeout_s)
+    except TimeoutError:
+        conn.close(CLOSE_UNAUTHORIZED, "connect first")
+        return False
+    if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+        return False
+    try:
+        cmd = decode(msg.data)
+    except Error:
+        cmd = None
+    if cmd is None or cmd.op != "connect":
+        conn.close(CLOSE_UNAUTHORIZED, "the first command must be connect")
+        return False
+    token = cmd.args.get("token")
+    if token is not None:
+        try:
+            conn.principal = verify_token(token, app[SECRET], now=app[SERVICE].now_ms() / 1000)
+        except Error as err:
+            conn.refuse(cmd.id, err)
+            conn.close(CLOSE_UNAUTHORIZED, "bad token")
+            return False
+    conn.reply(cmd.id, {"client_id": conn.client_id, "user": conn.principal.as_user()})
+    return True
+
+
+async def _serve(svc: RoomService, ws: web.WebSocketResponse, conn: Connection, max_frame: int) -> None:
+    async for msg in ws:
+        if conn.closing:
+            break
+        if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+            continue
+        data: bytes = msg.data
+        if len(data) > max_frame:
+            conn.refuse(_frame_id(data), Error("too_large", f"frame over {max_frame} bytes"))
+            continue
+        try:
+            cmd = decode(data)
+        except Error as err:
+            cid = err.data.get("id") if err.data else None
+            conn.refuse(cid if type(cid) is int else None, err)
+            continue
+        handler = HANDLERS.get(cmd.op)
+        if handler is None:  # connect again
+            conn.refuse(cmd.id, Error("bad_request", "already connected"))
+            continue
+        try:
+            data_out = await handler(svc, conn, cmd)
+        except Error as err:
+            conn.refuse(cmd.id, err)
+            continue
+        except Exception:
+            log.exception("command %s failed", cmd.op)
+            conn.refuse(cmd.id, Error("internal", "internal error"))
+            continue
+        if data_out is not None:
+            conn.reply(cmd.id, data_out)
+    if ws.close_code == CLOSE_TOO_LARGE:
+        log.info("client %s sent a frame over the hard limit", conn.client_id)

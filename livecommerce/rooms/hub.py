@@ -1,0 +1,271 @@
+"""The hub: one per process; fans each room's events out to its local members.
+
+A room's lines arrive from the event log (every process's publishes, in seq order).
+Once a tick the hub takes what arrived, adds the coalesced figures (one ``likes`` total,
+at most one ``presence`` a second), encodes them as one newline-delimited frame, and
+writes the very same bytes to every member. Members never wait for each other: a
+member's ``write`` must not block (the connection closes itself when it falls behind).
+
+Joining is race-free without per-member filtering on the hot path: a new member is
+added *buffering* before the snapshot is read, so every line the hub delivers after
+that is kept; :meth:`Membership.go_live` then drops what the snapshot (or the replay)
+already covered and sends the rest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from livecommerce.backends import Backends, LogHead
+from livecommerce.protocol import encode_event, line_seq, loads, text_frame
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connection."""
+
+    @property
+    def user_id(self) -> str: ...
+
+    def write(self, frame: bytes) -> None:
+        """Queue one complete WebSocket frame; never blocks."""
+
+    def removed(self, room: str, code: int) -> None:
+        """The hub dropped this subscriber from ``room`` (banned: 0; resync: 1001)."""
+
+
+class Membership:
+    """One subscriber in one room."""
+
+    __slots__ = ("buffer", "conn", "floor")
+
+    def __init__(self, conn: Subscriber) -> None:
+        self.conn = conn
+        self.buffer: list[bytes] | None = []
+        self.floor = 0
+
+    def push(self, frame: bytes, lines: list[bytes], last_seq: int) -> None:
+        if self.buffer is not None:
+            self.buffer.extend(lines)
+        elif self.floor and last_seq:
+            self._send_above(lines, self.floor)
+            if last_seq >= self.floor:
+                self.floor = 0
+        else:
+            self.conn.write(frame)
+
+    def go_live(self, floor: int) -> None:
+        """Start live delivery; lines with seq <= ``floor`` are already known."""
+        buffered, self.buffer = self.buffer or [], None
+        self.floor = floor
+        self._send_above(buffered, floor)
+
+    def _send_above(self, lines: list[bytes], floor: int) -> None:
+        kept = [ln for ln in lines if (s := line_seq(ln)) is None or s > floor]
+        if kept:
+            self.conn.write(text_frame(b"\n".join(kept)))
+
+
+class Channel:
+    """A room as this process sees it."""
+
+    def __init__(self, room: str) -> None:
+        self.room = room
+        self.members: dict[Subscriber, Membership] = {}
+        self.inbox: list[tuple[bytes, str | None]] = []
+        self.head = LogHead(0, "")
+        self.likes_pending = 0
+        self.likes_sent = -1
+        self.viewers = 0
+        self.viewers_sent = -1
+        self.next_presence = 0.0
+        self.ready = asyncio.Event()
+        self.task: asyncio.Task[None] | None = None
+
+    def sink(self, line: bytes, user: str | None) -> None:
+        self.inbox.append((line, user))
+
+
+class Hub:
+    """Fan-out for every room that has members in this process.
+
+    Args:
+        backends: the stores (the event log and the counters are used).
+        node: this process's name, unique among the processes of a deployment.
+        tick_s: the fan-out tick.
+        presence_s: how often presence is reported and sent.
+        clock: wall time in seconds (injected for tests).
+    """
+
+    def __init__(
+        self,
+        backends: Backends,
+        *,
+        node: str,
+        tick_s: float,
+        presence_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._log = backends.log
+        self._counters = backends.counters
+        self.node = node
+        self.tick_s = tick_s
+        self.presence_s = presence_s
+        self._clock = clock
+        self._channels: dict[str, Channel] = {}
+        self.frames_sent = 0
+
+    def channel(self, room: str) -> Channel | None:
+        return self._channels.get(room)
+
+    async def attach(self, room: str, conn: Subscriber) -> Membership:
+        """Add ``conn`` to ``room``, buffering until :meth:`Membership.go_live`."""
+        ch = self._channels.get(room)
+        if ch is None:
+            ch = self._channels[room] = Channel(room)
+            ch.task = asyncio.create_task(self._run(ch), name=f"hub:{room}")
+        await ch.ready.wait()
+        if self._channels.get(room) is not ch:  # closed while we waited: start afresh
+            return await self.attach(room, conn)
+        membership = ch.members[conn] = Membership(conn)
+        return membership
+
+    def detach(self, room: str, conn: Subscriber) -> None:
+        ch = self._channels.get(room)
+        if ch is not None:
+            ch.members.pop(conn, None)
+
+    def add_likes(self, room: str, n: int) -> bool:
+        """Count ``n`` likes into the room's next tick; False if no local channel."""
+        ch = self._channels.get(room)
+        if ch is None:
+            return False
+        ch.likes_pending += n
+        return True
+
+    def viewers(self, room: str) -> int:
+        ch = self._channels.get(room)
+        return 0 if ch is None else max(ch.viewers, len(ch.members))
+
+    async def close(self) -> None:
+        tasks = [ch.task for ch in self._channels.values() if ch.task]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _run(self, ch: Channel) -> None:
+        try:
+            ch.head = await self._log.subscribe(ch.room, ch.sink)
+            ch.ready.set()
+            while True:
+                await asyncio.sleep(self.tick_s)
+                if not ch.members and not ch.inbox:
+                    break
+                try:
+                    await self._tick(ch)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("tick of room %s failed", ch.room)
+        finally:
+            ch.ready.set()
+            if self._channels.get(ch.room) is ch:
+                del self._channels[ch.room]
+            try:
+                await self._log.unsubscribe(ch.room)
+            except Exception:
+                log.exception("unsubscribe of room %s failed", ch.room)
+            if ch.members:  # cancelled with members left: tell them to come back
+                for conn in list(ch.members):
+                    conn.removed(ch.room, 1001)
+
+    async def _tick(self, ch: Channel) -> None:
+        now = self._clock()
+        lines = await self._take_inbox(ch)
+        likes, ch.likes_pending = ch.likes_pending, 0
+        total = await self._counters.add_likes(ch.room, likes)
+        if total != ch.likes_sent:
+            ch.likes_sent = total
+            lines.append(encode_event("likes", ch.room, int(now * 1000), {"total": total}))
+        if now >= ch.next_presence:
+            ch.next_presence = now + self.presence_s
+            await self._presence(ch, now, lines)
+        if lines:
+            frame = text_frame(b"\n".join(lines))
+            last_seq = ch.head.seq
+            for membership in list(ch.members.values()):
+                membership.push(frame, lines, last_seq)
+            self.frames_sent += 1
+
+    async def _take_inbox(self, ch: Channel) -> list[bytes]:
+        """The room lines that arrived since the last tick, gap-free and in order;
+        private lines are delivered straight away."""
+        inbox, ch.inbox = ch.inbox, []
+        lines: list[bytes] = []
+        for line, user in inbox:
+            if user is not None:
+                self._deliver_private(ch, line, user)
+                continue
+            seq = line_seq(line)
+            if seq is None:
+                lines.append(line)
+            elif seq == ch.head.seq + 1:
+                lines.append(line)
+                ch.head = LogHead(seq, ch.head.epoch)
+            elif seq > ch.head.seq + 1:
+                lines.extend(await self._repair(ch, seq))
+                lines.append(line)
+                ch.head = LogHead(seq, ch.head.epoch)
+        return lines
+
+    async def _repair(self, ch: Channel, upto: int) -> list[bytes]:
+        """Lines between the channel's head and ``upto`` (exclusive), from history."""
+        missing = await self._log.history(ch.room, ch.head.seq, ch.head.epoch)
+        if missing is None:
+            log.warning("room %s: history lost past seq %d; members resync", ch.room, ch.head.seq)
+            self._resync(ch)
+            return []
+        return [ln for ln in missing if (s := line_seq(ln)) is not None and s < upto]
+
+    async def _presence(self, ch: Channel, now: float, lines: list[bytes]) -> None:
+        ch.viewers = await self._counters.report_presence(
+            ch.room, self.node, len(ch.members), int(now * 1000)
+        )
+        if ch.viewers != ch.viewers_sent:
+            ch.viewers_sent = ch.viewers
+            lines.append(encode_event("presence", ch.room, int(now * 1000), {"viewers": ch.viewers}))
+        # A lost pub/sub message shows as a gap only when the next one arrives; a lost
+        # epoch (the store was flushed) shows only here.
+        head = await self._log.head(ch.room)
+        if head.epoch != ch.head.epoch and ch.head.epoch:
+            log.warning("room %s: epoch changed; members resync", ch.room)
+            ch.head = head
+            self._resync(ch)
+        elif head.seq > ch.head.seq and not ch.inbox:
+            await asyncio.sleep(0)  # let a pub/sub message in flight arrive first
+            if not ch.inbox:
+                lines.extend(await self._repair(ch, head.seq + 1))
+                ch.head = LogHead(max(ch.head.seq, head.seq), ch.head.epoch)
+
+    def _deliver_private(self, ch: Channel, line: bytes, user: str) -> None:
+        targets = [c for c in ch.members if c.user_id == user]
+        if not targets:
+            return
+        frame = text_frame(line)
+        for conn in targets:
+            conn.write(frame)
+        event = loads(line)
+        if event.get("type") == "moderation" and event.get("action") == "banned":
+            for conn in targets:
+                ch.members.pop(conn, None)
+                conn.removed(ch.room, 0)
+
+    def _resync(self, ch: Channel) -> None:
+        members, ch.members = list(ch.members), {}
+        for conn in members:
+            conn.removed(ch.room, 1001)

@@ -1,0 +1,38 @@
+# Shared by scripts/demo and scripts/test: make sure this checkout has what it runs on.
+# Idempotent and quiet when everything is already there.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+VENV="$ROOT/.venv"
+PY=${PYTHON:-python3}
+
+need_apt() {
+    # Installs Debian packages when a binary is missing; root on this kind of machine.
+    local missing=()
+    for pair in "$@"; do
+        local bin=${pair%%:*} pkg=${pair##*:}
+        command -v "$bin" >/dev/null 2>&1 || missing+=("$pkg")
+    done
+    ((${#missing[@]})) || return 0
+    echo "installing ${missing[*]} with apt-get" >&2
+    local sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+}
+
+ensure_venv() {
+    # $1: the pip extra to install ("" for none). Reinstalls when pyproject.toml changes.
+    local extra=${1:-}
+    local spec="$ROOT"
+    [ -n "$extra" ] && spec="$ROOT[$extra]"
+    local stamp="$VENV/.installed-${extra:-base}"
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$PY" -m venv "$VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip >&2
+    fi
+    if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        echo "installing livecommerce${extra:+[$extra]} into .venv" >&2
+        "$VENV/bin/python" -m pip install -q -e "$spec" >&2
+        touch "$stamp"
+    fi
+}
