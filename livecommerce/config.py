@@ -65,8 +65,8 @@ class Settings:
                 "no secret: pass --secret or set LIVECOMMERCE_SECRET "
                 "(or use --demo to run with a throwaway secret and demo sign-in)"
             )
-        if self.secret is not None and len(self.secret) < 16:
-            raise ConfigError("the secret must be at least 16 characters long")
+        if self.secret is not None and len(self.secret.encode()) < 32:
+            raise ConfigError("the secret must be at least 32 bytes long (RFC 7518, HS256)")
         if not 1 <= self.tick_ms <= 5000:
             raise ConfigError("tick_ms must be between 1 and 5000")
         if self.history_size < 1:

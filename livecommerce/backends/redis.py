@@ -1,0 +1,381 @@
+"""The Redis backend: any number of processes share rooms through one Redis.
+
+Every key of a room carries the hash tag ``{room}`` so a room maps to one Redis Cluster
+slot; the only cross-room key is the ``lc:rooms`` index. Scripts are constants with a
+KEYS/ARGV header, registered once; redis-py's ``Script`` reloads them after NOSCRIPT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from livecommerce.backends import Backends, Kind, LogHead, LogSnapshot, Refusal, Sink
+from livecommerce.config import Settings
+from livecommerce.rooms.state import STATUSES, Room, Status
+
+log = logging.getLogger(__name__)
+
+PRESENCE_TTL_MS = 5000
+ROOMS_INDEX = "lc:rooms"
+
+
+def key(room: str, name: str) -> str:
+    """The Redis key ``name`` of ``room`` (hash-tagged on the room id)."""
+    return f"lc:{{{room}}}:{name}"
+
+
+def _fresh_epoch() -> str:
+    return os.urandom(4).hex()
+
+
+# Makes sure the room has an epoch; a missing epoch means the room's history was lost,
+# so whatever is left of it is dropped and seq starts again under a new epoch.
+_ENSURE_EPOCH = """
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('SET', KEYS[3], epoch)
+  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6])
+end
+"""
+_LOG_KEYS = ("seq", "log", "epoch", "recent", "msgs", "ann")
+
+PUBLISH = (
+    """
+-- KEYS: 1 seq, 2 log (stream), 3 epoch, 4 recent (list), 5 msgs (zset), 6 ann
+-- ARGV: 1 fresh epoch, 2 body (a JSON object), 3 kind, 4 ref (msg id),
+--       5 history size, 6 recent size, 7 channel
+-- Returns the seq, or 0 for a chat.deleted of an unknown message.
+"""
+    + _ENSURE_EPOCH
+    + """
+local kind, ref = ARGV[3], ARGV[4]
+if kind == 'chat.deleted' then
+  if redis.call('ZREM', KEYS[5], ref) == 0 then return 0 end
+  local needle = '"msg_id":"' .. ref .. '"'
+  for _, item in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+    if string.find(item, needle, 1, true) then
+      redis.call('LREM', KEYS[4], 1, item)
+      break
+    end
+  end
+end
+local seq = redis.call('INCR', KEYS[1])
+local line = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], seq .. '-1', 'l', line)
+if kind == 'chat' then
+  redis.call('LPUSH', KEYS[4], line)
+  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
+  redis.call('ZADD', KEYS[5], seq, ref)
+  local extra = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[5])
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, extra - 1) end
+elseif kind == 'announcement' then
+  redis.call('SET', KEYS[6], line)
+end
+redis.call('PUBLISH', ARGV[7], line)
+return seq
+"""
+)
+
+HISTORY = """
+-- KEYS: 1 seq, 2 log, 3 epoch
+-- ARGV: 1 after (seq), 2 epoch
+-- Returns the lines after ARGV[1] in order, or false if the history lacks any of them.
+if redis.call('GET', KEYS[3]) ~= ARGV[2] then return false end
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local after = tonumber(ARGV[1])
+if after > seq then return false end
+if after == seq then return {} end
+local entries = redis.call('XRANGE', KEYS[2], (after + 1) .. '-1', '+')
+if #entries ~= seq - after then return false end
+local out = {}
+for i, e in ipairs(entries) do out[i] = e[2][2] end
+return out
+"""
+
+SNAPSHOT = (
+    """
+-- KEYS: 1 seq, 2 log, 3 epoch, 4 recent, 5 msgs, 6 ann
+-- ARGV: 1 fresh epoch, 2 '1' for the full snapshot, '0' for the head only
+-- Returns {seq, epoch[, recent lines newest first, announcement or false]}.
+"""
+    + _ENSURE_EPOCH
+    + """
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+if ARGV[2] == '0' then return {seq, epoch} end
+return {seq, epoch, redis.call('LRANGE', KEYS[4], 0, -1), redis.call('GET', KEYS[6])}
+"""
+)
+
+PRESENCE = """
+-- KEYS: 1 presence (hash node -> "count:expires_ms")
+-- ARGV: 1 node, 2 count, 3 now ms, 4 ttl ms
+-- Returns the sum of counts of nodes that have not expired; drops the expired.
+local now = tonumber(ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. (now + tonumber(ARGV[4])))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[4]) * 4)
+local all = redis.call('HGETALL', KEYS[1])
+local total = 0
+for i = 1, #all, 2 do
+  local count, expires = string.match(all[i + 1], '^(%d+):(%d+)$')
+  if expires and tonumber(expires) > now then
+    total = total + tonumber(count)
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return total
+"""
+
+ADMIT_CHAT = """
+-- KEYS: 1 bans (set), 2 mutes (hash user -> until ms), 3 mod (hash: slow), 4 slow:<user>
+-- ARGV: 1 user, 2 now ms
+-- Returns false if admitted (and records it for slow mode), else {code, until ms}.
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return {'banned', 0} end
+local now = tonumber(ARGV[2])
+local muted = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if muted > now then return {'muted', muted} end
+local slow = tonumber(redis.call('HGET', KEYS[3], 'slow') or '0')
+if slow > 0 then
+  local last = redis.call('GET', KEYS[4])
+  if last then return {'slow_mode', tonumber(last) + slow * 1000} end
+  redis.call('SET', KEYS[4], now, 'PX', slow * 1000)
+end
+return false
+"""
+
+CREATE_ROOM = """
+-- KEYS: 1 room (hash)
+-- ARGV: field, value pairs
+-- Returns 1 if created, 0 if the room exists.
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+SET_STATUS = """
+-- KEYS: 1 room (hash)
+-- ARGV: 1 old status, 2 new status
+if redis.call('HGET', KEYS[1], 'status') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[2])
+return 1
+"""
+
+
+def _room(raw: dict[bytes, bytes]) -> Room | None:
+    if b"title" not in raw:
+        return None
+    status = raw[b"status"].decode()
+    return Room(
+        id=raw[b"id"].decode(),
+        title=raw[b"title"].decode(),
+        host=raw[b"host"].decode(),
+        status=cast(Status, status if status in STATUSES else "ended"),
+        created_at=int(raw[b"created_at"]),
+    )
+
+
+class RedisRoomStore:
+    def __init__(self, r: aioredis.Redis) -> None:
+        self._r = r
+        self._create = r.register_script(CREATE_ROOM)
+        self._set_status = r.register_script(SET_STATUS)
+
+    async def create(self, room: Room) -> bool:
+        fields = [str(v) for kv in room.to_dict().items() for v in kv]
+        if not await self._create(keys=[key(room.id, "room")], args=fields):
+            return False
+        await self._r.zadd(ROOMS_INDEX, {room.id: room.created_at})
+        return True
+
+    async def get(self, room_id: str) -> Room | None:
+        return _room(await self._r.hgetall(key(room_id, "room")))
+
+    async def list(self, status: Status | None = None) -> list[Room]:
+        ids = await self._r.zrevrange(ROOMS_INDEX, 0, 499)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for rid in ids:
+                pipe.hgetall(key(rid.decode(), "room"))
+            raws = await pipe.execute()
+        rooms = [r for raw in raws if (r := _room(raw)) is not None]
+        return [r for r in rooms if status is None or r.status == status]
+
+    async def set_status(self, room_id: str, old: Status, new: Status) -> bool:
+        return bool(await self._set_status(keys=[key(room_id, "room")], args=[old, new]))
+
+
+class RedisEventLog:
+    """Publishes through one script; one pub/sub connection per process receives."""
+
+    def __init__(self, r: aioredis.Redis, *, history_size: int, recent_size: int) -> None:
+        self._r = r
+        self._history_size = history_size
+        self._recent_size = recent_size
+        self._publish = r.register_script(PUBLISH)
+        self._history = r.register_script(HISTORY)
+        self._snapshot = r.register_script(SNAPSHOT)
+        self._pubsub: PubSub = r.pubsub(ignore_subscribe_messages=False)
+        self._sinks: dict[bytes, Sink] = {}
+        self._confirmed: dict[bytes, asyncio.Future[None]] = {}
+        self._has_channels = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+
+    @staticmethod
+    def _keys(room: str) -> list[str]:
+        return [key(room, name) for name in _LOG_KEYS]
+
+    async def publish(self, room: str, body: bytes, *, kind: Kind = "plain", ref: str = "") -> int:
+        args = [_fresh_epoch(), body, kind, ref, self._history_size, self._recent_size,
+                key(room, "ev")]
+        return int(await self._publish(keys=self._keys(room), args=args))
+
+    async def send_private(self, room: str, user: str, line: bytes) -> None:
+        await self._r.publish(key(room, "ev"), b"@" + user.encode() + b"\n" + line)
+
+    async def history(self, room: str, after: int, epoch: str) -> list[bytes] | None:
+        lines = await self._history(keys=self._keys(room)[:3], args=[after, epoch])
+        return None if lines is None else list(lines)
+
+    async def snapshot(self, room: str) -> LogSnapshot:
+        seq, epoch, recent, ann = await self._snapshot(
+            keys=self._keys(room), args=[_fresh_epoch(), "1"]
+        )
+        return LogSnapshot(int(seq), epoch.decode(), list(reversed(recent)), ann)
+
+    async def head(self, room: str) -> LogHead:
+        seq, epoch = await self._snapshot(keys=self._keys(room), args=[_fresh_epoch(), "0"])
+        return LogHead(int(seq), epoch.decode())
+
+    async def subscribe(self, room: str, sink: Sink) -> LogHead:
+        channel = key(room, "ev").encode()
+        self._sinks[channel] = sink
+        confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
+        await self._pubsub.subscribe(channel)
+        self._has_channels.set()
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name="redis-pubsub")
+        await asyncio.wait_for(confirmed, 10)
+        return await self.head(room)
+
+    async def unsubscribe(self, room: str) -> None:
+        channel = key(room, "ev").encode()
+        self._sinks.pop(channel, None)
+        self._confirmed.pop(channel, None)
+        await self._pubsub.unsubscribe(channel)
+
+    async def _read(self) -> None:
+        backoff = 0.05
+        while True:
+            await self._has_channels.wait()
+            try:
+                msg = await self._pubsub.get_message(timeout=1.0)
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                log.warning("redis pub/sub: %s; reconnecting", exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            except RuntimeError:  # no subscription left
+                self._has_channels.clear()
+                continue
+            backoff = 0.05
+            if msg is not None:
+                self._dispatch(msg)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        kind, channel, data = msg["type"], msg["channel"], msg["data"]
+        if kind == b"message" or kind == "message":
+            sink = self._sinks.get(channel)
+            if sink is None:
+                return
+            if data[:1] == b"@":
+                user, _, line = data[1:].partition(b"\n")
+                sink(line, user.decode())
+            else:
+                sink(data, None)
+        elif kind in (b"subscribe", "subscribe"):
+            fut = self._confirmed.get(channel)
+            if fut is not None and not fut.done():
+                fut.set_result(None)
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        await self._pubsub.aclose()
+
+
+class RedisCounters:
+    def __init__(self, r: aioredis.Redis) -> None:
+        self._r = r
+        self._presence = r.register_script(PRESENCE)
+
+    async def add_likes(self, room: str, n: int) -> int:
+        return int(await self._r.incrby(key(room, "likes"), n))
+
+    async def report_presence(self, room: str, node: str, count: int, now_ms: int) -> int:
+        args = [node, count, now_ms, PRESENCE_TTL_MS]
+        return int(await self._presence(keys=[key(room, "presence")], args=args))
+
+
+class RedisModerationStore:
+    def __init__(self, r: aioredis.Redis) -> None:
+        self._r = r
+        self._admit = r.register_script(ADMIT_CHAT)
+
+    async def admit_chat(self, room: str, user: str, now_ms: int) -> Refusal | None:
+        keys = [key(room, "bans"), key(room, "mutes"), key(room, "mod"), key(room, f"slow:{user}")]
+        out = await self._admit(keys=keys, args=[user, now_ms])
+        if out is None:
+            return None
+        code, until = out
+        return cast(Refusal, (code.decode(), int(until)))
+
+    async def mute(self, room: str, user: str, until_ms: int) -> None:
+        await self._r.hset(key(room, "mutes"), user, until_ms)
+
+    async def set_banned(self, room: str, user: str, banned: bool) -> bool:
+        if banned:
+            return bool(await self._r.sadd(key(room, "bans"), user))
+        return bool(await self._r.srem(key(room, "bans"), user))
+
+    async def is_banned(self, room: str, user: str) -> bool:
+        return bool(await self._r.sismember(key(room, "bans"), user))
+
+    async def set_slow(self, room: str, seconds: int) -> None:
+        await self._r.hset(key(room, "mod"), "slow", seconds)
+
+
+@asynccontextmanager
+async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
+    """Connect to ``settings.redis_url`` and yield the Redis stores."""
+    assert settings.redis_url is not None
+    r = aioredis.Redis.from_url(
+        settings.redis_url, decode_responses=False, health_check_interval=30
+    )
+    await r.ping()
+    events = RedisEventLog(
+        r, history_size=settings.history_size, recent_size=settings.limits.recent_chats
+    )
+    try:
+        yield Backends(
+            engine="redis",
+            rooms=RedisRoomStore(r),
+            log=events,
+            counters=RedisCounters(r),
+            moderation=RedisModerationStore(r),
+        )
+    finally:
+        await events.close()
+        await r.aclose()

@@ -1,0 +1,208 @@
+"""Shared fixtures: a redis-server of the session's own, servers, tokens and clients."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiohttp.test_utils import TestServer
+
+from livecommerce.auth import Role, issue_token
+from livecommerce.backends import Backends, make_backends
+from livecommerce.client import Client
+from livecommerce.config import Limits, Settings
+from livecommerce.http import create_app
+
+SECRET = "test-secret-0123456789abcdef-0123456789"
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what} not ready after {timeout} s")
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A redis-server on a free port, started for this session and stopped after it."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (scripts/test installs it)")
+    port = free_port()
+    workdir = tmp_path_factory.mktemp("redis")
+    proc = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    client = redis.Redis.from_url(url)
+
+    def up() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
+    try:
+        wait_until(up, 10, "redis-server")
+        yield url
+    finally:
+        client.close()
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied for this test (it is ours: nobody else uses it)."""
+    client = redis.Redis.from_url(redis_server)
+    client.flushall()
+    client.close()
+    return redis_server
+
+
+@pytest.fixture(params=["memory", "redis"])
+def engine(request: pytest.FixtureRequest) -> str:
+    engine: str = request.param
+    return engine
+
+
+@pytest.fixture
+def settings(engine: str, request: pytest.FixtureRequest) -> Settings:
+    """Test settings on the engine under test: short tick, the session's Redis."""
+    url = request.getfixturevalue("redis_url") if engine == "redis" else None
+    return Settings(secret=SECRET, demo=True, tick_ms=10, redis_url=url,
+                    presence_interval_ms=100, limits=Limits(connect_timeout_s=1.0))
+
+
+@pytest.fixture
+async def backends(settings: Settings) -> AsyncIterator[Backends]:
+    async with make_backends(settings) as b:
+        yield b
+
+
+def token(sub: str, role: Role = "viewer", *, rooms: list[str] | None = None,
+          ttl_s: int = 3600, name: str | None = None) -> str:
+    return issue_token(SECRET, sub=sub, name=name or sub, role=role, rooms=rooms,
+                       now=time.time(), ttl_s=ttl_s)
+
+
+HOST = token("demo-host", "host", rooms=["demo"])
+MOD = token("mod-1", "moderator", rooms=["demo"])
+
+ServerFactory = Callable[..., Awaitable[TestServer]]
+
+
+@pytest.fixture
+async def start_server(settings: Settings) -> AsyncIterator[ServerFactory]:
+    """Start in-process servers: ``await start_server(tick_ms=..., ...)`` overrides
+    settings; every server is closed after the test."""
+    servers: list[TestServer] = []
+
+    async def start(**overrides: Any) -> TestServer:
+        limits = overrides.pop("limits", None)
+        s = replace(settings, **overrides)
+        if limits:
+            s = replace(s, limits=replace(s.limits, **limits))
+        server = TestServer(create_app(s), host="127.0.0.1", port=free_port())
+        await server.start_server()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+ClientFactory = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def connect() -> AsyncIterator[ClientFactory]:
+    """Open clients: ``await connect(server_or_port, token=...)``; closed after the test."""
+    clients: list[Client] = []
+
+    async def open_client(server: TestServer | int, token: str | None = None,
+                          **kw: Any) -> Client:
+        port = server if isinstance(server, int) else server.port
+        client = Client(f"ws://127.0.0.1:{port}/ws", token=token, **kw)
+        await client.connect()
+        clients.append(client)
+        return client
+
+    yield open_client
+    for c in clients:
+        await c.close()
+
+
+class ServerProcess:
+    """A real ``livecommerce serve`` process (for the Redis and signal tests)."""
+
+    def __init__(self, port: int, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.port = port
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "livecommerce", "serve", "--port", str(port), *args],
+            cwd=ROOT,
+            env={**os.environ, **(env or {})},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        wait_until(self.ready, 15, f"server on {port}")
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def ready(self) -> bool:
+        if self.proc.poll() is not None:
+            out = self.proc.stdout.read().decode() if self.proc.stdout else ""
+            raise RuntimeError(f"server exited with {self.proc.returncode}:\n{out}")
+        try:
+            with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
+                return bool(resp.status == 200)
+        except OSError:
+            return False
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(15)
+        if self.proc.stdout:
+            self.proc.stdout.close()
+
+
+@pytest.fixture
+def spawn() -> Iterator[Callable[..., ServerProcess]]:
+    procs: list[ServerProcess] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> ServerProcess:
+        p = ServerProcess(free_port(), list(args), env)
+        procs.append(p)
+        return p
+
+    yield start
+    for p in procs:
+        p.stop(signal.SIGKILL)
