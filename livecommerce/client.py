@@ -209,7 +209,7 @@ class Client:
             fields.update(since=state.seq, epoch=state.epoch)
         return fields
 
-    def _joined(self, room: str) -> Callable[[dict[str, Any]], None]:
+    def _joined(self, room: str, *, resumed: bool = False) -> Callable[[dict[str, Any]], None]:
         """Applied by the reader as the reply arrives, before the replay that follows."""
 
         def apply(data: dict[str, Any]) -> None:
@@ -219,6 +219,15 @@ class Client:
                 state.seq = snapshot["seq"]
             state.epoch = snapshot["epoch"]
             state.resyncing = False
+            if resumed:
+                self._queue.put_nowait(
+                    {
+                        "type": "client.resumed",
+                        "room": room,
+                        "recovered": data["recovered"],
+                        "snapshot": snapshot,
+                    }
+                )
 
         return apply
 
@@ -257,18 +266,11 @@ class Client:
         if state is None:
             return
         try:
-            reply = await self._request("join", self._join_fields(room, state), self._joined(room))
+            await self._request(
+                "join", self._join_fields(room, state), self._joined(room, resumed=True)
+            )
         except (ClientError, ConnectionLost) as exc:
             log.warning("resume of %s failed: %s", room, exc)
-            return
-        self._queue.put_nowait(
-            {
-                "type": "client.resumed",
-                "room": room,
-                "recovered": reply["recovered"],
-                "snapshot": reply["snapshot"],
-            }
-        )
 
     def _dispatch(self, obj: dict[str, Any]) -> None:
         if "ok" in obj and "id" in obj:

@@ -48,6 +48,7 @@ class Connection:
         self.principal: Principal = guest(self.client_id)
         self.rooms: set[str] = set()
         self.closing = False
+        self.closer: asyncio.Task[None] | None = None
         self._service = app[SERVICE]
         self._metrics = app[METRICS]
         self._limit = settings.outbound_limit
@@ -109,7 +110,8 @@ class Connection:
         for room in list(self.rooms):
             self._service.leave(room, self)
         self.rooms.clear()
-        return self._loop.create_task(self._close(code, reason))
+        self.closer = self._loop.create_task(self._close(code, reason))
+        return self.closer
 
     async def _close(self, code: int, reason: str) -> None:
         with contextlib.suppress(Exception, asyncio.CancelledError):
@@ -240,12 +242,10 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
             await _serve(app[SERVICE], ws, conn, lim.max_frame)
     finally:
         connections.discard(conn)
-        conn.closing = True
-        for room in list(conn.rooms):
-            app[SERVICE].leave(room, conn)
-        if not ws.closed:
-            with contextlib.suppress(Exception):
-                await ws.close()
+        if conn.closer is None:
+            conn.close(1000, "")
+        if conn.closer is not None:
+            await asyncio.shield(conn.closer)
     return ws
 
 

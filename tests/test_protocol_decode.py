@@ -1,0 +1,478 @@
+"""``livecommerce.protocol.decode`` under arbitrary input, and the codec's framing helpers.
+
+The decoder's contract (``protocol/codec.py``): for any input it either returns a
+``Command`` whose arguments all have the declared types, or raises ``Error`` with code
+``bad_request``; nothing else ever escapes. The field table below restates the declared
+shapes independently of the code, so a drift between the two fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from livecommerce.errors import Error
+from livecommerce.protocol import (
+    OPS,
+    ROOM_ID,
+    Command,
+    decode,
+    encode_event,
+    line_seq,
+    loads,
+    sequence,
+    split_frame,
+    text_frame,
+)
+
+MAX_ID = 2**53
+
+# -- the declared shapes, restated -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Field:
+    """One command field: its kind (``int``, ``str`` or ``room``) and its bounds.
+
+    For ``int`` the bounds are the inclusive value range; for ``str`` ``hi`` is the
+    maximum length; ``room`` must match ``ROOM_ID`` in full.
+    """
+
+    kind: str
+    required: bool
+    lo: int = 0
+    hi: int = 0
+
+    def accepts(self, value: Any) -> bool:
+        if self.kind == "int":
+            return type(value) is int and self.lo <= value <= self.hi
+        if self.kind == "str":
+            return type(value) is str and len(value) <= self.hi
+        return type(value) is str and ROOM_ID.fullmatch(value) is not None
+
+
+ROOM = Field("room", True)
+USER = Field("str", True, hi=128)
+
+SPEC: dict[str, dict[str, Field]] = {
+    "connect": {"token": Field("str", False, hi=4096)},
+    "join": {
+        "room": ROOM,
+        "since": Field("int", False, 0, MAX_ID),
+        "epoch": Field("str", False, hi=64),
+    },
+    "leave": {"room": ROOM},
+    "chat": {"room": ROOM, "text": Field("str", True, hi=4096)},
+    "like": {"room": ROOM, "count": Field("int", True, 1, 1_000_000)},
+    "ping": {},
+    "announce": {"room": ROOM, "text": Field("str", True, hi=4096)},
+    "room.start": {"room": ROOM},
+    "room.end": {"room": ROOM},
+    "mod.delete": {"room": ROOM, "msg_id": Field("str", True, hi=64)},
+    "mod.mute": {"room": ROOM, "user": USER, "seconds": Field("int", True, 1, 30 * 86400)},
+    "mod.ban": {"room": ROOM, "user": USER},
+    "mod.unban": {"room": ROOM, "user": USER},
+    "mod.slow": {"room": ROOM, "seconds": Field("int", True, 0, 3600)},
+}
+
+ROOM_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
+ROOM_REST = ROOM_FIRST + "_-"
+
+
+def check_contract(data: bytes | str) -> Command | Error:
+    """Decode ``data`` and assert the contract; return what came out."""
+    try:
+        cmd = decode(data)
+    except Error as err:
+        assert err.code == "bad_request", err
+        if err.data is not None:
+            assert set(err.data) == {"id"}
+            cid = err.data["id"]
+            assert type(cid) is int and 0 <= cid <= MAX_ID
+        return err
+    assert isinstance(cmd, Command)
+    assert cmd.op in SPEC
+    assert cmd.id is None or (type(cmd.id) is int and 0 <= cmd.id <= MAX_ID)
+    fields = SPEC[cmd.op]
+    assert set(cmd.args) <= set(fields), f"undeclared args in {cmd.args!r}"
+    for name, field in fields.items():
+        if field.required:
+            assert name in cmd.args, f"{cmd.op}: required {name} missing from {cmd.args!r}"
+        if name in cmd.args:
+            assert field.accepts(cmd.args[name]), f"{cmd.op}.{name} = {cmd.args[name]!r}"
+    return cmd
+
+
+# -- strategies ------------------------------------------------------------------------
+
+json_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.integers(),  # beyond 64 bits too
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=20),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=5),
+        st.dictionaries(st.text(max_size=10), children, max_size=5),
+    ),
+    max_leaves=25,
+)
+
+field_names = sorted({name for fields in SPEC.values() for name in fields} | {"id", "op"})
+
+
+@st.composite
+def command_like(draw: st.DrawFn) -> dict[str, Any]:
+    """An object with a real (or near-real) op and arbitrary values under real names."""
+    obj: dict[str, Any] = draw(st.dictionaries(st.text(max_size=8), json_values, max_size=3))
+    obj["op"] = draw(st.one_of(st.sampled_from(sorted(OPS)), json_values))
+    for name in draw(st.lists(st.sampled_from(field_names), max_size=5, unique=True)):
+        obj[name] = draw(json_values)
+    return obj
+
+
+def room_ids() -> st.SearchStrategy[str]:
+    return st.builds(
+        lambda first, rest: first + rest,
+        st.sampled_from(ROOM_FIRST),
+        st.text(alphabet=ROOM_REST, max_size=63),
+    )
+
+
+def valid_value(field: Field) -> st.SearchStrategy[Any]:
+    if field.kind == "room":
+        return room_ids()
+    if field.kind == "int":
+        return st.one_of(
+            st.integers(field.lo, field.hi), st.sampled_from([field.lo, field.hi])
+        )
+    return st.one_of(st.text(max_size=30), st.just("é" * field.hi))
+
+
+def invalid_values(field: Field) -> st.SearchStrategy[Any]:
+    """Values of a wrong type or out of range for ``field`` (never None: that is 'missing')."""
+    not_none = json_values.filter(lambda v: v is not None)
+    wrong_type = not_none.filter(
+        lambda v: type(v) is not (int if field.kind == "int" else str)
+    )
+    if field.kind == "int":
+        bad = st.one_of(
+            st.sampled_from([True, False, field.lo - 1, field.hi + 1, float(field.lo)]),
+            st.integers(max_value=field.lo - 1),
+            st.integers(min_value=field.hi + 1, max_value=2**64 - 1),
+            st.builds(str, st.integers(field.lo, field.hi)),
+        )
+    elif field.kind == "str":
+        bad = st.one_of(
+            st.just("x" * (field.hi + 1)),
+            st.integers(min_value=1, max_value=100).map(lambda n: "y" * (field.hi + n)),
+        )
+    else:
+        bad = st.one_of(
+            st.sampled_from(
+                ["", "A", "Demo", "-a", "_a", "a" * 65, "a{b}", "{a}", "a b", "a\n", "é", "a/b"]
+            ),
+            st.text(max_size=70).filter(lambda s: ROOM_ID.fullmatch(s) is None),
+        )
+    return st.one_of(wrong_type, bad)
+
+
+@st.composite
+def valid_command(draw: st.DrawFn, op: str | None = None) -> dict[str, Any]:
+    if op is None:
+        op = draw(st.sampled_from(sorted(SPEC)))
+    obj: dict[str, Any] = {"op": op}
+    if draw(st.booleans()):
+        obj["id"] = draw(st.integers(0, MAX_ID))
+    for name, field in SPEC[op].items():
+        if field.required or draw(st.booleans()):
+            obj[name] = draw(valid_value(field))
+    return obj
+
+
+def to_wire(obj: Any, as_text: bool) -> bytes | str:
+    text = json.dumps(obj, ensure_ascii=as_text)
+    return text if as_text else text.encode()
+
+
+# -- properties ------------------------------------------------------------------------
+
+
+def test_spec_covers_every_op() -> None:
+    """Every op the decoder knows is restated here, with the same field names."""
+    assert set(SPEC) == set(OPS)
+    for op, spec in OPS.items():
+        declared = {name: required for name, _check, required in spec}
+        assert declared == {name: f.required for name, f in SPEC[op].items()}, op
+
+
+@given(st.binary(max_size=300))
+@example(b"")
+@example(b"\xff\xfe")
+@example(b"[" * 2000 + b"]" * 2000)
+@example(b'{"op": "ping", "id": 1e400}')
+@example(b'{"op": "ping"}\x00')
+@example(b'{"op": "ping", "op": 5}')
+def test_arbitrary_bytes(data: bytes) -> None:
+    check_contract(data)
+
+
+@given(json_values, st.booleans())
+def test_arbitrary_json(value: Any, as_text: bool) -> None:
+    result = check_contract(to_wire(value, as_text))
+    if not isinstance(value, dict):
+        assert isinstance(result, Error)
+
+
+@given(command_like(), st.booleans())
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_arbitrary_values_under_real_field_names(obj: dict[str, Any], as_text: bool) -> None:
+    check_contract(to_wire(obj, as_text))
+
+
+@given(st.text(max_size=40))
+@example('{"op":"ping","x":"\ud800"}')
+def test_arbitrary_text(data: str) -> None:
+    """``decode`` takes ``str`` too, lone surrogates included."""
+    check_contract(data)
+
+
+@given(valid_command(), st.booleans())
+def test_valid_commands_decode_exactly(obj: dict[str, Any], as_text: bool) -> None:
+    result = check_contract(to_wire(obj, as_text))
+    assert isinstance(result, Command), result
+    assert result.op == obj["op"]
+    assert result.id == obj.get("id")
+    assert dict(result.args) == {k: v for k, v in obj.items() if k not in ("op", "id")}
+
+
+OP_FIELDS = [(op, name) for op, fields in sorted(SPEC.items()) for name in sorted(fields)]
+
+
+def expect_refused(obj: dict[str, Any], as_text: bool = False) -> None:
+    result = check_contract(to_wire(obj, as_text))
+    assert isinstance(result, Error), f"accepted: {obj!r}"
+    assert result.data == (None if "id" not in obj else {"id": obj["id"]})
+
+
+@pytest.mark.parametrize(("op", "name"), OP_FIELDS)
+@given(data=st.data(), as_text=st.booleans())
+@settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
+def test_each_field_wrong_missing_or_out_of_range(
+    op: str, name: str, data: st.DataObject, as_text: bool
+) -> None:
+    field = SPEC[op][name]
+    obj = data.draw(valid_command(op), label="valid command")
+    how = data.draw(st.sampled_from(["missing", "null", "invalid"]), label="how")
+    if how == "missing":
+        obj.pop(name, None)
+    elif how == "null":
+        obj[name] = None
+    else:
+        obj[name] = data.draw(invalid_values(field), label="value")
+    if how != "invalid" and not field.required:
+        result = check_contract(to_wire(obj, as_text))
+        assert isinstance(result, Command), result
+        assert name not in result.args
+    else:
+        expect_refused(obj, as_text)
+
+
+def boundary_values(field: Field) -> tuple[list[Any], list[Any]]:
+    """(accepted, refused) values at the edges of ``field``."""
+    if field.kind == "int":
+        good = [field.lo, field.hi]
+        bad = [True, False, field.lo - 1, field.hi + 1, float(field.lo), str(field.lo), [field.lo]]
+    elif field.kind == "str":
+        good = ["", "é" * field.hi]
+        bad = ["x" * (field.hi + 1), 1, True, ["x"], {"x": "y"}]
+    else:
+        good = ["a", "0", "a" * 64, "a-_9", "0-"]
+        bad = ["", "A", "Demo", "-a", "_a", "a" * 65, "a{b}", "{a}", "a b", "a\n", "é", 1, True]
+    return good, bad
+
+
+@pytest.mark.parametrize(("op", "name"), OP_FIELDS)
+def test_each_field_at_its_boundaries(op: str, name: str) -> None:
+    field = SPEC[op][name]
+    base = {"op": op, "id": 11, **{k: v for k, v in VALID[op].items() if k != name}}
+    good, bad = boundary_values(field)
+    for value in good:
+        cmd = decode(json.dumps({**base, name: value}).encode())
+        assert cmd.args[name] == value
+    for value in bad:
+        expect_refused({**base, name: value})
+    if field.required:
+        expect_refused(base)
+        expect_refused({**base, name: None})
+    else:
+        assert name not in decode(json.dumps(base)).args
+
+
+# -- examples --------------------------------------------------------------------------
+
+VALID: dict[str, dict[str, Any]] = {
+    "connect": {"token": "abc.def.ghi"},
+    "join": {"room": "demo", "since": 12, "epoch": "e1"},
+    "leave": {"room": "demo"},
+    "chat": {"room": "demo", "text": "hello"},
+    "like": {"room": "demo", "count": 3},
+    "ping": {},
+    "announce": {"room": "demo", "text": "50% off now"},
+    "room.start": {"room": "demo"},
+    "room.end": {"room": "demo"},
+    "mod.delete": {"room": "demo", "msg_id": "a1b2"},
+    "mod.mute": {"room": "demo", "user": "u1", "seconds": 60},
+    "mod.ban": {"room": "demo", "user": "u1"},
+    "mod.unban": {"room": "demo", "user": "u1"},
+    "mod.slow": {"room": "demo", "seconds": 0},
+}
+
+
+@pytest.mark.parametrize("op", sorted(VALID))
+def test_valid_command_of_each_op(op: str) -> None:
+    cmd = decode(json.dumps({"op": op, "id": 7, **VALID[op]}).encode())
+    assert cmd == Command(op, 7, VALID[op])
+
+
+def test_every_op_has_an_example() -> None:
+    assert set(VALID) == set(OPS)
+
+
+def test_connect_without_token_is_a_guest_connect() -> None:
+    assert decode(b'{"op":"connect"}') == Command("connect", None, {})
+
+
+def test_room_property() -> None:
+    assert decode(b'{"op":"leave","room":"r-1"}').room == "r-1"
+
+
+def test_unknown_extra_fields_are_ignored() -> None:
+    cmd = decode(
+        b'{"op":"chat","id":3,"room":"demo","text":"hi","future":{"x":[1,2]},"v":2,"count":5}'
+    )
+    assert cmd == Command("chat", 3, {"room": "demo", "text": "hi"})
+
+
+@pytest.mark.parametrize(
+    ("frame", "cid"),
+    [
+        (b'{"op":"chat","id":9,"room":"demo"}', 9),
+        (b'{"op":"chat","id":9,"room":"Demo","text":"x"}', 9),
+        (b'{"op":"like","id":0,"room":"demo","count":true}', 0),
+        (b'{"op":"like","id":4,"room":"demo","count":0}', 4),
+        (b'{"op":"nope","id":5}', 5),
+        (b'{"op":5,"id":6}', 6),
+        (b'{"id":8}', 8),
+        (b'{"op":"ping","id":9007199254740993}', None),
+        (b'{"op":"chat","id":-1}', None),
+        (b'{"op":"chat","id":true}', None),
+        (b'{"op":"chat","id":"7"}', None),
+        (b'{"op":"chat","id":7.0}', None),
+        (b"[1]", None),
+        (b"not json", None),
+    ],
+)
+def test_id_is_carried_on_the_error_when_readable(frame: bytes, cid: int | None) -> None:
+    with pytest.raises(Error) as info:
+        decode(frame)
+    assert info.value.code == "bad_request"
+    assert info.value.data == (None if cid is None else {"id": cid})
+
+
+def test_id_bounds() -> None:
+    assert decode(b'{"op":"ping","id":9007199254740992}').id == 2**53
+    assert decode(b'{"op":"ping","id":0}').id == 0
+    assert decode(b'{"op":"ping","id":null}').id is None
+
+
+# -- seq lines -------------------------------------------------------------------------
+
+event_fields = st.dictionaries(
+    st.text(max_size=8).filter(lambda k: k not in ("seq", "type", "room", "ts")),
+    st.recursive(
+        st.one_of(
+            st.none(),
+            st.booleans(),
+            st.integers(-(2**63), 2**63 - 1),
+            st.floats(allow_nan=False, allow_infinity=False),
+            st.text(max_size=20),
+        ),
+        lambda c: st.one_of(st.lists(c, max_size=3), st.dictionaries(st.text(max_size=5), c)),
+        max_leaves=10,
+    ),
+    max_size=4,
+)
+
+
+@given(
+    seq=st.integers(0, 2**63 - 1),
+    type_=st.text(min_size=1, max_size=20),
+    room=room_ids(),
+    ts=st.integers(0, 2**50),
+    fields=event_fields,
+)
+def test_sequence_and_line_seq_round_trip(
+    seq: int, type_: str, room: str, ts: int, fields: dict[str, Any]
+) -> None:
+    body = encode_event(type_, room, ts, fields)
+    assert line_seq(body) is None
+    line = sequence(seq, body)
+    assert line_seq(line) == seq
+    parsed = loads(line)
+    assert list(parsed)[0] == "seq"
+    assert parsed == {"seq": seq, "type": type_, "room": room, "ts": ts, **fields}
+    assert split_frame(b"\n".join([line, body]) + b"\n") == [parsed, loads(body)]
+
+
+def test_split_frame_accepts_text_and_skips_empty_lines() -> None:
+    assert split_frame('{"a":1}\n\n{"b":[2]}\n') == [{"a": 1}, {"b": [2]}]
+    assert split_frame(b"") == []
+
+
+# -- RFC 6455 framing ------------------------------------------------------------------
+
+
+def parse_frame(frame: bytes) -> tuple[int, int, bool, bytes, int]:
+    """Parse one server frame: (fin, opcode, masked, payload, header length)."""
+    b0, b1 = frame[0], frame[1]
+    fin, rsv, opcode = b0 >> 7, (b0 >> 4) & 0x7, b0 & 0x0F
+    assert rsv == 0, "no extension is negotiated: RSV bits must be 0"
+    masked = bool(b1 & 0x80)
+    length = b1 & 0x7F
+    offset = 2
+    if length == 126:
+        (length,) = struct.unpack("!H", frame[2:4])
+        offset = 4
+        assert length >= 126, "a 16-bit length must not encode what fits in 7 bits"
+    elif length == 127:
+        (length,) = struct.unpack("!Q", frame[2:10])
+        offset = 10
+        assert length >> 63 == 0, "the most significant bit of a 64-bit length is 0"
+        assert length >= 1 << 16, "a 64-bit length must not encode what fits in 16 bits"
+    payload = frame[offset:]
+    assert len(payload) == length
+    return fin, opcode, masked, payload, offset
+
+
+@pytest.mark.parametrize(
+    ("size", "header"), [(0, 2), (1, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)]
+)
+def test_text_frame_headers(size: int, header: int) -> None:
+    payload = bytes((ord("a") + i % 26 for i in range(size)))
+    frame = text_frame(payload)
+    fin, opcode, masked, body, offset = parse_frame(frame)
+    assert (fin, opcode, masked) == (1, 0x1, False)
+    assert offset == header
+    assert body == payload
+    assert len(frame) == header + size
