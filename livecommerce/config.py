@@ -51,6 +51,9 @@ class Settings:
     """Events kept per room for recovery with ``since``."""
     outbound_limit: int = 512 * 1024
     """Bytes queued for one connection beyond which it is closed with 4009."""
+    socket_sndbuf: int = 64 * 1024
+    """Kernel send buffer per client socket (0 = the kernel's autotuning, up to 4 MiB
+    here). Bounded, so a stalled reader shows in the outbound queue within seconds."""
     max_lag_s: float = 5.0
     """A connection whose queue has not drained for this long is closed with 4009."""
     drain_timeout_s: float = 5.0

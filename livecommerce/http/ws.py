@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -44,6 +45,9 @@ class Connection:
         settings = app[SETTINGS]
         self.ws = ws
         self.transport: Any = request.transport
+        sock = self.transport.get_extra_info("socket") if self.transport else None
+        if settings.socket_sndbuf and sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_sndbuf)
         self.client_id = secrets.token_hex(8)
         self.principal: Principal = guest(self.client_id)
         self.rooms: set[str] = set()
@@ -114,11 +118,16 @@ class Connection:
         return self.closer
 
     async def _close(self, code: int, reason: str) -> None:
+        """Send the close frame after what is queued; give the client the grace time to
+        read it, then drop the socket whatever it did."""
+        deadline = self._loop.time() + self._grace
         with contextlib.suppress(Exception, asyncio.CancelledError):
             await asyncio.wait_for(
                 self.ws.close(code=code, message=reason.encode(), drain=False), self._grace
             )
-        if not self.transport.is_closing() or self.transport.get_write_buffer_size():
+        while self.transport.get_write_buffer_size() and self._loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        if self.transport.get_write_buffer_size():
             self.transport.abort()
 
 

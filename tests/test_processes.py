@@ -1,0 +1,142 @@
+"""Real server processes: two on one Redis serve one room; signals; the command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from livecommerce.client import Client
+from tests.conftest import ROOT, SECRET, ServerProcess, token
+
+
+def ws_url(p: ServerProcess) -> str:
+    return f"ws://127.0.0.1:{p.port}/ws"
+
+
+async def open_client(p: ServerProcess, sub: str, **kw: Any) -> Client:
+    client = Client(ws_url(p), token=token(sub), **kw)
+    await client.connect()
+    return client
+
+
+async def chats(client: Client, n: int) -> list[dict[str, Any]]:
+    return [await client.next_event(lambda e: e["type"] == "chat", timeout=10) for _ in range(n)]
+
+
+async def test_two_processes_on_one_redis_serve_one_room(
+    redis_url: str, spawn: Callable[..., ServerProcess]
+) -> None:
+    p1 = spawn("--redis-url", redis_url, "--secret", SECRET, "--demo", "--tick-ms", "20")
+    p2 = spawn("--redis-url", redis_url, "--secret", SECRET, "--demo", "--tick-ms", "20")
+    members = [await open_client(p, f"m{i}-{n}") for n, p in enumerate((p1, p2)) for i in range(2)]
+    talkers = [await open_client(p, f"t{i}-{n}") for n, p in enumerate((p1, p2)) for i in range(3)]
+    try:
+        for c in members:
+            await c.join("demo")
+        sent = []
+        for i in range(12):  # alternate processes; each talker speaks twice
+            reply = await talkers[i % 6].request("chat", room="demo", text=f"c{i}")
+            sent.append(reply["seq"])
+        assert sorted(sent) == list(range(sent[0], sent[0] + 12))
+        for c in members:
+            got = await chats(c, 12)
+            assert [e["seq"] for e in got] == sorted(sent), "same contiguous seqs everywhere"
+            assert [e["text"] for e in got] == [f"c{i}" for i in range(12)]
+
+        await members[0].request("like", room="demo", count=10)
+        await members[3].request("like", room="demo", count=15)
+        for c in members:
+            seen = {"likes": 0, "presence": 0}
+            while seen != {"likes": 25, "presence": 4}:
+                e = await c.next_event(lambda e: e["type"] in seen, timeout=10)
+                seen[e["type"]] = e.get("total", e.get("viewers", 0))
+
+        # a member of p1 drops and comes back on p2: it resumes without a gap
+        mover = members[0]
+        last = mover.last_seq("demo")
+        mover.url = ws_url(p2)
+        assert mover._ws is not None
+        await mover._ws.close(code=1012)
+        missed = [(await talkers[5].request("chat", room="demo", text="while away"))["seq"]]
+        resumed = await mover.next_event(lambda e: e["type"] == "client.resumed", timeout=10)
+        assert resumed["recovered"] is True
+        got = await chats(mover, 1)
+        assert [e["seq"] for e in got] == missed == [last + 1]
+    finally:
+        for c in members + talkers:
+            await c.close()
+
+
+async def test_moderation_holds_across_processes(
+    redis_url: str, spawn: Callable[..., ServerProcess]
+) -> None:
+    p1 = spawn("--redis-url", redis_url, "--secret", SECRET, "--demo", "--tick-ms", "20")
+    p2 = spawn("--redis-url", redis_url, "--secret", SECRET, "--demo", "--tick-ms", "20")
+    mod = Client(ws_url(p1), token=token("mod", "moderator", rooms=["demo"]))
+    await mod.connect()
+    user = await open_client(p2, "troll")
+    try:
+        await user.join("demo")
+        await mod.request("mod.mute", room="demo", user="troll", seconds=30)
+        note = await user.next_event(lambda e: e["type"] == "moderation", timeout=10)
+        assert note["action"] == "muted"
+        with pytest.raises(Exception, match="muted"):
+            await user.request("chat", room="demo", text="hi")
+        await mod.request("mod.ban", room="demo", user="troll")
+        note = await user.next_event(lambda e: e["type"] == "moderation", timeout=10)
+        assert note["action"] == "banned"
+        with pytest.raises(Exception, match="banned"):
+            await user.join("demo")
+    finally:
+        await mod.close()
+        await user.close()
+
+
+async def test_sigterm_closes_clients_with_1001_and_exits_in_time(
+    spawn: Callable[..., ServerProcess],
+) -> None:
+    p = spawn("--secret", SECRET, "--demo")
+    clients = [await open_client(p, f"v{i}", reconnect=False) for i in range(5)]
+    for c in clients:
+        await c.join("demo")
+    started = time.monotonic()
+    p.proc.send_signal(signal.SIGTERM)
+    for c in clients:
+        while c.close_code is None:
+            await asyncio.sleep(0.02)
+        assert c.close_code == 1001
+    while p.proc.poll() is None:
+        assert time.monotonic() - started < 10, "the process must exit within 10 s"
+        await asyncio.sleep(0.05)
+    assert p.proc.returncode == 0
+    for c in clients:
+        await c.close()
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("LIVECOMMERCE_")}
+    return subprocess.run(
+        [sys.executable, "-m", "livecommerce", *args],
+        cwd=ROOT, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=30,
+    )
+
+
+def test_serve_refuses_to_start_without_a_secret() -> None:
+    done = run_cli("serve", "--port", "0")
+    assert done.returncode == 2
+    assert "no secret" in done.stderr and "--demo" in done.stderr
+    done = run_cli("serve", "--port", "0", "--secret", "short")
+    assert done.returncode == 2 and "32 bytes" in done.stderr
+
+
+def test_secret_from_the_environment(spawn: Callable[..., ServerProcess]) -> None:
+    p = spawn(env={"LIVECOMMERCE_SECRET": SECRET})
+    assert p.ready()
