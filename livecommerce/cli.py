@@ -27,15 +27,28 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the server")
     serve.add_argument("--host", default=os.environ.get("LIVECOMMERCE_HOST", "127.0.0.1"))
     serve.add_argument("--port", type=int, default=int(os.environ.get("LIVECOMMERCE_PORT", "8080")))
-    serve.add_argument("--redis-url", default=os.environ.get("LIVECOMMERCE_REDIS_URL"),
-                       help="use Redis (any number of processes); default: embedded memory")
-    serve.add_argument("--secret", default=os.environ.get("LIVECOMMERCE_SECRET"),
-                       help="HS256 secret that signs tokens (or LIVECOMMERCE_SECRET)")
-    serve.add_argument("--demo", action="store_true",
-                       help="demo room, demo sign-in for every role, throwaway secret")
+    serve.add_argument(
+        "--redis-url",
+        default=os.environ.get("LIVECOMMERCE_REDIS_URL"),
+        help="use Redis (any number of processes); default: embedded memory",
+    )
+    serve.add_argument(
+        "--secret",
+        default=os.environ.get("LIVECOMMERCE_SECRET"),
+        help="HS256 secret that signs tokens (or LIVECOMMERCE_SECRET)",
+    )
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="demo room, demo sign-in for every role, throwaway secret",
+    )
     serve.add_argument("--tick-ms", type=int, default=50, help="fan-out tick (default 50)")
-    serve.add_argument("--outbound-limit", type=int, default=512 * 1024,
-                       help="bytes queued per connection before it is closed with 4009")
+    serve.add_argument(
+        "--outbound-limit",
+        type=int,
+        default=512 * 1024,
+        help="bytes queued per connection before it is closed with 4009",
+    )
     serve.add_argument("--log-level", default=os.environ.get("LIVECOMMERCE_LOG_LEVEL", "INFO"))
     return parser
 
@@ -66,7 +79,7 @@ def _banner(settings: Settings, port: int) -> str:
             f"  moderator:  {base}/?room=demo&role=moderator",
             "",
             "Demo sign-in (any role: viewer, host, moderator, admin):",
-            f"  curl -s -X POST {base}/api/demo/token -d '{{\"role\": \"host\"}}'",
+            f'  curl -s -X POST {base}/api/demo/token -d \'{{"role": "host"}}\'',
             f"WebSocket: ws://{host}:{port}/ws   API: {base}/api/openapi.json",
         ]
     return "\n".join(lines)

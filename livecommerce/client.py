@@ -23,7 +23,7 @@ import contextlib
 import itertools
 import logging
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -91,6 +91,7 @@ class Client:
     _reader: asyncio.Task[None] | None = field(default=None, init=False)
     _connected: asyncio.Event = field(default_factory=asyncio.Event, init=False)
     _closed: bool = field(default=False, init=False)
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -259,7 +260,7 @@ class Client:
                     return
             backoff = 0.1
             for room in list(self._rooms):
-                asyncio.create_task(self._resume(room))
+                self._spawn(self._resume(room))
 
     async def _resume(self, room: str) -> None:
         state = self._rooms.get(room)
@@ -292,10 +293,15 @@ class Client:
                 return
             if seq != state.seq + 1:
                 state.resyncing = True
-                asyncio.get_running_loop().create_task(self._resume(obj["room"]))
+                self._spawn(self._resume(obj["room"]))
                 return
             state.seq = seq
         self._queue.put_nowait(obj)
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _fail_pending(self, exc: Exception) -> None:
         pending, self._pending = self._pending, {}

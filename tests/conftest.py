@@ -11,12 +11,13 @@ import sys
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from livecommerce.auth import Role, issue_token
@@ -53,8 +54,19 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
     proc = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", str(workdir)],
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
         stdout=subprocess.DEVNULL,
     )
     url = f"redis://127.0.0.1:{port}/0"
@@ -94,8 +106,14 @@ def engine(request: pytest.FixtureRequest) -> str:
 def settings(engine: str, request: pytest.FixtureRequest) -> Settings:
     """Test settings on the engine under test: short tick, the session's Redis."""
     url = request.getfixturevalue("redis_url") if engine == "redis" else None
-    return Settings(secret=SECRET, demo=True, tick_ms=10, redis_url=url,
-                    presence_interval_ms=100, limits=Limits(connect_timeout_s=1.0))
+    return Settings(
+        secret=SECRET,
+        demo=True,
+        tick_ms=10,
+        redis_url=url,
+        presence_interval_ms=100,
+        limits=Limits(connect_timeout_s=1.0),
+    )
 
 
 @pytest.fixture
@@ -104,16 +122,32 @@ async def backends(settings: Settings) -> AsyncIterator[Backends]:
         yield b
 
 
-def token(sub: str, role: Role = "viewer", *, rooms: list[str] | None = None,
-          ttl_s: int = 3600, name: str | None = None) -> str:
-    return issue_token(SECRET, sub=sub, name=name or sub, role=role, rooms=rooms,
-                       now=time.time(), ttl_s=ttl_s)
+def token(
+    sub: str,
+    role: Role = "viewer",
+    *,
+    rooms: list[str] | None = None,
+    ttl_s: int = 3600,
+    name: str | None = None,
+) -> str:
+    return issue_token(
+        SECRET, sub=sub, name=name or sub, role=role, rooms=rooms, now=time.time(), ttl_s=ttl_s
+    )
 
 
 HOST = token("demo-host", "host", rooms=["demo"])
 MOD = token("mod-1", "moderator", rooms=["demo"])
 
-ServerFactory = Callable[..., Awaitable[TestServer]]
+
+@dataclass(frozen=True)
+class LiveServer:
+    """An in-process server of a test."""
+
+    port: int
+    app: web.Application
+
+
+ServerFactory = Callable[..., Awaitable[LiveServer]]
 
 
 @pytest.fixture
@@ -122,7 +156,7 @@ async def start_server(settings: Settings) -> AsyncIterator[ServerFactory]:
     settings; every server is closed after the test."""
     servers: list[TestServer] = []
 
-    async def start(**overrides: Any) -> TestServer:
+    async def start(**overrides: Any) -> LiveServer:
         limits = overrides.pop("limits", None)
         s = replace(settings, **overrides)
         if limits:
@@ -130,7 +164,8 @@ async def start_server(settings: Settings) -> AsyncIterator[ServerFactory]:
         server = TestServer(create_app(s), host="127.0.0.1", port=free_port())
         await server.start_server()
         servers.append(server)
-        return server
+        assert server.port is not None
+        return LiveServer(server.port, server.app)
 
     yield start
     for server in reversed(servers):
@@ -145,8 +180,7 @@ async def connect() -> AsyncIterator[ClientFactory]:
     """Open clients: ``await connect(server_or_port, token=...)``; closed after the test."""
     clients: list[Client] = []
 
-    async def open_client(server: TestServer | int, token: str | None = None,
-                          **kw: Any) -> Client:
+    async def open_client(server: LiveServer | int, token: str | None = None, **kw: Any) -> Client:
         port = server if isinstance(server, int) else server.port
         client = Client(f"ws://127.0.0.1:{port}/ws", token=token, **kw)
         await client.connect()

@@ -73,14 +73,20 @@ async def test_snapshot_keeps_recent_chats_deletions_and_announcement(backends: 
     log = backends.log
     for i in range(60):
         await log.publish("r1", body(str(i), msg_id=f"m{i}"), kind="chat", ref=f"m{i}")
-    assert await log.publish("r1", encode_event("chat.deleted", "r1", 1, {"msg_id": "m59"}),
-                             kind="chat.deleted", ref="m59") == 61
-    assert await log.publish("r1", b'{"type":"chat.deleted"}', kind="chat.deleted",
-                             ref="m59") == 0
-    assert await log.publish("r1", b'{"type":"chat.deleted"}', kind="chat.deleted",
-                             ref="nope") == 0
-    await log.publish("r1", encode_event("announcement", "r1", 1, {"text": "A"}),
-                      kind="announcement")
+    assert (
+        await log.publish(
+            "r1",
+            encode_event("chat.deleted", "r1", 1, {"msg_id": "m59"}),
+            kind="chat.deleted",
+            ref="m59",
+        )
+        == 61
+    )
+    assert await log.publish("r1", b'{"type":"chat.deleted"}', kind="chat.deleted", ref="m59") == 0
+    assert await log.publish("r1", b'{"type":"chat.deleted"}', kind="chat.deleted", ref="nope") == 0
+    await log.publish(
+        "r1", encode_event("announcement", "r1", 1, {"text": "A"}), kind="announcement"
+    )
     snap = await log.snapshot("r1")
     assert snap.seq == 62
     texts = [loads(ln)["text"] for ln in snap.recent]
@@ -158,7 +164,7 @@ async def test_redis_keys_of_a_room_share_one_hash_tag(backends: Backends, redis
     await backends.moderation.set_slow("r1", 5)
     await backends.moderation.admit_chat("r1", "v", 1)
     r = aioredis.Redis.from_url(redis_url)
-    keys = sorted(k.decode() for k in await r.keys("*"))
+    keys = sorted(k.decode() if isinstance(k, bytes) else k for k in await r.keys("*"))
     await r.aclose()
     assert "lc:rooms" in keys
     room_keys = [k for k in keys if k != "lc:rooms"]

@@ -56,7 +56,7 @@ async def test_two_processes_on_one_redis_serve_one_room(
         for c in members:
             seen = {"likes": 0, "presence": 0}
             while seen != {"likes": 25, "presence": 4}:
-                e = await c.next_event(lambda e: e["type"] in seen, timeout=10)
+                e = await c.next_event(lambda e: e["type"] in ("likes", "presence"), timeout=10)
                 seen[e["type"]] = e.get("total", e.get("viewers", 0))
 
         # a member of p1 drops and comes back on p2: it resumes without a gap
@@ -125,7 +125,11 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
     clean = {k: v for k, v in os.environ.items() if not k.startswith("LIVECOMMERCE_")}
     return subprocess.run(
         [sys.executable, "-m", "livecommerce", *args],
-        cwd=ROOT, env={**clean, **(env or {})}, capture_output=True, text=True, timeout=30,
+        cwd=ROOT,
+        env={**clean, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
 
 

@@ -7,19 +7,19 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp.test_utils import TestServer
 
 from livecommerce.client import ClientError, ConnectionLost
 from livecommerce.protocol import dumps, split_frame
-from tests.conftest import HOST, MOD, ClientFactory, ServerFactory, token
+from tests.conftest import HOST, MOD, ClientFactory, LiveServer, ServerFactory, token
 
 
 def is_type(kind: str) -> Any:
     return lambda e: e["type"] == kind
 
 
-async def raw_ws(session: aiohttp.ClientSession, server: TestServer,
-                 tok: str | None = None) -> aiohttp.ClientWebSocketResponse:
+async def raw_ws(
+    session: aiohttp.ClientSession, server: LiveServer, tok: str | None = None
+) -> aiohttp.ClientWebSocketResponse:
     ws = await session.ws_connect(f"http://127.0.0.1:{server.port}/ws")
     await ws.send_str(dumps({"op": "connect", "id": 0, **({"token": tok} if tok else {})}).decode())
     reply = split_frame(await ws.receive_str(timeout=5))
@@ -60,12 +60,14 @@ async def test_a_tick_goes_out_as_one_frame_with_likes_coalesced(
                 await watcher.receive_str(timeout=0.05)
             except TimeoutError:
                 break
-        await asyncio.gather(*(
-            s.request(op, room="demo", **f)
-            for s in senders
-            for op, f in [("chat", {"text": "hi"}), ("like", {"count": 10}),
-                          ("like", {"count": 5})]
-        ))
+        commands: list[tuple[str, dict[str, Any]]] = [
+            ("chat", {"text": "hi"}),
+            ("like", {"count": 10}),
+            ("like", {"count": 5}),
+        ]
+        await asyncio.gather(
+            *(s.request(op, room="demo", **f) for s in senders for op, f in commands)
+        )
         frames: list[list[dict[str, Any]]] = []
         chats = 0
         while chats < 5:
@@ -111,11 +113,22 @@ async def test_join_with_since_replays_missed_events_in_order(
         snap = split_frame(await ws.receive_str(timeout=5))[0]["data"]["snapshot"]
         assert [m["text"] for m in snap["recent"]] == ["before 0", "before 1", "before 2"]
         await ws.close()
-        missed = [(await talkers[i % 3].request("chat", room="demo", text=f"missed {i}"))["seq"]
-                  for i in range(6)]
+        missed = [
+            (await talkers[i % 3].request("chat", room="demo", text=f"missed {i}"))["seq"]
+            for i in range(6)
+        ]
         ws = await raw_ws(session, server)
-        await ws.send_str(dumps({"op": "join", "id": 2, "room": "demo", "since": snap["seq"],
-                                 "epoch": snap["epoch"]}).decode())
+        await ws.send_str(
+            dumps(
+                {
+                    "op": "join",
+                    "id": 2,
+                    "room": "demo",
+                    "since": snap["seq"],
+                    "epoch": snap["epoch"],
+                }
+            ).decode()
+        )
         events: list[dict[str, Any]] = []
         while len([e for e in events if e.get("type") == "chat"]) < 6:
             events += split_frame(await ws.receive_str(timeout=5))
@@ -149,14 +162,24 @@ async def test_join_without_full_history_gets_a_fresh_snapshot(
         await host.request("announce", room="demo", text=f"a{i}")
     async with aiohttp.ClientSession() as session:
         ws = await raw_ws(session, server)
-        await ws.send_str(dumps({"op": "join", "id": 1, "room": "demo", "since": snap["seq"],
-                                 "epoch": snap["epoch"]}).decode())
+        await ws.send_str(
+            dumps(
+                {
+                    "op": "join",
+                    "id": 1,
+                    "room": "demo",
+                    "since": snap["seq"],
+                    "epoch": snap["epoch"],
+                }
+            ).decode()
+        )
         reply = split_frame(await ws.receive_str(timeout=5))[0]
         assert reply["data"]["recovered"] is False
         assert reply["data"]["snapshot"]["seq"] == snap["seq"] + 11
         assert reply["data"]["snapshot"]["announcement"]["text"] == "a7"
-        await ws.send_str(dumps({"op": "join", "id": 2, "room": "demo", "since": 0,
-                                 "epoch": "wrong"}).decode())
+        await ws.send_str(
+            dumps({"op": "join", "id": 2, "room": "demo", "since": 0, "epoch": "wrong"}).decode()
+        )
         reply = split_frame(await ws.receive_str(timeout=5))[0]
         assert reply["data"]["recovered"] is False
         await ws.close()
@@ -202,7 +225,7 @@ async def test_bad_commands_get_bad_request_and_the_connection_stays_usable(
         ws = await raw_ws(session, server, token("v"))
         await ws.send_bytes(frame)
         await ws.send_str('{"op":"ping","id":4}')
-        replies = []
+        replies: list[dict[str, Any]] = []
         while not any(r.get("id") == 4 for r in replies):
             replies += split_frame(await ws.receive_str(timeout=5))
         if b'"id": 3' in frame:
@@ -336,20 +359,32 @@ async def test_room_lifecycle_over_http_and_ws(
     base = f"http://127.0.0.1:{server.port}"
     host_tok = token("h1", "host")
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{base}/api/rooms", json={"title": "My show", "id": "show-1"},
-                                headers={"Authorization": f"Bearer {host_tok}"}) as resp:
+        async with session.post(
+            f"{base}/api/rooms",
+            json={"title": "My show", "id": "show-1"},
+            headers={"Authorization": f"Bearer {host_tok}"},
+        ) as resp:
             assert resp.status == 201
             room = await resp.json()
             assert room["status"] == "scheduled" and room["host"] == "h1"
-        async with session.post(f"{base}/api/rooms", json={"title": "Again", "id": "show-1"},
-                                headers={"Authorization": f"Bearer {host_tok}"}) as resp:
+        async with session.post(
+            f"{base}/api/rooms",
+            json={"title": "Again", "id": "show-1"},
+            headers={"Authorization": f"Bearer {host_tok}"},
+        ) as resp:
             assert resp.status == 409
             assert (await resp.json())["error"]["code"] == "conflict"
-        async with session.post(f"{base}/api/rooms", json={"title": "x"},
-                                headers={"Authorization": f"Bearer {token('v')}"}) as resp:
+        async with session.post(
+            f"{base}/api/rooms",
+            json={"title": "x"},
+            headers={"Authorization": f"Bearer {token('v')}"},
+        ) as resp:
             assert resp.status == 403
-        async with session.post(f"{base}/api/rooms", json={"id": "no-title"},
-                                headers={"Authorization": f"Bearer {host_tok}"}) as resp:
+        async with session.post(
+            f"{base}/api/rooms",
+            json={"id": "no-title"},
+            headers={"Authorization": f"Bearer {host_tok}"},
+        ) as resp:
             assert resp.status == 400
             assert (await resp.json())["error"]["code"] == "bad_request"
         async with session.get(f"{base}/api/rooms/nope") as resp:
@@ -370,9 +405,8 @@ async def test_room_lifecycle_over_http_and_ws(
     await viewer.request("chat", room="show-1", text="now")
     await host.request("room.end", room="show-1")
     await viewer.next_event(is_type("room.ended"))
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"{base}/api/rooms/show-1") as resp:
-            detail = await resp.json()
+    async with aiohttp.ClientSession() as session, session.get(f"{base}/api/rooms/show-1") as r:
+        detail = await r.json()
     assert detail["status"] == "ended" and detail["viewers"] >= 0
 
 
@@ -383,7 +417,8 @@ async def test_guests_watch_but_cannot_talk(
     guest = await connect(server)
     assert guest.user["role"] == "guest"
     await guest.join("demo")
-    for op, fields in [("chat", {"text": "hi"}), ("like", {"count": 1})]:
+    attempts: list[tuple[str, dict[str, Any]]] = [("chat", {"text": "hi"}), ("like", {"count": 1})]
+    for op, fields in attempts:
         with pytest.raises(ClientError) as err:
             await guest.request(op, room="demo", **fields)
         assert err.value.code == "unauthorized"
@@ -398,9 +433,13 @@ async def test_replies_come_exactly_once_per_id(
     server = await start_server()
     async with aiohttp.ClientSession() as session:
         ws = await raw_ws(session, server, token("v"))
-        ops = ['{"op":"ping","id":%d}', '{"op":"join","id":%d,"room":"demo"}',
-               '{"op":"chat","id":%d,"room":"demo","text":"x"}', '{"op":"nope","id":%d}',
-               '{"op":"leave","id":%d,"room":"demo"}']
+        ops = [
+            '{"op":"ping","id":%d}',
+            '{"op":"join","id":%d,"room":"demo"}',
+            '{"op":"chat","id":%d,"room":"demo","text":"x"}',
+            '{"op":"nope","id":%d}',
+            '{"op":"leave","id":%d,"room":"demo"}',
+        ]
         for i in range(10, 30):
             await ws.send_str(ops[i % len(ops)] % i)
         await ws.send_str('{"op":"ping"}')  # no id: no reply
@@ -410,4 +449,3 @@ async def test_replies_come_exactly_once_per_id(
             ids += [e["id"] for e in split_frame(await ws.receive_str(timeout=5)) if "id" in e]
         await ws.close()
     assert sorted(ids) == [*range(10, 30), 99]
-

@@ -82,9 +82,9 @@ class StalledMember:
 
 
 async def slow_closes(port: int) -> int:
-    async with aiohttp.ClientSession() as session:
-        async with session.get(f"http://127.0.0.1:{port}/metrics") as resp:
-            text = await resp.text()
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with aiohttp.ClientSession() as session, session.get(url) as resp:
+        text = await resp.text()
     for line in text.splitlines():
         if line.startswith("livecommerce_slow_closes "):
             return int(line.split()[1])
@@ -110,7 +110,7 @@ async def test_a_stalled_member_is_closed_4009_while_the_others_keep_receiving(
         if i % 50 == 0:
             await asyncio.sleep(0.02)  # a few ticks go by while we talk
     for c in readers:  # every reading member got every announcement, in order
-        seqs = []
+        seqs: list[int] = []
         while len(seqs) < len(sent):
             event = await c.next_event(lambda e: e["type"] == "announcement", timeout=10)
             seqs.append(event["seq"])
@@ -122,5 +122,3 @@ async def test_a_stalled_member_is_closed_4009_while_the_others_keep_receiving(
     last = await host.request("announce", room="demo", text="still here")
     event = await readers[0].next_event(lambda e: e["type"] == "announcement")
     assert event["seq"] == last["seq"]
-
-

@@ -54,11 +54,13 @@ def verify_token(token: str, secret: str, *, now: float) -> Principal:
         raise Error("unauthorized", "invalid token: bad sub")
     if role not in TOKEN_ROLES:
         raise Error("unauthorized", "invalid token: bad role")
-    if type(exp) not in (int, float) or exp <= now:
+    if not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= now:
         raise Error("unauthorized", "token expired")
     if not isinstance(name, str):
         raise Error("unauthorized", "invalid token: bad name")
-    if rooms is not None and not (isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)):
+    if rooms is not None and not (
+        isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)
+    ):
         raise Error("unauthorized", "invalid token: bad rooms")
     return Principal(
         id=sub,

@@ -173,7 +173,7 @@ return 1
 """
 
 
-def _room(raw: dict[bytes, bytes]) -> Room | None:
+def _room(raw: Any) -> Room | None:
     if b"title" not in raw:
         return None
     status = raw[b"status"].decode()
@@ -181,7 +181,7 @@ def _room(raw: dict[bytes, bytes]) -> Room | None:
         id=raw[b"id"].decode(),
         title=raw[b"title"].decode(),
         host=raw[b"host"].decode(),
-        status=cast(Status, status if status in STATUSES else "ended"),
+        status=status if status in STATUSES else "ended",
         created_at=int(raw[b"created_at"]),
     )
 
@@ -206,7 +206,7 @@ class RedisRoomStore:
         ids = await self._r.zrevrange(ROOMS_INDEX, 0, 499)
         async with self._r.pipeline(transaction=False) as pipe:
             for rid in ids:
-                pipe.hgetall(key(rid.decode(), "room"))
+                pipe.hgetall(key(rid.decode() if isinstance(rid, bytes) else str(rid), "room"))
             raws = await pipe.execute()
         rooms = [r for raw in raws if (r := _room(raw)) is not None]
         return [r for r in rooms if status is None or r.status == status]
@@ -236,8 +236,15 @@ class RedisEventLog:
         return [key(room, name) for name in _LOG_KEYS]
 
     async def publish(self, room: str, body: bytes, *, kind: Kind = "plain", ref: str = "") -> int:
-        args = [_fresh_epoch(), body, kind, ref, self._history_size, self._recent_size,
-                key(room, "ev")]
+        args: list[bytes | str | int] = [
+            _fresh_epoch(),
+            body,
+            kind,
+            ref,
+            self._history_size,
+            self._recent_size,
+            key(room, "ev"),
+        ]
         return int(await self._publish(keys=self._keys(room), args=args))
 
     async def send_private(self, room: str, user: str, line: bytes) -> None:
@@ -313,7 +320,7 @@ class RedisEventLog:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._pubsub.aclose()
+        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
 class RedisCounters:
@@ -325,7 +332,7 @@ class RedisCounters:
         return int(await self._r.incrby(key(room, "likes"), n))
 
     async def report_presence(self, room: str, node: str, count: int, now_ms: int) -> int:
-        args = [node, count, now_ms, PRESENCE_TTL_MS]
+        args: list[str | int] = [node, count, now_ms, PRESENCE_TTL_MS]
         return int(await self._presence(keys=[key(room, "presence")], args=args))
 
 

@@ -115,7 +115,7 @@ async def _demo_room(app: web.Application) -> None:
 async def _drain(app: web.Application) -> None:
     """Close every WebSocket with 1001 and give them the drain timeout to finish."""
     app[READY][0] = False
-    conns = list(app[CONNECTIONS])
+    conns = [*app[CONNECTIONS]]
     if not conns:
         return
     log.info("draining %d connections", len(conns))

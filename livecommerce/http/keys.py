@@ -21,7 +21,7 @@ SECRET = web.AppKey("secret", str)
 BACKENDS = web.AppKey("backends", Backends)
 HUB = web.AppKey("hub", Hub)
 SERVICE = web.AppKey("service", RoomService)
-CONNECTIONS = web.AppKey("connections", set["Connection"])
+CONNECTIONS: web.AppKey[set[Connection]] = web.AppKey("connections")
 METRICS = web.AppKey("metrics", Counter[str])
 READY = web.AppKey("ready", list[bool])
 """One element, True once every resource is up (``/healthz``)."""

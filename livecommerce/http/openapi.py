@@ -18,8 +18,14 @@ def _ref(name: str) -> dict[str, str]:
 
 
 def _errors(*statuses: int) -> dict[str, Any]:
-    text = {400: "Invalid request", 401: "Missing or invalid token", 403: "Not allowed",
-            404: "Not found", 409: "Conflict", 413: "Body too large"}
+    text = {
+        400: "Invalid request",
+        401: "Missing or invalid token",
+        403: "Not allowed",
+        404: "Not found",
+        409: "Conflict",
+        413: "Body too large",
+    }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
 
@@ -181,6 +187,8 @@ def document(*, demo: bool) -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": _SCHEMAS,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+            },
         },
     }

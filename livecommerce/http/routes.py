@@ -18,12 +18,19 @@ from livecommerce.http import openapi
 from livecommerce.http.keys import CONNECTIONS, HUB, METRICS, READY, SECRET, SERVICE, SETTINGS
 from livecommerce.http.ws import ws_handler
 from livecommerce.protocol import ROOM_ID, dumps, loads
-from livecommerce.rooms.state import STATUSES, Status
+from livecommerce.rooms.state import STATUSES
 
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               405: "bad_request", 413: "too_large", 429: "rate_limited"}
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "bad_request",
+    413: "too_large",
+    429: "rate_limited",
+}
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -63,7 +70,9 @@ def principal(request: web.Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Error("unauthorized", "use Authorization: Bearer <token>")
-    return verify_token(token.strip(), request.app[SECRET], now=request.app[SERVICE].now_ms() / 1000)
+    return verify_token(
+        token.strip(), request.app[SECRET], now=request.app[SERVICE].now_ms() / 1000
+    )
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -113,7 +122,7 @@ async def list_rooms(request: web.Request) -> web.Response:
     status = request.query.get("status")
     if status is not None and status not in STATUSES:
         raise Error("bad_request", f"status must be one of {', '.join(STATUSES)}")
-    rooms = await request.app[SERVICE].list_rooms(cast(Status | None, status))
+    rooms = await request.app[SERVICE].list_rooms(status)
     return json_response({"rooms": [r.to_dict() for r in rooms]})
 
 

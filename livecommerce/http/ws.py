@@ -287,7 +287,9 @@ async def _handshake(app: web.Application, ws: web.WebSocketResponse, conn: Conn
     return True
 
 
-async def _serve(svc: RoomService, ws: web.WebSocketResponse, conn: Connection, max_frame: int) -> None:
+async def _serve(
+    svc: RoomService, ws: web.WebSocketResponse, conn: Connection, max_frame: int
+) -> None:
     async for msg in ws:
         if conn.closing:
             break

@@ -70,6 +70,7 @@ def refusal(code: str, until_ms: int) -> Error:
     if code == "muted":
         return Error("muted", "you are muted in this room", data={"until": until_ms})
     if code == "slow_mode":
-        return Error("slow_mode", "slow mode is on; wait before chatting again",
-                     data={"until": until_ms})
+        return Error(
+            "slow_mode", "slow mode is on; wait before chatting again", data={"until": until_ms}
+        )
     raise ValueError(f"unknown refusal {code!r}")

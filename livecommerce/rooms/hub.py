@@ -238,7 +238,9 @@ class Hub:
         )
         if ch.viewers != ch.viewers_sent:
             ch.viewers_sent = ch.viewers
-            lines.append(encode_event("presence", ch.room, int(now * 1000), {"viewers": ch.viewers}))
+            lines.append(
+                encode_event("presence", ch.room, int(now * 1000), {"viewers": ch.viewers})
+            )
         # A lost pub/sub message shows as a gap only when the next one arrives; a lost
         # epoch (the store was flushed) shows only here.
         head = await self._log.head(ch.room)

@@ -95,9 +95,13 @@ class RoomService:
     async def create_room(self, who: Principal, *, title: str, room_id: str | None) -> Room:
         if who.role not in HOSTS:
             raise Error("forbidden", "only hosts and admins create rooms")
-        if room_id is not None and who.role == "host" and who.rooms is not None:
-            if room_id not in who.rooms:
-                raise Error("forbidden", f"your token does not cover room {room_id!r}")
+        if (
+            room_id is not None
+            and who.role == "host"
+            and who.rooms is not None
+            and (room_id not in who.rooms)
+        ):
+            raise Error("forbidden", f"your token does not cover room {room_id!r}")
         title = clean_text(title, 200)
         room = Room(
             id=room_id or f"r-{secrets.token_hex(5)}",
@@ -194,9 +198,7 @@ class RoomService:
 
     # -- talking ---------------------------------------------------------------------
 
-    async def _publish(
-        self, room: str, type_: str, fields: dict[str, Any], **kw: Any
-    ) -> int:
+    async def _publish(self, room: str, type_: str, fields: dict[str, Any], **kw: Any) -> int:
         body = encode_event(type_, room, self.now_ms(), fields)
         return await self.backends.log.publish(room, body, **kw)
 
@@ -262,4 +264,3 @@ class RoomService:
     async def slow(self, who: Principal, room_id: str, seconds: int) -> None:
         room = await self._room_as(who, room_id, MODERATORS)
         await self.backends.moderation.set_slow(room.id, seconds)
-
