@@ -449,3 +449,19 @@ async def test_replies_come_exactly_once_per_id(
             ids += [e["id"] for e in split_frame(await ws.receive_str(timeout=5)) if "id" in e]
         await ws.close()
     assert sorted(ids) == [*range(10, 30), 99]
+
+
+async def test_a_room_emptied_and_rejoined_at_once_keeps_delivering(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server(tick_ms=5)
+    for i in range(20):  # the room empties and fills again across its channel's closing
+        talker = await connect(server, token(f"t{i}"))
+        member = await connect(server, token(f"m{i}"))
+        await member.join("demo")
+        await member.leave("demo")
+        await asyncio.sleep(0.002 * (i % 5))
+        await member.join("demo")
+        sent = await talker.request("chat", room="demo", text=f"still there? {i}")
+        assert (await member.next_event(is_type("chat")))["seq"] == sent["seq"]
+        await member.leave("demo")

@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from livecommerce.backends import Backends, LogHead
+from livecommerce.errors import Error
 from livecommerce.protocol import encode_event, line_seq, loads, text_frame
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class Channel:
         self.viewers_sent = -1
         self.next_presence = 0.0
         self.ready = asyncio.Event()
+        self.closing = False
+        self.closed = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
 
     def sink(self, line: bytes, user: str | None) -> None:
@@ -124,16 +127,26 @@ class Hub:
         return self._channels.get(room)
 
     async def attach(self, room: str, conn: Subscriber) -> Membership:
-        """Add ``conn`` to ``room``, buffering until :meth:`Membership.go_live`."""
-        ch = self._channels.get(room)
-        if ch is None:
-            ch = self._channels[room] = Channel(room)
-            ch.task = asyncio.create_task(self._run(ch), name=f"hub:{room}")
-        await ch.ready.wait()
-        if self._channels.get(room) is not ch:  # closed while we waited: start afresh
-            return await self.attach(room, conn)
-        membership = ch.members[conn] = Membership(conn)
-        return membership
+        """Add ``conn`` to ``room``, buffering until :meth:`Membership.go_live`.
+
+        Raises:
+            Error: ``internal`` when the room's subscription cannot be made.
+        """
+        while True:
+            ch = self._channels.get(room)
+            if ch is None:
+                ch = self._channels[room] = Channel(room)
+                ch.task = asyncio.create_task(self._run(ch), name=f"hub:{room}")
+            if ch.closing:  # a channel on its way out: wait, then start afresh
+                await ch.closed.wait()
+                continue
+            await ch.ready.wait()
+            if ch.closing:
+                if ch.task is not None and ch.task.done() and ch.task.exception():
+                    raise Error("internal", f"room {room!r} is unavailable")
+                continue
+            membership = ch.members[conn] = Membership(conn)
+            return membership
 
     def detach(self, room: str, conn: Subscriber) -> None:
         ch = self._channels.get(room)
@@ -165,6 +178,7 @@ class Hub:
             while True:
                 await asyncio.sleep(self.tick_s)
                 if not ch.members and not ch.inbox:
+                    ch.closing = True  # from here on, attach waits for a new channel
                     break
                 try:
                     await self._tick(ch)
@@ -173,13 +187,15 @@ class Hub:
                 except Exception:
                     log.exception("tick of room %s failed", ch.room)
         finally:
+            ch.closing = True
             ch.ready.set()
-            if self._channels.get(ch.room) is ch:
-                del self._channels[ch.room]
             try:
                 await self._log.unsubscribe(ch.room)
             except Exception:
                 log.exception("unsubscribe of room %s failed", ch.room)
+            if self._channels.get(ch.room) is ch:
+                del self._channels[ch.room]
+            ch.closed.set()
             if ch.members:  # cancelled with members left: tell them to come back
                 for conn in list(ch.members):
                     conn.removed(ch.room, 1001)

@@ -1,0 +1,110 @@
+"""The hub on its own, with the memory stores and a recording subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from livecommerce.backends import Backends
+from livecommerce.backends.memory import memory_backends
+from livecommerce.config import Settings
+from livecommerce.protocol import encode_event, split_frame
+from livecommerce.rooms.hub import Hub
+
+
+class Recorder:
+    def __init__(self, user: str) -> None:
+        self.user_id = user
+        self.frames: list[bytes] = []
+        self.removed_with: list[int] = []
+
+    def write(self, frame: bytes) -> None:
+        self.frames.append(frame)
+
+    def removed(self, room: str, code: int) -> None:
+        self.removed_with.append(code)
+
+    def seqs(self) -> list[int]:
+        return [
+            e["seq"]
+            for f in self.frames
+            for e in split_frame(f[2:] if f[1] < 126 else f[4:])
+            if "seq" in e
+        ]
+
+
+@pytest.fixture
+def stores() -> Backends:
+    return memory_backends(Settings(secret="s" * 32))
+
+
+async def publish(stores: Backends, n: int) -> list[int]:
+    return [
+        await stores.log.publish("r", encode_event("chat", "r", 1, {"text": str(i)}))
+        for i in range(n)
+    ]
+
+
+async def test_a_channel_closing_while_a_member_joins_does_not_lose_the_room(
+    stores: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = Hub(stores, node="n", tick_s=0.005, presence_s=1)
+    unsubscribe = stores.log.unsubscribe
+
+    async def slow_unsubscribe(room: str) -> None:
+        await asyncio.sleep(0.05)  # as over a network
+        await unsubscribe(room)
+
+    monkeypatch.setattr(stores.log, "unsubscribe", slow_unsubscribe)
+    first = Recorder("a")
+    (await hub.attach("r", first)).go_live(0)
+    hub.detach("r", first)
+    for _ in range(100):
+        ch = hub.channel("r")
+        if ch is not None and ch.closing:
+            break
+        await asyncio.sleep(0.002)
+    second = Recorder("b")
+    (await hub.attach("r", second)).go_live(0)
+    sent = await publish(stores, 3)
+    for _ in range(100):
+        if second.seqs() == sent:
+            break
+        await asyncio.sleep(0.005)
+    assert second.seqs() == sent
+    await hub.close()
+
+
+async def test_a_buffering_member_gets_only_what_its_snapshot_lacks(stores: Backends) -> None:
+    hub = Hub(stores, node="n", tick_s=0.005, presence_s=1)
+    await publish(stores, 2)
+    member = Recorder("a")
+    membership = await hub.attach("r", member)
+    await publish(stores, 3)  # seqs 3..5 arrive while the member is buffering
+    await asyncio.sleep(0.03)
+    assert member.frames == []
+    membership.go_live(4)  # its snapshot (or replay) already covered up to 4
+    await publish(stores, 1)
+    await asyncio.sleep(0.03)
+    assert member.seqs() == [5, 6]
+    await hub.close()
+
+
+async def test_a_gap_in_what_arrives_is_filled_from_history(stores: Backends) -> None:
+    hub = Hub(stores, node="n", tick_s=0.005, presence_s=1)
+    member = Recorder("a")
+    (await hub.attach("r", member)).go_live(0)
+    ch = hub.channel("r")
+    assert ch is not None
+    sink = ch.sink
+    dropped: list[bytes] = []
+    ch.sink = lambda line, user: None  # type: ignore[method-assign]
+    stores.log._sinks["r"] = lambda line, user: dropped.append(line)  # type: ignore[attr-defined]
+    await publish(stores, 3)  # lost on the way
+    stores.log._sinks["r"] = sink  # type: ignore[attr-defined]
+    await publish(stores, 2)
+    await asyncio.sleep(0.05)
+    assert len(dropped) == 3
+    assert member.seqs() == [1, 2, 3, 4, 5]
+    await hub.close()
