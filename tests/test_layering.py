@@ -23,7 +23,8 @@ PURE = [
 def test_pure_modules_import_no_io(module: str) -> None:
     code = (
         f"import sys, {module}\n"
-        "bad = sorted(m for m in ('asyncio', 'aiohttp', 'redis', 'websockets') if m in sys.modules)\n"
+        "bad = sorted(m for m in ('asyncio', 'aiohttp', 'redis', 'websockets')"
+        " if m in sys.modules)\n"
         "print(','.join(bad))\n"
     )
     out = subprocess.run(

@@ -19,6 +19,7 @@ import schemathesis
 from aiohttp import web
 from schemathesis import Case
 from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     response_schema_conformance,
@@ -135,15 +136,15 @@ def host_token(server: LiveServer) -> str:
     return demo_token(server, "host")
 
 
-@SCHEMA.parametrize()  # type: ignore[misc]
-def test_every_operation_conforms(case: Case, server: LiveServer) -> None:
+@SCHEMA.parametrize()
+def test_every_operation_conforms(case: Case[Any], server: LiveServer) -> None:
     """No 5xx and no answer outside the description, for any request the schema allows
     (and for requests it does not: negative mode is on)."""
     case.call_and_validate(base_url=server.url, checks=CHECKS)
 
 
-@HOST_SCHEMA.parametrize()  # type: ignore[misc]
-def test_create_room_as_host_conforms(case: Case, server: LiveServer, host_token: str) -> None:
+@HOST_SCHEMA.parametrize()
+def test_create_room_as_host_conforms(case: Case[Any], server: LiveServer, host_token: str) -> None:
     """The secured operation, reached with a valid token rather than stopped at 401."""
     response = case.call_and_validate(
         base_url=server.url,
@@ -173,7 +174,11 @@ def test_the_document_is_the_one_served(api_schema: OpenApiSchema) -> None:
 
 
 def _operations(schema: OpenApiSchema) -> list[Any]:
-    return [result.ok() for result in schema.get_all_operations()]
+    operations = []
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operations.append(result.ok())
+    return operations
 
 
 def test_host_creates_a_room(api_schema: OpenApiSchema, host_token: str) -> None:
@@ -185,7 +190,11 @@ def test_host_creates_a_room(api_schema: OpenApiSchema, host_token: str) -> None
     )
     assert made.status_code == 201, made.text
     room = made.json()
-    assert (room["title"], room["host"], room["status"]) == ("Spring drop", "demo-host", "scheduled")
+    assert (room["title"], room["host"], room["status"]) == (
+        "Spring drop",
+        "demo-host",
+        "scheduled",
+    )
 
     listed = api_schema["/api/rooms"]["GET"].Case(query={"status": "scheduled"})
     rooms = listed.call_and_validate(checks=CHECKS).json()["rooms"]
@@ -228,3 +237,13 @@ def test_viewer_may_not_create_a_room(server: LiveServer, api_schema: OpenApiSch
     response = case.call_and_validate(checks=CHECKS)
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize("raw", [b"Bearer \xff\xfe", b"Bearer \xed\xa0\x80", b"Bearer a.b.\xc3"])
+def test_non_utf8_authorization_header_is_a_401(api_schema: OpenApiSchema, raw: bytes) -> None:
+    """Header bytes that are not UTF-8 are a bad token (401), not a server error."""
+    case = api_schema["/api/rooms"]["POST"].Case(body={"title": "x"})
+    response = case.call_and_validate(headers={"Authorization": raw}, checks=CHECKS)
+    assert response.request.headers["Authorization"] == raw
+    assert response.status_code == 401
+    assert response.json()["error"]["code"] == "unauthorized"

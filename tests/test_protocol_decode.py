@@ -153,18 +153,14 @@ def valid_value(field: Field) -> st.SearchStrategy[Any]:
     if field.kind == "room":
         return room_ids()
     if field.kind == "int":
-        return st.one_of(
-            st.integers(field.lo, field.hi), st.sampled_from([field.lo, field.hi])
-        )
+        return st.one_of(st.integers(field.lo, field.hi), st.sampled_from([field.lo, field.hi]))
     return st.one_of(st.text(max_size=30), st.just("é" * field.hi))
 
 
 def invalid_values(field: Field) -> st.SearchStrategy[Any]:
     """Values of a wrong type or out of range for ``field`` (never None: that is 'missing')."""
     not_none = json_values.filter(lambda v: v is not None)
-    wrong_type = not_none.filter(
-        lambda v: type(v) is not (int if field.kind == "int" else str)
-    )
+    wrong_type = not_none.filter(lambda v: type(v) is not (int if field.kind == "int" else str))
     if field.kind == "int":
         bad = st.one_of(
             st.sampled_from([True, False, field.lo - 1, field.hi + 1, float(field.lo)]),
@@ -290,6 +286,8 @@ def test_each_field_wrong_missing_or_out_of_range(
 
 def boundary_values(field: Field) -> tuple[list[Any], list[Any]]:
     """(accepted, refused) values at the edges of ``field``."""
+    good: list[Any]
+    bad: list[Any]
     if field.kind == "int":
         good = [field.lo, field.hi]
         bad = [True, False, field.lo - 1, field.hi + 1, float(field.lo), str(field.lo), [field.lo]]
@@ -430,7 +428,7 @@ def test_sequence_and_line_seq_round_trip(
     line = sequence(seq, body)
     assert line_seq(line) == seq
     parsed = loads(line)
-    assert list(parsed)[0] == "seq"
+    assert next(iter(parsed)) == "seq"
     assert parsed == {"seq": seq, "type": type_, "room": room, "ts": ts, **fields}
     assert split_frame(b"\n".join([line, body]) + b"\n") == [parsed, loads(body)]
 
@@ -469,7 +467,7 @@ def parse_frame(frame: bytes) -> tuple[int, int, bool, bytes, int]:
     ("size", "header"), [(0, 2), (1, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)]
 )
 def test_text_frame_headers(size: int, header: int) -> None:
-    payload = bytes((ord("a") + i % 26 for i in range(size)))
+    payload = bytes(ord("a") + i % 26 for i in range(size))
     frame = text_frame(payload)
     fin, opcode, masked, body, offset = parse_frame(frame)
     assert (fin, opcode, masked) == (1, 0x1, False)

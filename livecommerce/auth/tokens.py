@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, cast
+import math
+from typing import Any, TypeGuard, cast
 
 import jwt
 
@@ -29,6 +30,10 @@ def issue_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def _is_time(value: object) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def verify_token(token: str, secret: str, *, now: float) -> Principal:
     """Return the principal of a valid token.
 
@@ -38,12 +43,19 @@ def verify_token(token: str, secret: str, *, now: float) -> Principal:
         Error: ``unauthorized`` for a bad signature, wrong algorithm, malformed or missing
             claims, an unknown role, or an ``exp`` at or before ``now``.
     """
+    if not token.isascii():  # a JWT is base64url and dots; anything else is not one
+        raise Error("unauthorized", "invalid token: not a JWT")
     try:
         claims = jwt.decode(
             token,
             secret,
             algorithms=_ALGORITHMS,
-            options={"verify_exp": False, "require": ["sub", "role", "exp"]},
+            options={
+                "verify_exp": False,
+                "verify_nbf": False,
+                "verify_iat": False,
+                "require": ["sub", "role", "exp"],
+            },
         )
     except jwt.PyJWTError as exc:
         raise Error("unauthorized", f"invalid token: {exc}") from None
@@ -52,10 +64,13 @@ def verify_token(token: str, secret: str, *, now: float) -> Principal:
     rooms = claims.get("rooms")
     if not (isinstance(sub, str) and 0 < len(sub) <= 128):
         raise Error("unauthorized", "invalid token: bad sub")
-    if role not in TOKEN_ROLES:
+    if not isinstance(role, str) or role not in TOKEN_ROLES:
         raise Error("unauthorized", "invalid token: bad role")
-    if not isinstance(exp, int | float) or isinstance(exp, bool) or exp <= now:
+    if not _is_time(exp) or exp <= now:
         raise Error("unauthorized", "token expired")
+    nbf = claims.get("nbf")
+    if nbf is not None and (not _is_time(nbf) or nbf > now):
+        raise Error("unauthorized", "token not valid yet")
     if not isinstance(name, str):
         raise Error("unauthorized", "invalid token: bad name")
     if rooms is not None and not (
