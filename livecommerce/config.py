@@ -20,7 +20,6 @@ class Limits:
     chat_burst: int = 3
     like_rate: float = 5.0
     like_burst: int = 5
-    like_max_count: int = 50
     order_rate: float = 5.0
     order_burst: int = 5
     abuse_burst: int = 20

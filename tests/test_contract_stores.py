@@ -148,6 +148,7 @@ async def test_moderation_bans_mutes_and_slow_mode(backends: Backends) -> None:
     assert await m.admit_chat("r1", "v", 6000) is None
     assert await m.admit_chat("r1", "v", 7000) == ("slow_mode", 16000)
     assert await m.admit_chat("r1", "w", 7000) is None  # per user
+    assert await m.admit_chat("r1", "v", 7500, slow_exempt=True) is None
 
 
 @pytest.mark.parametrize("engine", ["redis"])

@@ -69,7 +69,7 @@ SPEC: dict[str, dict[str, Field]] = {
     },
     "leave": {"room": ROOM},
     "chat": {"room": ROOM, "text": Field("str", True, hi=4096)},
-    "like": {"room": ROOM, "count": Field("int", True, 1, 1_000_000)},
+    "like": {"room": ROOM, "count": Field("int", True, 1, 50)},
     "ping": {},
     "announce": {"room": ROOM, "text": Field("str", True, hi=4096)},
     "room.start": {"room": ROOM},

@@ -116,9 +116,12 @@ class Counters(Protocol):
 class ModerationStore(Protocol):
     """Mutes, bans and slow mode, shared by every process of a room."""
 
-    async def admit_chat(self, room: str, user: str, now_ms: int) -> Refusal | None:
-        """Decide one chat atomically: refused if banned, muted, or within slow mode;
-        otherwise admitted, and the time is recorded for slow mode."""
+    async def admit_chat(
+        self, room: str, user: str, now_ms: int, *, slow_exempt: bool = False
+    ) -> Refusal | None:
+        """Decide one chat atomically: refused if banned, muted, or (unless
+        ``slow_exempt``) within slow mode; otherwise admitted, and the time is recorded
+        for slow mode."""
 
     async def mute(self, room: str, user: str, until_ms: int) -> None:
         """Mute ``user`` until ``until_ms``."""

@@ -154,7 +154,9 @@ class MemoryModerationStore:
         self._slow: dict[str, int] = {}
         self._last_chat: dict[tuple[str, str], int] = {}
 
-    async def admit_chat(self, room: str, user: str, now_ms: int) -> Refusal | None:
+    async def admit_chat(
+        self, room: str, user: str, now_ms: int, *, slow_exempt: bool = False
+    ) -> Refusal | None:
         key = (room, user)
         if key in self._bans:
             return ("banned", 0)
@@ -162,7 +164,7 @@ class MemoryModerationStore:
         if muted > now_ms:
             return ("muted", muted)
         slow_ms = self._slow.get(room, 0) * 1000
-        if slow_ms:
+        if slow_ms and not slow_exempt:
             last = self._last_chat.get(key, 0)
             if last and now_ms - last < slow_ms:
                 return ("slow_mode", last + slow_ms)

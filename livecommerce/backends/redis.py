@@ -140,14 +140,14 @@ return total
 
 ADMIT_CHAT = """
 -- KEYS: 1 bans (set), 2 mutes (hash user -> until ms), 3 mod (hash: slow), 4 slow:<user>
--- ARGV: 1 user, 2 now ms
+-- ARGV: 1 user, 2 now ms, 3 '1' if exempt from slow mode
 -- Returns false if admitted (and records it for slow mode), else {code, until ms}.
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return {'banned', 0} end
 local now = tonumber(ARGV[2])
 local muted = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if muted > now then return {'muted', muted} end
 local slow = tonumber(redis.call('HGET', KEYS[3], 'slow') or '0')
-if slow > 0 then
+if slow > 0 and ARGV[3] ~= '1' then
   local last = redis.call('GET', KEYS[4])
   if last then return {'slow_mode', tonumber(last) + slow * 1000} end
   redis.call('SET', KEYS[4], now, 'PX', slow * 1000)
@@ -341,9 +341,11 @@ class RedisModerationStore:
         self._r = r
         self._admit = r.register_script(ADMIT_CHAT)
 
-    async def admit_chat(self, room: str, user: str, now_ms: int) -> Refusal | None:
+    async def admit_chat(
+        self, room: str, user: str, now_ms: int, *, slow_exempt: bool = False
+    ) -> Refusal | None:
         keys = [key(room, "bans"), key(room, "mutes"), key(room, "mod"), key(room, f"slow:{user}")]
-        out = await self._admit(keys=keys, args=[user, now_ms])
+        out = await self._admit(keys=keys, args=[user, now_ms, "1" if slow_exempt else "0"])
         if out is None:
             return None
         code, until = out

@@ -159,7 +159,8 @@ async def demo_token(request: web.Request) -> web.Response:
     if custom:
         name = custom.strip() or name
         if role == "viewer":  # every named demo viewer is their own user
-            sub = "demo-" + "".join(c for c in name.lower() if c.isalnum())[:32]
+            handle = "".join(c for c in name.lower() if c.isalnum())[:32]
+            sub = f"demo-viewer-{handle}" if handle else sub
     rooms = None if role in ("viewer", "admin") else ["demo"]
     settings = request.app[SETTINGS]
     token = issue_token(
@@ -195,11 +196,15 @@ def setup(app: web.Application, static_dir: Path) -> None:
     if app[SETTINGS].demo:
         r.add_post("/api/demo/token", demo_token)
     if static_dir.is_dir():
-        index = static_dir / "index.html"
+        # Pages at the root, assets under their folders; nothing catches every path,
+        # so an unknown /api/... path still gets the JSON 404.
+        async def page(request: web.Request) -> web.FileResponse:
+            path = static_dir / request.match_info.get("name", "index.html")
+            if not path.is_file():
+                raise Error("not_found", "no such page")
+            return web.FileResponse(path)
 
-        async def home(request: web.Request) -> web.FileResponse:
-            return web.FileResponse(index)
-
-        if index.exists():
-            r.add_get("/", home)
-        r.add_static("/", static_dir, show_index=False)
+        r.add_get("/", page)
+        r.add_get(r"/{name:[a-z0-9_-]+\.html}", page)
+        for folder in sorted(p for p in static_dir.iterdir() if p.is_dir()):
+            r.add_static(f"/{folder.name}", folder, show_index=False)

@@ -46,7 +46,7 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
     "join": (_ROOM, ("since", _is_int(0, MAX_ID), False), ("epoch", _is_str(64), False)),
     "leave": (_ROOM,),
     "chat": (_ROOM, ("text", _is_str(4096), True)),
-    "like": (_ROOM, ("count", _is_int(1, 1_000_000), True)),
+    "like": (_ROOM, ("count", _is_int(1, 50), True)),
     "ping": (),
     "announce": (_ROOM, ("text", _is_str(4096), True)),
     "room.start": (_ROOM,),

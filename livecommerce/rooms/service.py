@@ -129,23 +129,25 @@ class RoomService:
             "sales": [],
         }
 
-    async def _set_status(self, who: Principal, room_id: str, old: Status, new: Status) -> None:
-        await self._room_as(who, room_id, HOSTS)
-        if await self.backends.rooms.set_status(room_id, old, new):
-            kind = "room.started" if new == "live" else "room.ended"
-            await self._publish(room_id, kind, {})
-
     async def start(self, who: Principal, room_id: str) -> None:
         """Go live. Starting a live room again is a no-op; an ended room cannot."""
-        await self._set_status(who, room_id, "scheduled", "live")
-        room = await self.room(room_id)
-        if room.status == "ended":
+        room = await self._room_as(who, room_id, HOSTS)
+        if await self.backends.rooms.set_status(room.id, "scheduled", "live"):
+            await self._publish(room.id, "room.started", {})
+        elif (await self.room(room.id)).status == "ended":
             raise Error("bad_request", "the room has ended")
 
     async def end(self, who: Principal, room_id: str) -> None:
-        """End the show (from live or scheduled); ending it again is a no-op."""
-        await self._set_status(who, room_id, "live", "ended")
-        await self.backends.rooms.set_status(room_id, "scheduled", "ended")
+        """End the show, live or still scheduled; ending it again is a no-op.
+
+        Exactly one caller, on any process, wins the change and publishes ``room.ended``.
+        """
+        room = await self._room_as(who, room_id, HOSTS)
+        rooms = self.backends.rooms
+        if await rooms.set_status(room.id, "live", "ended") or await rooms.set_status(
+            room.id, "scheduled", "ended"
+        ):
+            await self._publish(room.id, "room.ended", {})
 
     # -- membership ------------------------------------------------------------------
 
@@ -207,7 +209,10 @@ class RoomService:
         self._chat_limit.check(who.id, self._clock())
         text = clean_text(text, self.settings.limits.chat_max_chars)
         room.require_live()
-        refused = await self.backends.moderation.admit_chat(room.id, who.id, self.now_ms())
+        staff = who.role_in(room.id, room.host) in MODERATORS
+        refused = await self.backends.moderation.admit_chat(
+            room.id, who.id, self.now_ms(), slow_exempt=staff
+        )
         if refused is not None:
             raise refusal(*refused)
         msg_id = self.new_id()
@@ -220,8 +225,6 @@ class RoomService:
     async def like(self, who: Principal, room_id: str, count: int) -> None:
         room = await self._room_as(who, room_id, CHATTERS)
         self._like_limit.check(who.id, self._clock())
-        if count > self.settings.limits.like_max_count:
-            raise Error("bad_request", f"count must be 1 to {self.settings.limits.like_max_count}")
         room.require_live()
         if not self.hub.add_likes(room.id, count):
             await self.backends.counters.add_likes(room.id, count)
@@ -249,6 +252,8 @@ class RoomService:
 
     async def mute(self, who: Principal, room_id: str, user: str, seconds: int) -> None:
         room = await self._room_as(who, room_id, MODERATORS)
+        if user == room.host:
+            raise Error("forbidden", "the room's host cannot be muted")
         until = self.now_ms() + seconds * 1000
         await self.backends.moderation.mute(room.id, user, until)
         await self._tell(room.id, user, {"action": "muted", "until": until})

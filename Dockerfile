@@ -1,0 +1,80 @@
+# syntax=docker/dockerfile:1
+#
+# livecommerce: one server process per container.
+#
+#   docker build -t livecommerce .
+#   docker run --rm -p 8080:8080 -e LIVECOMMERCE_SECRET="$(openssl rand -hex 32)" livecommerce
+#   # several containers behind a load balancer share state through Redis:
+#   docker run ... -e LIVECOMMERCE_SECRET=... -e LIVECOMMERCE_REDIS_URL=redis://redis:6379/0 livecommerce
+#   # the demo (throwaway secret, demo room and sign-in):
+#   docker run --rm -p 8080:8080 livecommerce livecommerce serve --host 0.0.0.0 --port 8080 --demo
+#
+# Without LIVECOMMERCE_SECRET (at least 32 bytes) the server refuses to start, unless
+# it runs with --demo.
+#
+# The server serves the pages from `static/` next to the `livecommerce/` package
+# (livecommerce/http/app.py: STATIC_DIR = <package's parent>/static), so the package is
+# installed in editable mode from /app and `static/` is copied to /app/static.
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# -- build: a virtual environment with the dependencies and the package --------------
+FROM ${PYTHON_IMAGE} AS build
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /app
+
+# Dependencies first, from pyproject.toml alone, so that a code change does not
+# reinstall them. Every dependency ships wheels for linux/amd64 and arm64 on 3.11.
+COPY pyproject.toml ./
+RUN python -c "import tomllib; \
+print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
+        > /tmp/requirements.txt \
+    && pip install -r /tmp/requirements.txt
+
+# The package itself, editable: /app/livecommerce stays the imported code, so
+# STATIC_DIR resolves to /app/static. (README.md is read by setuptools as the readme.)
+COPY README.md ./
+COPY livecommerce/ ./livecommerce/
+RUN pip install --no-deps -e . \
+    && python -m compileall -q livecommerce \
+    && python -c "import livecommerce.http.app as a; assert str(a.STATIC_DIR) == '/app/static', a.STATIC_DIR"
+
+# -- runtime ---------------------------------------------------------------------------
+FROM ${PYTHON_IMAGE}
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN groupadd --system --gid 10001 livecommerce \
+    && useradd --system --uid 10001 --gid livecommerce --no-create-home \
+        --home-dir /nonexistent --shell /usr/sbin/nologin livecommerce
+
+# Same paths as in the build stage: the venv's scripts and the editable install point
+# at /opt/venv and /app. Everything stays owned by root and read-only for the server.
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app /app
+COPY static/ /app/static/
+
+WORKDIR /app
+USER livecommerce:livecommerce
+
+EXPOSE 8080
+
+# /healthz answers 200 once the server takes connections, 503 while starting or
+# draining; urlopen raises on 503 and on a refused connection, so both exit 1.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=5s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
+
+# SIGTERM drains: every client gets close 1001, the process exits within 10 s
+# (docker stop's default grace period is 10 s). The exec form keeps the server as
+# PID 1, so it receives the signal itself.
+STOPSIGNAL SIGTERM
+CMD ["livecommerce", "serve", "--host", "0.0.0.0", "--port", "8080"]
