@@ -370,9 +370,12 @@ class RedisModerationStore:
 async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
     """Connect to ``settings.redis_url`` and yield the Redis stores."""
     assert settings.redis_url is not None
-    r = aioredis.Redis.from_url(
-        settings.redis_url, decode_responses=False, health_check_interval=30
+    # A burst of joins (a reconnect storm) asks for many connections at once: they wait
+    # for a free one instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=64, timeout=10, health_check_interval=30
     )
+    r = aioredis.Redis.from_pool(pool)  # closing r closes the pool
     await r.ping()
     events = RedisEventLog(
         r, history_size=settings.history_size, recent_size=settings.limits.recent_chats

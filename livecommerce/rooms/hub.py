@@ -175,8 +175,12 @@ class Hub:
         try:
             ch.head = await self._log.subscribe(ch.room, ch.sink)
             ch.ready.set()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time()
             while True:
-                await asyncio.sleep(self.tick_s)
+                # A fixed cadence: the pass's own time is not added to the tick.
+                deadline = max(deadline + self.tick_s, loop.time())
+                await asyncio.sleep(deadline - loop.time())
                 if not ch.members and not ch.inbox:
                     ch.closing = True  # from here on, attach waits for a new channel
                     break
