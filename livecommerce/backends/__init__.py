@@ -14,13 +14,14 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from livecommerce.config import Settings
+from livecommerce.inventory.rules import Attempt, Order, Outcome, Product, Sale
 from livecommerce.rooms.state import Room, Status
 
 Sink = Callable[[bytes, str | None], None]
 """Receives a room's lines in publish order: ``(line, None)`` for a room event,
 ``(line, user_id)`` for an event private to that user."""
 
-Kind = Literal["plain", "chat", "chat.deleted", "announcement"]
+Kind = Literal["plain", "chat", "chat.deleted", "announcement", "pin", "unpin"]
 Refusal = tuple[Literal["banned", "muted", "slow_mode"], int]
 """A refused chat: the error code and until when (ms; 0 for a ban)."""
 
@@ -42,6 +43,8 @@ class LogSnapshot:
     recent: list[bytes]
     """The last chat lines, oldest first, without deleted ones."""
     announcement: bytes | None
+    pinned: bytes | None
+    """The line that pinned the product now pinned, if any."""
 
 
 class RoomStore(Protocol):
@@ -74,7 +77,8 @@ class EventLog(Protocol):
 
         ``kind`` keeps the snapshot's state in step: ``chat`` remembers the line as a
         recent chat with message id ``ref``; ``chat.deleted`` forgets message ``ref``;
-        ``announcement`` remembers the line as the latest announcement.
+        ``announcement`` remembers the line as the latest announcement; ``pin``
+        remembers it as the pinned product's line, ``unpin`` forgets that.
 
         Returns:
             The seq, or 0 when ``kind`` is ``chat.deleted`` and ``ref`` is not a known
@@ -136,6 +140,66 @@ class ModerationStore(Protocol):
         """Set the room's slow mode (0 = off)."""
 
 
+class InventoryStore(Protocol):
+    """Lineups, flash sales and holds (the rules of ``inventory.rules``, atomically).
+
+    Events that must happen exactly once happen in the same atomic step as the change
+    that causes them, through the room's event log: ``sale.started`` with the start,
+    ``sale.ended`` with the stop, the end time or the last unit paid.
+    """
+
+    async def put_product(self, room: str, product: Product) -> None:
+        """Add or replace a product of the room's lineup."""
+
+    async def products(self, room: str) -> list[Product]:
+        """The room's lineup, by sku."""
+
+    async def start_sale(self, sale: Sale, event: bytes) -> None:
+        """Open ``sale`` and publish ``event`` (its ``sale.started``), atomically."""
+
+    async def stop_sale(self, room: str, sale_id: str, now_ms: int) -> bool:
+        """End an active sale as ``stopped``; True (and ``sale.ended`` published) only
+        for the call that ended it."""
+
+    async def sale(self, room: str, sale_id: str) -> Sale | None:
+        """The sale with its counts, or None."""
+
+    async def active_sales(self, room: str) -> list[Sale]:
+        """The room's open sales with their counts."""
+
+    async def stock(self, room: str) -> dict[str, int]:
+        """``remaining`` of each open sale (read every tick by the hub)."""
+
+    async def reserve(
+        self, room: str, sale_id: str, attempts: list[Attempt], *, now_ms: int, hold_ms: int
+    ) -> list[Outcome]:
+        """Serve ``attempts`` in order, atomically as a whole (see ``Ledger.reserve``);
+        each new hold is written with its outbox entry."""
+
+    async def pay(self, order_id: str, now_ms: int) -> Order | None:
+        """Confirm payment of a hold (see ``Ledger.pay``); publishes ``sale.ended`` if
+        the sale sold out. Returns the order as it now is, or None if unknown."""
+
+    async def cancel(self, order_id: str) -> Order | None:
+        """Release a hold as ``cancelled``; the order if this call released it."""
+
+    async def sweep(self, room: str, now_ms: int) -> list[Order]:
+        """Release the room's holds past their window (each exactly once, whoever else
+        sweeps) and end its sales past their end time; return the released orders."""
+
+    async def order(self, order_id: str) -> Order | None:
+        """The order, or None."""
+
+    async def user_orders(self, room: str, user: str) -> list[Order]:
+        """The user's orders in the room, oldest first."""
+
+    async def rooms_to_sweep(self) -> list[str]:
+        """Rooms that may have holds or open sales."""
+
+    async def outbox(self, room: str) -> list[dict[str, str]]:
+        """The room's outbox entries, oldest first (the order bridge consumes them)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Backends:
     """The stores of one process, and the name of their engine."""
@@ -145,6 +209,7 @@ class Backends:
     log: EventLog
     counters: Counters
     moderation: ModerationStore
+    inventory: InventoryStore
 
 
 @asynccontextmanager

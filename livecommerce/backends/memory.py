@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from livecommerce.backends import (
     Backends,
@@ -15,7 +15,16 @@ from livecommerce.backends import (
     Sink,
 )
 from livecommerce.config import Settings
-from livecommerce.protocol import sequence
+from livecommerce.inventory.rules import (
+    Attempt,
+    Ledger,
+    Order,
+    Outcome,
+    Product,
+    Sale,
+    room_of_order,
+)
+from livecommerce.protocol import encode_event, sequence
 from livecommerce.rooms.state import Room, Status
 
 PRESENCE_TTL_MS = 5000
@@ -56,6 +65,7 @@ class _Log:
     recent: dict[str, bytes] = field(default_factory=dict)
     msg_ids: dict[str, None] = field(default_factory=dict)
     announcement: bytes | None = None
+    pinned: bytes | None = None
 
 
 class MemoryEventLog:
@@ -94,6 +104,10 @@ class MemoryEventLog:
                 del log.msg_ids[next(iter(log.msg_ids))]
         elif kind == "announcement":
             log.announcement = line
+        elif kind == "pin":
+            log.pinned = line
+        elif kind == "unpin":
+            log.pinned = None
         sink = self._sinks.get(room)
         if sink is not None:
             sink(line, None)
@@ -115,7 +129,9 @@ class MemoryEventLog:
 
     async def snapshot(self, room: str) -> LogSnapshot:
         log = self._log(room)
-        return LogSnapshot(log.seq, log.epoch, list(log.recent.values()), log.announcement)
+        return LogSnapshot(
+            log.seq, log.epoch, list(log.recent.values()), log.announcement, log.pinned
+        )
 
     async def subscribe(self, room: str, sink: Sink) -> LogHead:
         self._sinks[room] = sink
@@ -194,14 +210,106 @@ class MemoryModerationStore:
                 del self._last_chat[key]
 
 
+class MemoryInventoryStore:
+    """A :class:`Ledger` per room; events go through the memory event log."""
+
+    def __init__(self, log: MemoryEventLog) -> None:
+        self._log = log
+        self._products: dict[str, dict[str, Product]] = {}
+        self._ledgers: dict[str, Ledger] = {}
+        self._outbox: dict[str, list[dict[str, str]]] = {}
+
+    def _ledger(self, room: str) -> Ledger:
+        ledger = self._ledgers.get(room)
+        if ledger is None:
+            ledger = self._ledgers[room] = Ledger(room)
+        return ledger
+
+    async def put_product(self, room: str, product: Product) -> None:
+        self._products.setdefault(room, {})[product.sku] = product
+
+    async def products(self, room: str) -> list[Product]:
+        return sorted(self._products.get(room, {}).values(), key=lambda p: p.sku)
+
+    async def start_sale(self, sale: Sale, event: bytes) -> None:
+        self._ledger(sale.room).start(sale)
+        await self._log.publish(sale.room, event)
+
+    async def _ended(self, sale: Sale, now_ms: int) -> None:
+        body = encode_event(
+            "sale.ended", sale.room, now_ms, {"sale_id": sale.id, "reason": sale.reason}
+        )
+        await self._log.publish(sale.room, body)
+
+    async def stop_sale(self, room: str, sale_id: str, now_ms: int) -> bool:
+        sale = self._ledger(room).end(sale_id, "stopped")
+        if sale is not None:
+            await self._ended(sale, now_ms)
+        return sale is not None
+
+    async def sale(self, room: str, sale_id: str) -> Sale | None:
+        sale = self._ledger(room).sales.get(sale_id)
+        return None if sale is None else replace(sale)
+
+    async def active_sales(self, room: str) -> list[Sale]:
+        return [replace(s) for s in self._ledger(room).active()]
+
+    async def stock(self, room: str) -> dict[str, int]:
+        return {s.id: s.remaining for s in self._ledger(room).active()}
+
+    async def reserve(
+        self, room: str, sale_id: str, attempts: list[Attempt], *, now_ms: int, hold_ms: int
+    ) -> list[Outcome]:
+        ledger = self._ledger(room)
+        outcomes = [ledger.reserve(sale_id, a, now=now_ms, hold_ms=hold_ms) for a in attempts]
+        for out in outcomes:
+            if out.created and out.order is not None:
+                entry = {k: str(v) for k, v in out.order.to_dict().items()}
+                self._outbox.setdefault(room, []).append(entry)
+        return [replace(o, order=None if o.order is None else replace(o.order)) for o in outcomes]
+
+    async def pay(self, order_id: str, now_ms: int) -> Order | None:
+        ledger = self._ledger(room_of_order(order_id))
+        order, sold_out = ledger.pay(order_id)
+        if sold_out is not None:
+            await self._ended(sold_out, now_ms)
+        return None if order is None else replace(order)
+
+    async def cancel(self, order_id: str) -> Order | None:
+        order = self._ledger(room_of_order(order_id)).release(order_id, "cancelled")
+        return None if order is None else replace(order)
+
+    async def sweep(self, room: str, now_ms: int) -> list[Order]:
+        ledger = self._ledger(room)
+        released = ledger.expire_due(now_ms)
+        for sale in ledger.end_due(now_ms):
+            await self._ended(sale, now_ms)
+        return [replace(o) for o in released]
+
+    async def order(self, order_id: str) -> Order | None:
+        order = self._ledger(room_of_order(order_id)).orders.get(order_id)
+        return None if order is None else replace(order)
+
+    async def user_orders(self, room: str, user: str) -> list[Order]:
+        return [replace(o) for o in self._ledger(room).user_orders(user)]
+
+    async def rooms_to_sweep(self) -> list[str]:
+        return list(self._ledgers)
+
+    async def outbox(self, room: str) -> list[dict[str, str]]:
+        return list(self._outbox.get(room, []))
+
+
 def memory_backends(settings: Settings) -> Backends:
     """Every store in memory, for one process."""
+    log = MemoryEventLog(
+        history_size=settings.history_size, recent_size=settings.limits.recent_chats
+    )
     return Backends(
         engine="memory",
         rooms=MemoryRoomStore(),
-        log=MemoryEventLog(
-            history_size=settings.history_size, recent_size=settings.limits.recent_chats
-        ),
+        log=log,
         counters=MemoryCounters(),
         moderation=MemoryModerationStore(),
+        inventory=MemoryInventoryStore(log),
     )

@@ -39,51 +39,69 @@ def _fresh_epoch() -> str:
     return os.urandom(4).hex()
 
 
-# Makes sure the room has an epoch; a missing epoch means the room's history was lost,
-# so whatever is left of it is dropped and seq starts again under a new epoch.
-_ENSURE_EPOCH = """
-local epoch = redis.call('GET', KEYS[3])
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('SET', KEYS[3], epoch)
-  redis.call('DEL', KEYS[1], KEYS[2], KEYS[4], KEYS[5], KEYS[6])
+# The room's event log in Lua, shared by every script that publishes. ``p`` is the
+# room's key prefix ``lc:{room}:``: keys built from it share the room's hash tag, so
+# they live in the script's slot on Redis Cluster as well.
+LOG_LUA = """
+-- A missing epoch means the room's history was lost: drop what is left of it and
+-- start seq again under a fresh epoch.
+local function ensure_epoch(p, fresh)
+  local epoch = redis.call('GET', p .. 'epoch')
+  if not epoch then
+    epoch = fresh
+    redis.call('SET', p .. 'epoch', epoch)
+    redis.call('DEL', p .. 'seq', p .. 'log', p .. 'recent', p .. 'msgs', p .. 'ann',
+               p .. 'pin')
+  end
+  return epoch
+end
+
+-- Sequence ``body`` (a JSON object), keep it in the bounded history, publish it.
+local function emit(p, body, maxlen, fresh)
+  ensure_epoch(p, fresh)
+  local seq = redis.call('INCR', p .. 'seq')
+  local line = '{"seq":' .. seq .. ',' .. string.sub(body, 2)
+  redis.call('XADD', p .. 'log', 'MAXLEN', maxlen, seq .. '-1', 'l', line)
+  redis.call('PUBLISH', p .. 'ev', line)
+  return seq, line
 end
 """
-_LOG_KEYS = ("seq", "log", "epoch", "recent", "msgs", "ann")
 
 PUBLISH = (
     """
--- KEYS: 1 seq, 2 log (stream), 3 epoch, 4 recent (list), 5 msgs (zset), 6 ann
--- ARGV: 1 fresh epoch, 2 body (a JSON object), 3 kind, 4 ref (msg id),
---       5 history size, 6 recent size, 7 channel
+-- KEYS: 1 the room's seq key (routing; every key is built from the prefix)
+-- ARGV: 1 prefix, 2 fresh epoch, 3 body (a JSON object), 4 kind, 5 ref (msg id),
+--       6 history size, 7 recent size
 -- Returns the seq, or 0 for a chat.deleted of an unknown message.
 """
-    + _ENSURE_EPOCH
+    + LOG_LUA
     + """
-local kind, ref = ARGV[3], ARGV[4]
+local p, kind, ref = ARGV[1], ARGV[4], ARGV[5]
+ensure_epoch(p, ARGV[2])
 if kind == 'chat.deleted' then
-  if redis.call('ZREM', KEYS[5], ref) == 0 then return 0 end
+  if redis.call('ZREM', p .. 'msgs', ref) == 0 then return 0 end
   local needle = '"msg_id":"' .. ref .. '"'
-  for _, item in ipairs(redis.call('LRANGE', KEYS[4], 0, -1)) do
+  for _, item in ipairs(redis.call('LRANGE', p .. 'recent', 0, -1)) do
     if string.find(item, needle, 1, true) then
-      redis.call('LREM', KEYS[4], 1, item)
+      redis.call('LREM', p .. 'recent', 1, item)
       break
     end
   end
 end
-local seq = redis.call('INCR', KEYS[1])
-local line = '{"seq":' .. seq .. ',' .. string.sub(ARGV[2], 2)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], seq .. '-1', 'l', line)
+local seq, line = emit(p, ARGV[3], ARGV[6], ARGV[2])
 if kind == 'chat' then
-  redis.call('LPUSH', KEYS[4], line)
-  redis.call('LTRIM', KEYS[4], 0, tonumber(ARGV[6]) - 1)
-  redis.call('ZADD', KEYS[5], seq, ref)
-  local extra = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[5])
-  if extra > 0 then redis.call('ZREMRANGEBYRANK', KEYS[5], 0, extra - 1) end
+  redis.call('LPUSH', p .. 'recent', line)
+  redis.call('LTRIM', p .. 'recent', 0, tonumber(ARGV[7]) - 1)
+  redis.call('ZADD', p .. 'msgs', seq, ref)
+  local extra = redis.call('ZCARD', p .. 'msgs') - tonumber(ARGV[6])
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', p .. 'msgs', 0, extra - 1) end
 elseif kind == 'announcement' then
-  redis.call('SET', KEYS[6], line)
+  redis.call('SET', p .. 'ann', line)
+elseif kind == 'pin' then
+  redis.call('SET', p .. 'pin', line)
+elseif kind == 'unpin' then
+  redis.call('DEL', p .. 'pin')
 end
-redis.call('PUBLISH', ARGV[7], line)
 return seq
 """
 )
@@ -106,15 +124,18 @@ return out
 
 SNAPSHOT = (
     """
--- KEYS: 1 seq, 2 log, 3 epoch, 4 recent, 5 msgs, 6 ann
--- ARGV: 1 fresh epoch, 2 '1' for the full snapshot, '0' for the head only
--- Returns {seq, epoch[, recent lines newest first, announcement or false]}.
+-- KEYS: 1 the room's seq key (routing)
+-- ARGV: 1 prefix, 2 fresh epoch, 3 '1' for the full snapshot, '0' for the head only
+-- Returns {seq, epoch[, recent lines newest first, announcement, pinned]}.
 """
-    + _ENSURE_EPOCH
+    + LOG_LUA
     + """
-local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
-if ARGV[2] == '0' then return {seq, epoch} end
-return {seq, epoch, redis.call('LRANGE', KEYS[4], 0, -1), redis.call('GET', KEYS[6])}
+local p = ARGV[1]
+local epoch = ensure_epoch(p, ARGV[2])
+local seq = tonumber(redis.call('GET', p .. 'seq') or '0')
+if ARGV[3] == '0' then return {seq, epoch} end
+return {seq, epoch, redis.call('LRANGE', p .. 'recent', 0, -1), redis.call('GET', p .. 'ann'),
+        redis.call('GET', p .. 'pin')}
 """
 )
 
@@ -231,37 +252,36 @@ class RedisEventLog:
         self._has_channels = asyncio.Event()
         self._reader: asyncio.Task[None] | None = None
 
-    @staticmethod
-    def _keys(room: str) -> list[str]:
-        return [key(room, name) for name in _LOG_KEYS]
-
     async def publish(self, room: str, body: bytes, *, kind: Kind = "plain", ref: str = "") -> int:
         args: list[bytes | str | int] = [
+            key(room, ""),
             _fresh_epoch(),
             body,
             kind,
             ref,
             self._history_size,
             self._recent_size,
-            key(room, "ev"),
         ]
-        return int(await self._publish(keys=self._keys(room), args=args))
+        return int(await self._publish(keys=[key(room, "seq")], args=args))
 
     async def send_private(self, room: str, user: str, line: bytes) -> None:
         await self._r.publish(key(room, "ev"), b"@" + user.encode() + b"\n" + line)
 
     async def history(self, room: str, after: int, epoch: str) -> list[bytes] | None:
-        lines = await self._history(keys=self._keys(room)[:3], args=[after, epoch])
+        keys = [key(room, "seq"), key(room, "log"), key(room, "epoch")]
+        lines = await self._history(keys=keys, args=[after, epoch])
         return None if lines is None else list(lines)
 
     async def snapshot(self, room: str) -> LogSnapshot:
-        seq, epoch, recent, ann = await self._snapshot(
-            keys=self._keys(room), args=[_fresh_epoch(), "1"]
+        seq, epoch, recent, ann, pin = await self._snapshot(
+            keys=[key(room, "seq")], args=[key(room, ""), _fresh_epoch(), "1"]
         )
-        return LogSnapshot(int(seq), epoch.decode(), list(reversed(recent)), ann)
+        return LogSnapshot(int(seq), epoch.decode(), list(reversed(recent)), ann, pin)
 
     async def head(self, room: str) -> LogHead:
-        seq, epoch = await self._snapshot(keys=self._keys(room), args=[_fresh_epoch(), "0"])
+        seq, epoch = await self._snapshot(
+            keys=[key(room, "seq")], args=[key(room, ""), _fresh_epoch(), "0"]
+        )
         return LogHead(int(seq), epoch.decode())
 
     async def subscribe(self, room: str, sink: Sink) -> LogHead:
@@ -377,6 +397,8 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
     )
     r = aioredis.Redis.from_pool(pool)  # closing r closes the pool
     await r.ping()
+    from livecommerce.backends.redis_inventory import RedisInventoryStore
+
     events = RedisEventLog(
         r, history_size=settings.history_size, recent_size=settings.limits.recent_chats
     )
@@ -387,6 +409,7 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
             log=events,
             counters=RedisCounters(r),
             moderation=RedisModerationStore(r),
+            inventory=RedisInventoryStore(r, history_size=settings.history_size),
         )
     finally:
         await events.close()

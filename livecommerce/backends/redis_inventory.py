@@ -1,0 +1,427 @@
+"""Flash sales on Redis: the rules of ``inventory.rules`` as Lua scripts.
+
+Every key of a room shares the prefix ``lc:{room}:`` and so its hash tag; a script
+declares one of them for routing and builds the rest from the prefix (they are in the
+same Redis Cluster slot). Scripts are registered once; redis-py reloads them after a
+NOSCRIPT (a ``SCRIPT FLUSH`` or a restarted Redis).
+
+Keys, after the prefix: ``products`` (hash sku -> product JSON), ``sale:<id>`` (hash),
+``sales`` (set of open sale ids), ``units:<sale>`` (hash user -> held and paid units),
+``ordr:<order id>`` (hash), ``uord:<user>`` (zset of the user's order ids), ``holds``
+(zset order id -> expiry ms), ``outbox`` (stream, one entry per hold). Outside any room:
+``lc:sweep`` (zset room -> last sale start ms), the rooms the sweeper visits.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from livecommerce.backends.redis import LOG_LUA, _fresh_epoch, key
+from livecommerce.inventory.rules import (
+    Attempt,
+    Order,
+    Outcome,
+    Product,
+    Sale,
+    room_of_order,
+)
+from livecommerce.protocol import dumps, loads
+
+Arg = bytes | str | int
+SWEEP_INDEX = "lc:sweep"
+SWEEP_BATCH = 200
+SWEEP_GRACE_MS = 60_000
+
+_SALE_LUA = (
+    LOG_LUA
+    + """
+local function num(x) return string.format('%.0f', x) end
+
+-- End an open sale once, publishing sale.ended in the same step.
+local function end_sale(p, room, sid, reason, now, maxlen, fresh)
+  local sk = p .. 'sale:' .. sid
+  if redis.call('HGET', sk, 'status') ~= 'active' then return false end
+  redis.call('HSET', sk, 'status', 'ended', 'reason', reason)
+  redis.call('SREM', p .. 'sales', sid)
+  emit(p, '{"type":"sale.ended","room":"' .. room .. '","ts":' .. num(now) ..
+          ',"sale_id":"' .. sid .. '","reason":"' .. reason .. '"}', maxlen, fresh)
+  return true
+end
+
+-- End a hold as expired or cancelled: its units go back, once.
+local function release(p, oid, status)
+  local ok = p .. 'ordr:' .. oid
+  if redis.call('HGET', ok, 'status') ~= 'held' then return false end
+  local o = redis.call('HMGET', ok, 'sale', 'qty', 'user')
+  local qty = tonumber(o[2])
+  redis.call('HSET', ok, 'status', status)
+  redis.call('ZREM', p .. 'holds', oid)
+  local sk = p .. 'sale:' .. o[1]
+  redis.call('HINCRBY', sk, 'held', -qty)
+  redis.call('HINCRBY', sk, 'remaining', qty)
+  redis.call('HINCRBY', p .. 'units:' .. o[1], o[3], -qty)
+  return true
+end
+"""
+)
+
+START_SALE = (
+    """
+-- KEYS: 1 the sale's hash (routing)
+-- ARGV: 1 prefix, 2 fresh epoch, 3 history size, 4 sale.started body, 5 sale id,
+--       6.. the sale's fields and values
+"""
+    + _SALE_LUA
+    + """
+local p = ARGV[1]
+redis.call('HSET', KEYS[1], unpack(ARGV, 6))
+redis.call('SADD', p .. 'sales', ARGV[5])
+emit(p, ARGV[4], ARGV[3], ARGV[2])
+return 1
+"""
+)
+
+STOP_SALE = (
+    """
+-- KEYS: 1 the sale's hash (routing)
+-- ARGV: 1 prefix, 2 fresh epoch, 3 history size, 4 room, 5 sale id, 6 now ms
+-- Returns 1 if this call ended the sale.
+"""
+    + _SALE_LUA
+    + """
+if end_sale(ARGV[1], ARGV[4], ARGV[5], 'stopped', tonumber(ARGV[6]), ARGV[3], ARGV[2]) then
+  return 1
+end
+return 0
+"""
+)
+
+RESERVE = (
+    """
+-- KEYS: 1 the sale's hash
+-- ARGV: 1 prefix, 2 room, 3 sale id, 4 now ms, 5 hold ms,
+--       then per attempt: order id, user, key, qty
+-- Serves the attempts in order. Returns, per attempt, an error code, or
+-- {created 0|1, status, created_at, expires_at, price} for the order its key names.
+-- Work is bounded by the number of attempts (the caller sends at most a few hundred).
+"""
+    + _SALE_LUA
+    + """
+local p, room, sid = ARGV[1], ARGV[2], ARGV[3]
+local now, hold = tonumber(ARGV[4]), tonumber(ARGV[5])
+local s = redis.call('HMGET', KEYS[1], 'status', 'ends_at', 'remaining', 'limit_per_user',
+                     'price', 'sku', 'title')
+local out = {}
+for i = 6, #ARGV, 4 do
+  local oid, user, k, qty = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local ok = p .. 'ordr:' .. oid
+  local e = redis.call('HMGET', ok, 'sale', 'qty', 'status', 'created_at', 'expires_at', 'price')
+  local r
+  if e[1] then
+    if e[1] ~= sid or tonumber(e[2]) ~= qty then r = 'key_reused'
+    else r = {0, e[3], tonumber(e[4]), tonumber(e[5]), tonumber(e[6])} end
+  elseif not s[1] then r = 'not_found'
+  elseif s[1] ~= 'active' or now >= tonumber(s[2]) then r = 'sale_not_active'
+  else
+    local units = tonumber(redis.call('HGET', p .. 'units:' .. sid, user) or '0')
+    local remaining = tonumber(s[3])
+    if units + qty > tonumber(s[4]) then r = 'limit_exceeded'
+    elseif remaining < qty then r = 'sold_out'
+    else
+      s[3] = remaining - qty
+      local expires = now + hold
+      redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
+      redis.call('HINCRBY', KEYS[1], 'held', qty)
+      redis.call('HINCRBY', p .. 'units:' .. sid, user, qty)
+      redis.call('HSET', ok, 'id', oid, 'room', room, 'sale', sid, 'sku', s[6], 'title', s[7],
+                 'user', user, 'qty', qty, 'price', s[5], 'key', k, 'status', 'held',
+                 'created_at', num(now), 'expires_at', num(expires))
+      redis.call('ZADD', p .. 'uord:' .. user, now, oid)
+      redis.call('ZADD', p .. 'holds', expires, oid)
+      redis.call('XADD', p .. 'outbox', '*', 'id', oid, 'room', room, 'sale', sid,
+                 'sku', s[6], 'title', s[7], 'qty', qty, 'price', s[5], 'user', user,
+                 'created_at', num(now), 'expires_at', num(expires))
+      r = {1, 'held', now, expires, tonumber(s[5])}
+    end
+  end
+  out[#out + 1] = r
+end
+return out
+"""
+)
+
+PAY = (
+    """
+-- KEYS: 1 the order's hash
+-- ARGV: 1 prefix, 2 fresh epoch, 3 history size, 4 room, 5 order id, 6 now ms
+-- Returns the order's status after the call, or false if there is no such order.
+"""
+    + _SALE_LUA
+    + """
+local p, oid = ARGV[1], ARGV[5]
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if status ~= 'held' then return status end
+local o = redis.call('HMGET', KEYS[1], 'sale', 'qty')
+local qty = tonumber(o[2])
+redis.call('HSET', KEYS[1], 'status', 'paid')
+redis.call('ZREM', p .. 'holds', oid)
+local sk = p .. 'sale:' .. o[1]
+redis.call('HINCRBY', sk, 'held', -qty)
+local sold = redis.call('HINCRBY', sk, 'sold', qty)
+if sold == tonumber(redis.call('HGET', sk, 'stock')) then
+  end_sale(p, ARGV[4], o[1], 'sold_out', tonumber(ARGV[6]), ARGV[3], ARGV[2])
+end
+return 'paid'
+"""
+)
+
+CANCEL = (
+    """
+-- KEYS: 1 the order's hash
+-- ARGV: 1 prefix, 2 order id
+-- Returns 1 if this call released the hold.
+"""
+    + _SALE_LUA
+    + """
+if release(ARGV[1], ARGV[2], 'cancelled') then return 1 end
+return 0
+"""
+)
+
+SWEEP = (
+    """
+-- KEYS: 1 the room's holds (routing)
+-- ARGV: 1 prefix, 2 fresh epoch, 3 history size, 4 room, 5 now ms, 6 batch
+-- Releases up to ARGV[6] holds past their expiry and ends the open sales past their
+-- end time. Returns {released order ids, 1 if nothing is left to sweep}.
+"""
+    + _SALE_LUA
+    + """
+local p, room, now = ARGV[1], ARGV[4], tonumber(ARGV[5])
+local released = {}
+for _, oid in ipairs(redis.call('ZRANGEBYSCORE', p .. 'holds', '-inf', now,
+                                'LIMIT', 0, tonumber(ARGV[6]))) do
+  if release(p, oid, 'expired') then
+    released[#released + 1] = oid
+  else
+    redis.call('ZREM', p .. 'holds', oid)
+  end
+end
+for _, sid in ipairs(redis.call('SMEMBERS', p .. 'sales')) do
+  if tonumber(redis.call('HGET', p .. 'sale:' .. sid, 'ends_at')) <= now then
+    end_sale(p, room, sid, 'expired', now, ARGV[3], ARGV[2])
+  end
+end
+local idle = 0
+if redis.call('ZCARD', p .. 'holds') == 0 and redis.call('SCARD', p .. 'sales') == 0 then
+  idle = 1
+end
+return {released, idle}
+"""
+)
+
+FORGET_ROOM = """
+-- KEYS: 1 lc:sweep
+-- ARGV: 1 room, 2 the score read before its sweep, 3 oldest score that may be dropped
+-- Drops an idle room from the sweep index unless a sale started there since.
+local score = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if score and score == ARGV[2] and tonumber(score) <= tonumber(ARGV[3]) then
+  redis.call('ZREM', KEYS[1], ARGV[1])
+  return 1
+end
+return 0
+"""
+
+STOCK = """
+-- KEYS: 1 the room's open sales (set)
+-- ARGV: 1 prefix
+-- Returns {sale id, remaining, ...} for every open sale.
+local out = {}
+for _, sid in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  out[#out + 1] = sid
+  out[#out + 1] = redis.call('HGET', ARGV[1] .. 'sale:' .. sid, 'remaining')
+end
+return out
+"""
+
+_SALE_INTS = (
+    "price",
+    "stock",
+    "limit_per_user",
+    "starts_at",
+    "ends_at",
+    "remaining",
+    "held",
+    "sold",
+)
+_ORDER_INTS = ("qty", "price", "created_at", "expires_at")
+
+
+def _text(raw: dict[Any, Any]) -> dict[str, str]:
+    return {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+
+def _sale(raw: dict[Any, Any]) -> Sale | None:
+    if not raw:
+        return None
+    f: dict[str, Any] = _text(raw)
+    for name in _SALE_INTS:
+        f[name] = int(f[name])
+    f["reason"] = f.get("reason") or None
+    return Sale(**f)
+
+
+def _order(raw: dict[Any, Any]) -> Order | None:
+    if not raw:
+        return None
+    f: dict[str, Any] = _text(raw)
+    for name in _ORDER_INTS:
+        f[name] = int(f[name])
+    return Order(**f)
+
+
+class RedisInventoryStore:
+    def __init__(self, r: aioredis.Redis, *, history_size: int) -> None:
+        self._r = r
+        self._history = history_size
+        self._start = r.register_script(START_SALE)
+        self._stop = r.register_script(STOP_SALE)
+        self._reserve = r.register_script(RESERVE)
+        self._pay = r.register_script(PAY)
+        self._cancel = r.register_script(CANCEL)
+        self._sweep = r.register_script(SWEEP)
+        self._forget = r.register_script(FORGET_ROOM)
+        self._stock = r.register_script(STOCK)
+
+    async def put_product(self, room: str, product: Product) -> None:
+        await self._r.hset(key(room, "products"), product.sku, dumps(product.to_dict()))
+
+    async def products(self, room: str) -> list[Product]:
+        raw = await self._r.hgetall(key(room, "products"))
+        return sorted((Product(**loads(v)) for v in raw.values()), key=lambda p: p.sku)
+
+    async def start_sale(self, sale: Sale, event: bytes) -> None:
+        await self._r.zadd(SWEEP_INDEX, {sale.room: sale.starts_at})
+        fields = [str(v) for kv in _sale_fields(sale) for v in kv]
+        args: list[Arg] = [key(sale.room, ""), _fresh_epoch(), self._history, event, sale.id]
+        args += fields
+        await self._start(keys=[key(sale.room, f"sale:{sale.id}")], args=args)
+
+    async def stop_sale(self, room: str, sale_id: str, now_ms: int) -> bool:
+        args: list[Arg] = [key(room, ""), _fresh_epoch(), self._history, room, sale_id, now_ms]
+        return bool(await self._stop(keys=[key(room, f"sale:{sale_id}")], args=args))
+
+    async def sale(self, room: str, sale_id: str) -> Sale | None:
+        return _sale(await self._r.hgetall(key(room, f"sale:{sale_id}")))
+
+    async def active_sales(self, room: str) -> list[Sale]:
+        ids = await self._r.smembers(key(room, "sales"))
+        async with self._r.pipeline(transaction=False) as pipe:
+            for sid in sorted(ids):
+                pipe.hgetall(key(room, f"sale:{_str(sid)}"))
+            raws = await pipe.execute()
+        return [s for raw in raws if (s := _sale(raw)) is not None and s.status == "active"]
+
+    async def stock(self, room: str) -> dict[str, int]:
+        flat = await self._stock(keys=[key(room, "sales")], args=[key(room, "")])
+        return {_str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
+
+    async def reserve(
+        self, room: str, sale_id: str, attempts: list[Attempt], *, now_ms: int, hold_ms: int
+    ) -> list[Outcome]:
+        args: list[Arg] = [key(room, ""), room, sale_id, now_ms, hold_ms]
+        for a in attempts:
+            args += [a.order_id, a.user, a.key, a.qty]
+        results = await self._reserve(keys=[key(room, f"sale:{sale_id}")], args=args)
+        sale: Sale | None = None
+        outcomes = []
+        for a, r in zip(attempts, results, strict=True):
+            if isinstance(r, bytes | str):
+                outcomes.append(Outcome(error=_str(r)))
+                continue
+            if sale is None:
+                sale = await self.sale(room, sale_id)
+                assert sale is not None  # it exists: the script just served from it
+            created, status, created_at, expires_at, price = r
+            order = Order(
+                id=a.order_id,
+                room=room,
+                sale=sale_id,
+                sku=sale.sku,
+                title=sale.title,
+                user=a.user,
+                qty=a.qty,
+                price=int(price),
+                key=a.key,
+                status=_str(status),  # type: ignore[arg-type]
+                created_at=int(created_at),
+                expires_at=int(expires_at),
+            )
+            outcomes.append(Outcome(order=order, created=bool(created)))
+        return outcomes
+
+    async def pay(self, order_id: str, now_ms: int) -> Order | None:
+        room = room_of_order(order_id)
+        args: list[Arg] = [key(room, ""), _fresh_epoch(), self._history, room, order_id, now_ms]
+        if await self._pay(keys=[key(room, f"ordr:{order_id}")], args=args) is None:
+            return None
+        return await self.order(order_id)
+
+    async def cancel(self, order_id: str) -> Order | None:
+        room = room_of_order(order_id)
+        args = [key(room, ""), order_id]
+        if not await self._cancel(keys=[key(room, f"ordr:{order_id}")], args=args):
+            return None
+        return await self.order(order_id)
+
+    async def sweep(self, room: str, now_ms: int) -> list[Order]:
+        score = await self._r.zscore(SWEEP_INDEX, room)
+        args: list[Arg] = [key(room, ""), _fresh_epoch(), self._history, room, now_ms, SWEEP_BATCH]
+        released, idle = await self._sweep(keys=[key(room, "holds")], args=args)
+        if idle and score is not None:
+            await self._forget(
+                keys=[SWEEP_INDEX], args=[room, _score(score), now_ms - SWEEP_GRACE_MS]
+            )
+        orders = [await self.order(_str(oid)) for oid in released]
+        return [o for o in orders if o is not None]
+
+    async def order(self, order_id: str) -> Order | None:
+        room = room_of_order(order_id)
+        return _order(await self._r.hgetall(key(room, f"ordr:{order_id}")))
+
+    async def user_orders(self, room: str, user: str) -> list[Order]:
+        ids = await self._r.zrange(key(room, f"uord:{user}"), 0, 199)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for oid in ids:
+                pipe.hgetall(key(room, f"ordr:{_str(oid)}"))
+            raws = await pipe.execute()
+        return [o for raw in raws if (o := _order(raw)) is not None]
+
+    async def rooms_to_sweep(self) -> list[str]:
+        return [_str(r) for r in await self._r.zrange(SWEEP_INDEX, 0, -1)]
+
+    async def outbox(self, room: str) -> list[dict[str, str]]:
+        entries = await self._r.xrange(key(room, "outbox"))
+        return [_text(fields or {}) for _, fields in entries or []]
+
+
+def _sale_fields(sale: Sale) -> list[tuple[str, Any]]:
+    fields = [(k, v) for k, v in Sale.__dataclass_fields__.items()]
+    return [
+        (name, getattr(sale, name) if getattr(sale, name) is not None else "") for name, _ in fields
+    ]
+
+
+def _str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _score(score: float) -> str:
+    """A zset score as Redis prints it (integers without a decimal point)."""
+    return str(int(score)) if score == int(score) else repr(score)

@@ -1,0 +1,218 @@
+"""The inventory store's contract, on the memory and the Redis engine."""
+
+from __future__ import annotations
+
+import asyncio
+
+from livecommerce.backends import Backends
+from livecommerce.inventory.rules import Attempt, Product, Sale, order_id
+from livecommerce.protocol import encode_event, line_seq, loads
+
+NOW = 1_800_000_000_000
+HOLD = 300_000
+
+
+def a_sale(sid: str = "s1", *, stock: int = 10, limit: int = 3, ends: int = NOW + 60_000) -> Sale:
+    return Sale(
+        id=sid,
+        room="r1",
+        sku="sku1",
+        title="Mug",
+        price=1299,
+        stock=stock,
+        limit_per_user=limit,
+        starts_at=NOW,
+        ends_at=ends,
+    )
+
+
+def attempt(user: str, key: str, qty: int = 1) -> Attempt:
+    return Attempt(order_id("r1", user, key), user, key, qty)
+
+
+async def start(b: Backends, sale: Sale) -> None:
+    event = encode_event("sale.started", sale.room, NOW, {"sale": sale.public()})
+    await b.inventory.start_sale(sale, event)
+
+
+async def events(b: Backends) -> list[dict[str, object]]:
+    head = await b.log.head("r1")
+    lines = await b.log.history("r1", 0, head.epoch)
+    assert lines is not None
+    return [loads(ln) for ln in lines]
+
+
+async def check_counts(b: Backends, sid: str = "s1") -> None:
+    sale = await b.inventory.sale("r1", sid)
+    assert sale is not None
+    assert sale.remaining + sale.held + sale.sold == sale.stock
+    assert sale.remaining >= 0
+
+
+async def test_lineup(backends: Backends) -> None:
+    inv = backends.inventory
+    await inv.put_product("r1", Product("b", "Bowl", 500))
+    await inv.put_product("r1", Product("a", "Apron", 900, "https://img/a.png"))
+    await inv.put_product("r1", Product("b", "Big bowl", 700))
+    assert await inv.products("r1") == [
+        Product("a", "Apron", 900, "https://img/a.png"),
+        Product("b", "Big bowl", 700),
+    ]
+    assert await inv.products("r2") == []
+
+
+async def test_start_publishes_and_opens_the_sale(backends: Backends) -> None:
+    await start(backends, a_sale())
+    assert [e["type"] for e in await events(backends)] == ["sale.started"]
+    assert [s.id for s in await backends.inventory.active_sales("r1")] == ["s1"]
+    assert await backends.inventory.stock("r1") == {"s1": 10}
+
+
+async def test_reserve_rules_and_idempotency(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale(stock=5, limit=3))
+    out = await inv.reserve(
+        "r1",
+        "s1",
+        [
+            attempt("u1", "k1", 2),
+            attempt("u1", "k1", 2),  # the same key: the same order, no second hold
+            attempt("u1", "k1", 3),  # the same key, another quantity: refused
+            attempt("u1", "k2", 2),  # past the limit of 3
+            attempt("u2", "k1", 3),
+            attempt("u3", "k1", 1),  # 0 left
+        ],
+        now_ms=NOW,
+        hold_ms=HOLD,
+    )
+    assert [o.error for o in out] == [None, None, "key_reused", "limit_exceeded", None, "sold_out"]
+    assert [o.created for o in out] == [True, False, False, False, True, False]
+    first = out[0].order
+    assert first is not None and out[1].order == first
+    assert first.status == "held" and first.qty == 2 and first.price == 1299
+    assert first.expires_at == NOW + HOLD and first.id == order_id("r1", "u1", "k1")
+    assert await inv.stock("r1") == {"s1": 0}
+    await check_counts(backends)
+    assert [e["id"] for e in await inv.outbox("r1")] == [first.id, order_id("r1", "u2", "k1")]
+    again = await inv.reserve("r1", "nope", [attempt("u9", "k")], now_ms=NOW, hold_ms=HOLD)
+    assert again[0].error == "not_found"
+    late = await inv.reserve("r1", "s1", [attempt("u9", "k")], now_ms=NOW + 60_000, hold_ms=HOLD)
+    assert late[0].error == "sale_not_active"
+    assert [o.id for o in await inv.user_orders("r1", "u1")] == [first.id]
+
+
+async def test_pay_is_idempotent_and_the_last_unit_paid_ends_the_sale_once(
+    backends: Backends,
+) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale(stock=3))
+    out = await inv.reserve(
+        "r1", "s1", [attempt("u1", "k", 2), attempt("u2", "k", 1)], now_ms=NOW, hold_ms=HOLD
+    )
+    o1, o2 = (o.order for o in out)
+    assert o1 is not None and o2 is not None
+    paid = await inv.pay(o1.id, NOW + 1)
+    assert paid is not None and paid.status == "paid"
+    assert (await inv.pay(o1.id, NOW + 2)) == paid
+    await check_counts(backends)
+    results = await asyncio.gather(*(inv.pay(o2.id, NOW + 3) for _ in range(5)))
+    assert all(r is not None and r.status == "paid" for r in results)
+    ended = [e for e in await events(backends) if e["type"] == "sale.ended"]
+    assert ended == [
+        {
+            "seq": 2,
+            "type": "sale.ended",
+            "room": "r1",
+            "ts": NOW + 3,
+            "sale_id": "s1",
+            "reason": "sold_out",
+        }
+    ]
+    sale = await inv.sale("r1", "s1")
+    assert sale is not None and (sale.sold, sale.status, sale.reason) == (3, "ended", "sold_out")
+    assert await inv.active_sales("r1") == []
+    assert await inv.pay("r1.unknown", NOW) is None
+
+
+async def test_holds_expire_once_and_units_come_back(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale(stock=4, limit=4, ends=NOW + 10 * HOLD))
+    out = await inv.reserve("r1", "s1", [attempt("u1", "k", 4)], now_ms=NOW, hold_ms=HOLD)
+    assert (await inv.reserve("r1", "s1", [attempt("u2", "k", 1)], now_ms=NOW + 1, hold_ms=HOLD))[
+        0
+    ].error == "sold_out"
+    assert await inv.sweep("r1", NOW + HOLD - 1) == []
+    swept = await asyncio.gather(*(inv.sweep("r1", NOW + HOLD) for _ in range(4)))
+    released = [o for batch in swept for o in batch]
+    assert len(released) == 1 and released[0].status == "expired"
+    assert out[0].order is not None and released[0].id == out[0].order.id
+    assert await inv.stock("r1") == {"s1": 4}
+    await check_counts(backends)
+    # the units sell again, and the expired buyer may buy again
+    again = await inv.reserve(
+        "r1", "s1", [attempt("u1", "k2", 4)], now_ms=NOW + HOLD + 1, hold_ms=HOLD
+    )
+    assert again[0].created
+    assert await inv.pay(released[0].id, NOW + HOLD + 2) == released[0]  # stays expired
+
+
+async def test_payment_and_expiry_racing_end_in_one_outcome(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale(stock=50, limit=1, ends=NOW + 10 * HOLD))
+    attempts = [attempt(f"u{i}", "k") for i in range(40)]
+    out = await inv.reserve("r1", "s1", attempts, now_ms=NOW, hold_ms=HOLD)
+    ids = [o.order.id for o in out if o.order is not None]
+    at = NOW + HOLD
+    results = await asyncio.gather(
+        *(inv.pay(oid, at) for oid in ids), inv.sweep("r1", at), inv.sweep("r1", at)
+    )
+    expired = {o.id for batch in results[-2:] for o in batch}  # type: ignore[union-attr]
+    finals = [await inv.order(oid) for oid in ids]
+    for order in finals:
+        assert order is not None
+        assert order.status == ("expired" if order.id in expired else "paid")
+    sale = await inv.sale("r1", "s1")
+    assert sale is not None
+    assert sale.sold == 40 - len(expired) and sale.held == 0
+    await check_counts(backends)
+
+
+async def test_stop_and_end_time_end_the_sale_once(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale("s1"))
+    await start(backends, a_sale("s2", ends=NOW + 1000))
+    stops = await asyncio.gather(*(inv.stop_sale("r1", "s1", NOW + 5) for _ in range(3)))
+    assert sorted(stops) == [False, False, True]
+    await asyncio.gather(*(inv.sweep("r1", NOW + 1000) for _ in range(3)))
+    ended = [
+        (e["sale_id"], e["reason"]) for e in await events(backends) if e["type"] == "sale.ended"
+    ]
+    assert ended == [("s1", "stopped"), ("s2", "expired")]
+    assert await inv.active_sales("r1") == []
+    assert "r1" in await inv.rooms_to_sweep()
+
+
+async def test_cancel_releases_a_hold_once(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale(stock=2))
+    out = await inv.reserve("r1", "s1", [attempt("u1", "k", 2)], now_ms=NOW, hold_ms=HOLD)
+    oid = out[0].order.id if out[0].order else ""
+    results = await asyncio.gather(inv.cancel(oid), inv.cancel(oid))
+    assert [r.status if r else None for r in results].count("cancelled") == 1
+    assert await inv.stock("r1") == {"s1": 2}
+    await check_counts(backends)
+
+
+async def test_every_hold_has_one_outbox_entry(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale(stock=30, limit=2))
+    attempts = [attempt(f"u{i % 20}", f"k{i % 25}", 1 + i % 2) for i in range(60)]
+    out = await inv.reserve("r1", "s1", attempts, now_ms=NOW, hold_ms=HOLD)
+    created = [o.order.id for o in out if o.created and o.order]
+    entries = await inv.outbox("r1")
+    assert [e["id"] for e in entries] == created
+    assert all(e["sale"] == "s1" and e["room"] == "r1" and e["sku"] == "sku1" for e in entries)
+    held = sum(o.order.qty for o in out if o.created and o.order)
+    sale = await inv.sale("r1", "s1")
+    assert sale is not None and sale.held == held
+    assert [line_seq(b'{"seq":1,"x":1}')] == [1]
