@@ -22,6 +22,9 @@ class Limits:
     like_burst: int = 5
     order_rate: float = 5.0
     order_burst: int = 5
+    commerce_rate: float = 5.0
+    """pin, unpin, sale.start and sale.stop per second per user."""
+    commerce_burst: int = 5
     abuse_burst: int = 20
     """Refused or invalid commands a connection may send in a burst before 4008."""
     abuse_rate: float = 2.0
@@ -56,6 +59,12 @@ class Settings:
     max_lag_s: float = 5.0
     """A connection whose queue has not drained for this long is closed with 4009."""
     drain_timeout_s: float = 5.0
+    hold_s: int = 300
+    """Payment window of a hold."""
+    sweep_interval_ms: int = 500
+    """How often expired holds and ended sales are looked for."""
+    reserve_batch: int = 256
+    """The most order attempts served by one store call."""
     token_ttl_s: int = 12 * 3600
     """Lifetime of tokens issued by the demo sign-in."""
     limits: Limits = field(default_factory=Limits)

@@ -169,6 +169,9 @@ def test_the_document_is_the_one_served(api_schema: OpenApiSchema) -> None:
         ("GET", "/api/rooms"),
         ("POST", "/api/rooms"),
         ("GET", "/api/rooms/{room}"),
+        ("GET", "/api/rooms/{room}/products"),
+        ("PUT", "/api/rooms/{room}/products/{sku}"),
+        ("GET", "/api/orders/{order}"),
         ("POST", "/api/demo/token"),
     }
 

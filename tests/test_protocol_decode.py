@@ -54,11 +54,14 @@ class Field:
             return type(value) is int and self.lo <= value <= self.hi
         if self.kind == "str":
             return type(value) is str and len(value) <= self.hi
+        if self.kind == "id":
+            return type(value) is str and 0 < len(value) <= self.hi
         return type(value) is str and ROOM_ID.fullmatch(value) is not None
 
 
 ROOM = Field("room", True)
 USER = Field("str", True, hi=128)
+ID = Field("id", True, hi=64)
 
 SPEC: dict[str, dict[str, Field]] = {
     "connect": {"token": Field("str", False, hi=4096)},
@@ -79,6 +82,18 @@ SPEC: dict[str, dict[str, Field]] = {
     "mod.ban": {"room": ROOM, "user": USER},
     "mod.unban": {"room": ROOM, "user": USER},
     "mod.slow": {"room": ROOM, "seconds": Field("int", True, 0, 3600)},
+    "pin": {"room": ROOM, "sku": ID},
+    "unpin": {"room": ROOM, "sku": ID},
+    "sale.start": {
+        "room": ROOM,
+        "sku": ID,
+        "price": Field("int", True, 0, 10_000_000_000),
+        "stock": Field("int", True, 1, 1_000_000),
+        "limit_per_user": Field("int", True, 1, 100),
+        "duration_s": Field("int", True, 1, 86400),
+    },
+    "sale.stop": {"room": ROOM, "sale": ID},
+    "order": {"room": ROOM, "sale": ID, "qty": Field("int", True, 1, 100), "key": ID},
 }
 
 ROOM_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -154,6 +169,8 @@ def valid_value(field: Field) -> st.SearchStrategy[Any]:
         return room_ids()
     if field.kind == "int":
         return st.one_of(st.integers(field.lo, field.hi), st.sampled_from([field.lo, field.hi]))
+    if field.kind == "id":
+        return st.one_of(st.text(min_size=1, max_size=30), st.just("é" * field.hi))
     return st.one_of(st.text(max_size=30), st.just("é" * field.hi))
 
 
@@ -168,8 +185,9 @@ def invalid_values(field: Field) -> st.SearchStrategy[Any]:
             st.integers(min_value=field.hi + 1, max_value=2**64 - 1),
             st.builds(str, st.integers(field.lo, field.hi)),
         )
-    elif field.kind == "str":
+    elif field.kind in ("str", "id"):
         bad = st.one_of(
+            st.just("" if field.kind == "id" else "x" * (field.hi + 1)),
             st.just("x" * (field.hi + 1)),
             st.integers(min_value=1, max_value=100).map(lambda n: "y" * (field.hi + n)),
         )
@@ -294,6 +312,9 @@ def boundary_values(field: Field) -> tuple[list[Any], list[Any]]:
     elif field.kind == "str":
         good = ["", "é" * field.hi]
         bad = ["x" * (field.hi + 1), 1, True, ["x"], {"x": "y"}]
+    elif field.kind == "id":
+        good = ["x", "é" * field.hi]
+        bad = ["", "x" * (field.hi + 1), 1, True, ["x"], {"x": "y"}]
     else:
         good = ["a", "0", "a" * 64, "a-_9", "0-"]
         bad = ["", "A", "Demo", "-a", "_a", "a" * 65, "a{b}", "{a}", "a b", "a\n", "é", 1, True]
@@ -334,6 +355,18 @@ VALID: dict[str, dict[str, Any]] = {
     "mod.ban": {"room": "demo", "user": "u1"},
     "mod.unban": {"room": "demo", "user": "u1"},
     "mod.slow": {"room": "demo", "seconds": 0},
+    "pin": {"room": "demo", "sku": "mug-01"},
+    "unpin": {"room": "demo", "sku": "mug-01"},
+    "sale.start": {
+        "room": "demo",
+        "sku": "mug-01",
+        "price": 1299,
+        "stock": 500,
+        "limit_per_user": 2,
+        "duration_s": 300,
+    },
+    "sale.stop": {"room": "demo", "sale": "s-1"},
+    "order": {"room": "demo", "sale": "s-1", "qty": 1, "key": "k-1"},
 }
 
 

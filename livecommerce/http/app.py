@@ -33,6 +33,7 @@ from livecommerce.http.keys import (
     SETTINGS,
 )
 from livecommerce.http.ws import CLOSE_GOING_AWAY
+from livecommerce.inventory.rules import Product
 from livecommerce.rooms.hub import Hub
 from livecommerce.rooms.service import RoomService
 from livecommerce.rooms.state import Room
@@ -42,6 +43,11 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 DEMO_ROOM = "demo"
 DEMO_HOST = "demo-host"
+DEMO_LINEUP = (
+    Product("mug-01", "Stoneware mug, speckled", 1800),
+    Product("tee-02", "Organic cotton tee", 2500),
+    Product("lamp-03", "Brass desk lamp", 8900),
+)
 
 
 def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) -> web.Application:
@@ -72,11 +78,17 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         )
         app[HUB] = hub
         app[SERVICE] = RoomService(settings, app[BACKENDS], hub, clock=clock)
-        pruner = asyncio.create_task(_prune(app[SERVICE]))
+        tasks = [
+            asyncio.create_task(_prune(app[SERVICE])),
+            asyncio.create_task(_sweep(app[SERVICE], settings.sweep_interval_ms / 1000)),
+        ]
         yield
-        pruner.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pruner
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await app[SERVICE].batcher.close()
         await hub.close()
 
     async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -104,11 +116,23 @@ async def _prune(service: RoomService) -> None:
         service.prune()
 
 
+async def _sweep(service: RoomService, interval: float) -> None:
+    """Release expired holds and end sales past their time, now and then, forever."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await service.sweep()
+        except Exception:
+            log.exception("sweep failed; trying again")
+
+
 async def _demo_room(app: web.Application) -> None:
     """The demo's room, live, owned by the demo host."""
     rooms = app[BACKENDS].rooms
     room = Room(DEMO_ROOM, "Demo live show", DEMO_HOST, "scheduled", app[SERVICE].now_ms())
-    await rooms.create(room)
+    if await rooms.create(room):
+        for product in DEMO_LINEUP:
+            await app[BACKENDS].inventory.put_product(DEMO_ROOM, product)
     await rooms.set_status(DEMO_ROOM, "scheduled", "live")
 
 

@@ -67,6 +67,54 @@ _SCHEMAS: dict[str, Any] = {
             },
         ]
     },
+    "Product": {
+        "type": "object",
+        "required": ["sku", "title", "price", "image"],
+        "properties": {
+            "sku": {"type": "string"},
+            "title": {"type": "string"},
+            "price": {"type": "integer", "minimum": 0, "description": "smallest currency unit"},
+            "image": {"type": ["string", "null"]},
+        },
+    },
+    "NewProduct": {
+        "type": "object",
+        "required": ["title", "price"],
+        "properties": {
+            "title": {"type": "string", "minLength": 1, "maxLength": 200},
+            "price": {"type": "integer", "minimum": 0, "maximum": 10_000_000_000},
+            "image": {"type": "string", "maxLength": 2048},
+        },
+    },
+    "Order": {
+        "type": "object",
+        "required": [
+            "id",
+            "sale",
+            "sku",
+            "qty",
+            "price",
+            "status",
+            "expires_at",
+            "room",
+            "title",
+            "user",
+            "created_at",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "room": {"type": "string"},
+            "sale": {"type": "string"},
+            "sku": {"type": "string"},
+            "title": {"type": "string"},
+            "user": {"type": "string"},
+            "qty": {"type": "integer", "minimum": 1},
+            "price": {"type": "integer", "minimum": 0},
+            "status": {"type": "string", "enum": ["held", "paid", "expired", "cancelled"]},
+            "created_at": {"type": "integer"},
+            "expires_at": {"type": "integer"},
+        },
+    },
     "NewRoom": {
         "type": "object",
         "required": ["title"],
@@ -143,6 +191,56 @@ def document(*, demo: bool) -> dict[str, Any]:
                 "summary": "A room with its live figures",
                 "parameters": [room_param],
                 "responses": {"200": _json(_ref("RoomDetail"), "The room"), **_errors(404)},
+            }
+        },
+        "/api/rooms/{room}/products": {
+            "get": {
+                "summary": "The room's lineup",
+                "parameters": [room_param],
+                "responses": {
+                    "200": _json(
+                        {
+                            "type": "object",
+                            "required": ["products"],
+                            "properties": {"products": {"type": "array", "items": _ref("Product")}},
+                        },
+                        "Products by sku",
+                    ),
+                    **_errors(404),
+                },
+            }
+        },
+        "/api/rooms/{room}/products/{sku}": {
+            "put": {
+                "summary": "Add or replace a product of the lineup (the room's host)",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    room_param,
+                    {
+                        "name": "sku",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                    },
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("NewProduct")}},
+                },
+                "responses": {
+                    "200": _json(_ref("Product"), "The product as stored"),
+                    **_errors(400, 401, 403, 404, 413),
+                },
+            }
+        },
+        "/api/orders/{order}": {
+            "get": {
+                "summary": "One of your orders (or any, for an admin)",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "order", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {"200": _json(_ref("Order"), "The order"), **_errors(401, 404)},
             }
         },
     }

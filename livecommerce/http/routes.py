@@ -17,8 +17,10 @@ from livecommerce.errors import Error
 from livecommerce.http import openapi
 from livecommerce.http.keys import CONNECTIONS, HUB, METRICS, READY, SECRET, SERVICE, SETTINGS
 from livecommerce.http.ws import ws_handler
+from livecommerce.inventory.rules import Product
 from livecommerce.protocol import ROOM_ID, dumps, loads
-from livecommerce.rooms.state import STATUSES
+from livecommerce.protocol.codec import MAX_PRICE
+from livecommerce.rooms.state import STATUSES, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +132,50 @@ async def get_room(request: web.Request) -> web.Response:
     return json_response(await request.app[SERVICE].describe(room_id(request)))
 
 
+def field_int(body: dict[str, Any], name: str, *, lo: int, hi: int) -> int:
+    value = body.get(name)
+    if type(value) is not int or not lo <= value <= hi:
+        raise Error("bad_request", f"{name} must be an integer from {lo} to {hi}")
+    return value
+
+
+async def put_product(request: web.Request) -> web.Response:
+    who = principal(request)
+    sku = request.match_info["sku"]
+    if not 0 < len(sku) <= 64:
+        raise Error("bad_request", "sku: 1 to 64 characters")
+    body = await json_body(request)
+    title = clean_text(field_str(body, "title", max_len=200, required=True) or "", 200)
+    price = field_int(body, "price", lo=0, hi=MAX_PRICE)
+    image = field_str(body, "image", max_len=2048, required=False)
+    product = Product(sku=sku, title=title, price=price, image=image)
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as the room's host")
+    saved = await request.app[SERVICE].put_product(who, room_id(request), product)
+    return json_response(saved.to_dict())
+
+
+async def list_products(request: web.Request) -> web.Response:
+    products = await request.app[SERVICE].products(room_id(request))
+    return json_response({"products": [p.to_dict() for p in products]})
+
+
+async def get_order(request: web.Request) -> web.Response:
+    who = principal(request)
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as the buyer")
+    order = await request.app[SERVICE].get_order(who, request.match_info["order"])
+    return json_response(
+        {
+            **order.public(),
+            "room": order.room,
+            "title": order.title,
+            "user": order.user,
+            "created_at": order.created_at,
+        }
+    )
+
+
 async def healthz(request: web.Request) -> web.Response:
     if not request.app[READY][0]:
         return json_response({"status": "starting"}, 503)
@@ -193,6 +239,9 @@ def setup(app: web.Application, static_dir: Path) -> None:
     r.add_post("/api/rooms", create_room)
     r.add_get("/api/rooms", list_rooms)
     r.add_get("/api/rooms/{room}", get_room)
+    r.add_put("/api/rooms/{room}/products/{sku}", put_product)
+    r.add_get("/api/rooms/{room}/products", list_products)
+    r.add_get("/api/orders/{order}", get_order)
     if app[SETTINGS].demo:
         r.add_post("/api/demo/token", demo_token)
     if static_dir.is_dir():

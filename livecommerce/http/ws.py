@@ -203,6 +203,39 @@ async def _slow(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, A
     return {}
 
 
+async def _pin(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    if cmd.op == "pin":
+        await svc.pin(conn.principal, cmd.room, cmd.args["sku"])
+    else:
+        await svc.unpin(conn.principal, cmd.room, cmd.args["sku"])
+    return {}
+
+
+async def _sale_start(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    a = cmd.args
+    sale = await svc.start_sale(
+        conn.principal,
+        cmd.room,
+        sku=a["sku"],
+        price=a["price"],
+        stock=a["stock"],
+        limit_per_user=a["limit_per_user"],
+        duration_s=a["duration_s"],
+    )
+    return {"sale": sale.public()}
+
+
+async def _sale_stop(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.stop_sale(conn.principal, cmd.room, cmd.args["sale"])
+    return {}
+
+
+async def _order(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    a = cmd.args
+    order = await svc.order(conn.principal, cmd.room, sale_id=a["sale"], qty=a["qty"], key=a["key"])
+    return {"order": order.public()}
+
+
 HANDLERS: dict[str, Handler] = {
     "join": _join,
     "leave": _leave,
@@ -217,6 +250,11 @@ HANDLERS: dict[str, Handler] = {
     "mod.ban": _ban,
     "mod.unban": _ban,
     "mod.slow": _slow,
+    "pin": _pin,
+    "unpin": _pin,
+    "sale.start": _sale_start,
+    "sale.stop": _sale_stop,
+    "order": _order,
 }
 
 

@@ -25,10 +25,6 @@ SaleStatus = Literal["active", "ended"]
 EndReason = Literal["sold_out", "stopped", "expired"]
 OrderStatus = Literal["held", "paid", "expired", "cancelled"]
 
-MAX_QTY = 100
-MAX_STOCK = 1_000_000
-MAX_PRICE = 100_000_000_00
-
 
 @dataclass(frozen=True, slots=True)
 class Product:

@@ -18,6 +18,10 @@ import orjson
 from livecommerce.errors import Error
 
 MAX_ID: Final = 2**53
+MAX_PRICE: Final = 10_000_000_000
+"""Prices are integers in the smallest currency unit."""
+MAX_STOCK: Final = 1_000_000
+MAX_QTY: Final = 100
 ROOM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 """Room ids: lowercase, digits, ``_`` and ``-``; never ``{`` or ``}`` (Redis hash tags)."""
 
@@ -30,6 +34,10 @@ def _is_int(lo: int, hi: int) -> _Check:
 
 def _is_str(max_len: int) -> _Check:
     return lambda v: type(v) is str and len(v) <= max_len
+
+
+def _is_id(v: Any) -> bool:
+    return type(v) is str and 0 < len(v) <= 64
 
 
 def _is_room(v: Any) -> bool:
@@ -56,6 +64,23 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
     "mod.ban": (_ROOM, _USER),
     "mod.unban": (_ROOM, _USER),
     "mod.slow": (_ROOM, ("seconds", _is_int(0, 3600), True)),
+    "pin": (_ROOM, ("sku", _is_id, True)),
+    "unpin": (_ROOM, ("sku", _is_id, True)),
+    "sale.start": (
+        _ROOM,
+        ("sku", _is_id, True),
+        ("price", _is_int(0, MAX_PRICE), True),
+        ("stock", _is_int(1, MAX_STOCK), True),
+        ("limit_per_user", _is_int(1, MAX_QTY), True),
+        ("duration_s", _is_int(1, 86400), True),
+    ),
+    "sale.stop": (_ROOM, ("sale", _is_id, True)),
+    "order": (
+        _ROOM,
+        ("sale", _is_id, True),
+        ("qty", _is_int(1, MAX_QTY), True),
+        ("key", _is_id, True),
+    ),
 }
 
 

@@ -26,6 +26,8 @@ from livecommerce.protocol import encode_event, line_seq, loads, text_frame
 
 log = logging.getLogger(__name__)
 
+_SALE_STARTED = b'"type":"sale.started"'
+
 
 class Subscriber(Protocol):
     """What the hub needs of a connection."""
@@ -84,6 +86,8 @@ class Channel:
         self.likes_sent = -1
         self.viewers = 0
         self.viewers_sent = -1
+        self.sales_open = False
+        self.stock_sent: dict[str, int] = {}
         self.next_presence = 0.0
         self.ready = asyncio.Event()
         self.closing = False
@@ -116,6 +120,7 @@ class Hub:
     ) -> None:
         self._log = backends.log
         self._counters = backends.counters
+        self._inventory = backends.inventory
         self.node = node
         self.tick_s = tick_s
         self.presence_s = presence_s
@@ -174,6 +179,7 @@ class Hub:
     async def _run(self, ch: Channel) -> None:
         try:
             ch.head = await self._log.subscribe(ch.room, ch.sink)
+            ch.sales_open = bool(await self._inventory.stock(ch.room))
             ch.ready.set()
             loop = asyncio.get_running_loop()
             deadline = loop.time()
@@ -212,6 +218,8 @@ class Hub:
         if total != ch.likes_sent:
             ch.likes_sent = total
             lines.append(encode_event("likes", ch.room, int(now * 1000), {"total": total}))
+        if ch.sales_open:
+            await self._stock(ch, now, lines)
         if now >= ch.next_presence:
             ch.next_presence = now + self.presence_s
             await self._presence(ch, now, lines)
@@ -232,6 +240,8 @@ class Hub:
                 self._deliver_private(ch, line, user)
                 continue
             seq = line_seq(line)
+            if _SALE_STARTED in line[:64]:
+                ch.sales_open = True
             if seq is None:
                 lines.append(line)
             elif seq == ch.head.seq + 1:
@@ -251,6 +261,20 @@ class Hub:
             self._resync(ch)
             return []
         return [ln for ln in missing if (s := line_seq(ln)) is not None and s < upto]
+
+    async def _stock(self, ch: Channel, now: float, lines: list[bytes]) -> None:
+        """One ``stock`` per open sale whose remaining changed since the last one sent."""
+        stock = await self._inventory.stock(ch.room)
+        if not stock:
+            ch.sales_open = False
+        ts = int(now * 1000)
+        for sale_id, remaining in stock.items():
+            if ch.stock_sent.get(sale_id) != remaining:
+                ch.stock_sent[sale_id] = remaining
+                fields = {"sale_id": sale_id, "remaining": remaining}
+                lines.append(encode_event("stock", ch.room, ts, fields))
+        for gone in ch.stock_sent.keys() - stock.keys():
+            del ch.stock_sent[gone]
 
     async def _presence(self, ch: Channel, now: float, lines: list[bytes]) -> None:
         ch.viewers = await self._counters.report_presence(

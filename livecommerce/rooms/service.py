@@ -19,8 +19,10 @@ from livecommerce.auth import Principal, Role
 from livecommerce.backends import Backends
 from livecommerce.config import Settings
 from livecommerce.errors import Error
+from livecommerce.inventory.batcher import ReservationBatcher
+from livecommerce.inventory.rules import Attempt, Order, Product, Sale, order_id
 from livecommerce.moderation.rules import RateLimiter, refusal
-from livecommerce.protocol import encode_event, fragment
+from livecommerce.protocol import encode_event, fragment, loads
 from livecommerce.rooms.hub import Hub, Membership, Subscriber
 from livecommerce.rooms.state import Room, Status, clean_text
 
@@ -58,6 +60,14 @@ class RoomService:
         lim = settings.limits
         self._chat_limit = RateLimiter(lim.chat_rate, lim.chat_burst)
         self._like_limit = RateLimiter(lim.like_rate, lim.like_burst)
+        self._order_limit = RateLimiter(lim.order_rate, lim.order_burst)
+        self._commerce_limit = RateLimiter(lim.commerce_rate, lim.commerce_burst)
+        self.batcher = ReservationBatcher(
+            backends.inventory,
+            hold_ms=settings.hold_s * 1000,
+            max_batch=settings.reserve_batch,
+            clock=clock,
+        )
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex()
 
@@ -71,8 +81,13 @@ class RoomService:
     def prune(self) -> None:
         """Forget idle rate-limit buckets (called now and then)."""
         now = self._clock()
-        self._chat_limit.prune(now)
-        self._like_limit.prune(now)
+        for limiter in (
+            self._chat_limit,
+            self._like_limit,
+            self._order_limit,
+            self._commerce_limit,
+        ):
+            limiter.prune(now)
 
     # -- rooms -----------------------------------------------------------------------
 
@@ -121,12 +136,14 @@ class RoomService:
         """The room with its live figures (``GET /api/rooms/{room}``)."""
         room = await self.room(room_id)
         likes = await self.backends.counters.add_likes(room.id, 0)
+        snap = await self.backends.log.snapshot(room.id)
+        sales = await self.backends.inventory.active_sales(room.id)
         return {
             **room.to_dict(),
             "viewers": self.hub.viewers(room.id),
             "likes": likes,
-            "pinned": None,
-            "sales": [],
+            "pinned": _pinned(snap.pinned),
+            "sales": [s.public() for s in sales],
         }
 
     async def start(self, who: Principal, room_id: str) -> None:
@@ -175,6 +192,8 @@ class RoomService:
                     replay, recovered = lines, True
                     floor = max(floor, since + len(lines))
             likes = await self.backends.counters.add_likes(room.id, 0)
+            sales = await self.backends.inventory.active_sales(room.id)
+            orders = await self.backends.inventory.user_orders(room.id, who.id)
         except BaseException:
             self.hub.detach(room.id, conn)
             raise
@@ -187,11 +206,11 @@ class RoomService:
             "epoch": snap.epoch,
             "viewers": self.hub.viewers(room.id),
             "likes": likes,
-            "pinned": None,
-            "sales": [],
+            "pinned": _pinned(snap.pinned),
+            "sales": [s.public() for s in sales],
             "recent": [fragment(line) for line in snap.recent],
             "announcement": None if snap.announcement is None else fragment(snap.announcement),
-            "orders": [],
+            "orders": [o.public() for o in orders],
         }
         return Joined({"snapshot": snapshot, "recovered": recovered}, replay, membership, floor)
 
@@ -269,3 +288,130 @@ class RoomService:
     async def slow(self, who: Principal, room_id: str, seconds: int) -> None:
         room = await self._room_as(who, room_id, MODERATORS)
         await self.backends.moderation.set_slow(room.id, seconds)
+
+    # -- commerce --------------------------------------------------------------------
+
+    async def put_product(self, who: Principal, room_id: str, product: Product) -> Product:
+        room = await self._room_as(who, room_id, HOSTS)
+        await self.backends.inventory.put_product(room.id, product)
+        return product
+
+    async def products(self, room_id: str) -> list[Product]:
+        room = await self.room(room_id)
+        return await self.backends.inventory.products(room.id)
+
+    async def _product(self, room: str, sku: str) -> Product:
+        for product in await self.backends.inventory.products(room):
+            if product.sku == sku:
+                return product
+        raise Error("not_found", f"no product {sku!r} in the room's lineup")
+
+    async def pin(self, who: Principal, room_id: str, sku: str) -> None:
+        room = await self._room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        product = await self._product(room.id, sku)
+        await self._publish(room.id, "product.pinned", {"product": product.to_dict()}, kind="pin")
+
+    async def unpin(self, who: Principal, room_id: str, sku: str) -> None:
+        room = await self._room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        pinned = _pinned((await self.backends.log.snapshot(room.id)).pinned)
+        if pinned is None or pinned["sku"] != sku:
+            raise Error("not_found", f"{sku!r} is not pinned")
+        await self._publish(room.id, "product.unpinned", {"product": pinned}, kind="unpin")
+
+    async def start_sale(
+        self,
+        who: Principal,
+        room_id: str,
+        *,
+        sku: str,
+        price: int,
+        stock: int,
+        limit_per_user: int,
+        duration_s: int,
+    ) -> Sale:
+        room = await self._room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        product = await self._product(room.id, sku)
+        room.require_live()
+        now = self.now_ms()
+        sale = Sale(
+            id=f"s-{secrets.token_hex(5)}",
+            room=room.id,
+            sku=sku,
+            title=product.title,
+            price=price,
+            stock=stock,
+            limit_per_user=min(limit_per_user, stock),
+            starts_at=now,
+            ends_at=now + duration_s * 1000,
+        )
+        fields = {"sale": {k: v for k, v in sale.public().items() if k != "remaining"}}
+        event = encode_event("sale.started", room.id, now, fields)
+        await self.backends.inventory.start_sale(sale, event)
+        return sale
+
+    async def stop_sale(self, who: Principal, room_id: str, sale_id: str) -> None:
+        """Stop a sale; stopping an ended sale changes nothing."""
+        room = await self._room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        if await self.backends.inventory.sale(room.id, sale_id) is None:
+            raise Error("not_found", f"no sale {sale_id!r}")
+        await self.backends.inventory.stop_sale(room.id, sale_id, self.now_ms())
+
+    async def order(
+        self, who: Principal, room_id: str, *, sale_id: str, qty: int, key: str
+    ) -> Order:
+        room = await self._room_as(who, room_id, CHATTERS)
+        self._order_limit.check(who.id, self._clock())
+        room.require_live()
+        attempt = Attempt(order_id(room.id, who.id, key), who.id, key, qty)
+        outcome = await self.batcher.reserve(room.id, sale_id, attempt)
+        if outcome.error == "not_found":
+            raise Error("not_found", f"no sale {sale_id!r}")
+        return outcome.result()
+
+    async def get_order(self, who: Principal, oid: str) -> Order:
+        order = await self.backends.inventory.order(oid)
+        if order is None or (order.user != who.id and who.role != "admin"):
+            raise Error("not_found", "no such order")  # others' orders do not exist
+        return order
+
+    async def _order_updated(self, order: Order) -> None:
+        line = encode_event("order.updated", order.room, self.now_ms(), {"order": order.public()})
+        await self.backends.log.send_private(order.room, order.user, line)
+
+    async def confirm_payment(self, oid: str) -> Order:
+        """The order system confirmed payment: the hold becomes paid (once).
+
+        Raises:
+            Error: ``not_found`` for an unknown order.
+        """
+        if "." not in oid:
+            raise Error("not_found", "no such order")
+        before = await self.backends.inventory.order(oid)
+        order = await self.backends.inventory.pay(oid, self.now_ms())
+        if order is None:
+            raise Error("not_found", "no such order")
+        if before is not None and before.status != order.status:
+            await self._order_updated(order)
+        return order
+
+    async def sweep(self) -> int:
+        """Release expired holds and end sales past their time, in every room that may
+        have them; tell each buyer. Returns how many holds were released."""
+        released = 0
+        for room in await self.backends.inventory.rooms_to_sweep():
+            for order in await self.backends.inventory.sweep(room, self.now_ms()):
+                released += 1
+                await self._order_updated(order)
+        return released
+
+
+def _pinned(line: bytes | None) -> dict[str, Any] | None:
+    """The product of a ``product.pinned`` line."""
+    if line is None:
+        return None
+    product: dict[str, Any] = loads(line)["product"]
+    return product

@@ -1,0 +1,678 @@
+"""The pure flash-sale rules (``livecommerce.inventory.rules.Ledger``) against a model.
+
+A Hypothesis state machine drives one room's :class:`Ledger` with random sequences of
+sale starts, order attempts, payments, cancellations, expiry sweeps, stops and end-time
+sweeps, with a clock that only moves forward. A deliberately simple model predicts every
+answer: it keeps only each order's status and each sale's stock, limit, end time and end
+reason, and *derives* every count (remaining, held, sold, a user's units) from its orders,
+so it shares no bookkeeping with the ledger's incremental counters. After every step the
+ledger must agree with the model and satisfy the protocol's invariants on its own.
+
+A few example tests below pin down edge cases the machine reaches only rarely.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import HealthCheck, event, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
+
+from livecommerce.errors import Error
+from livecommerce.inventory.rules import (
+    Attempt,
+    EndReason,
+    Ledger,
+    Order,
+    OrderStatus,
+    Outcome,
+    Sale,
+    order_id,
+)
+
+ROOM = "r1"
+T0 = 1_800_000_000_000
+HOLD = 300_000
+USERS = ("u0", "u1", "u2", "u3")
+KEYS = ("k0", "k1", "k2", "k3")
+SALE_IDS = ("s0", "s1", "s2")
+UNKNOWN_SALE = "nope"
+MAX_SALES = len(SALE_IDS)
+
+stocks = st.one_of(st.integers(1, 4), st.integers(1, 20))
+limits = st.integers(1, 5)
+durations = st.one_of(
+    st.sampled_from((10 * HOLD, 3 * HOLD, HOLD + 1, HOLD, HOLD // 2, 1_000)),
+    st.integers(1, 10 * HOLD),
+)
+steps = st.one_of(
+    st.integers(0, 2_000),
+    st.sampled_from((HOLD - 1, HOLD, HOLD + 1)),
+    st.integers(0, 2 * HOLD),
+)
+
+
+def make_sale(
+    sid: str, *, stock: int, limit: int, now: int = T0, duration: int = 10 * HOLD
+) -> Sale:
+    return Sale(
+        id=sid,
+        room=ROOM,
+        sku=f"sku-{sid}",
+        title=f"Item {sid}",
+        price=1000 + len(sid) * 7 + stock,
+        stock=stock,
+        limit_per_user=limit,
+        starts_at=now,
+        ends_at=now + duration,
+    )
+
+
+def attempt(user: str, key: str, qty: int = 1) -> Attempt:
+    return Attempt(order_id(ROOM, user, key), user, key, qty)
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class ModelSale:
+    stock: int
+    limit: int
+    ends_at: int
+    ended: EndReason | None = None
+
+
+@dataclass
+class ModelOrder:
+    sale: str
+    user: str
+    key: str
+    qty: int
+    expires_at: int
+    status: OrderStatus = "held"
+    returned: int = 0
+    """How many times this order's units went back to ``remaining``."""
+
+
+Counts = tuple[int, int, int, str, EndReason | None]
+"""A sale's remaining, held, sold, status and reason."""
+
+
+class LedgerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ledger = Ledger(ROOM)
+        self.now = T0
+        self.sales: dict[str, ModelSale] = {}
+        self.orders: dict[str, ModelOrder] = {}
+        # what the ledger showed at the previous check, to check transitions on it alone
+        self.seen_status: dict[str, OrderStatus] = {}
+        self.seen_end: dict[str, EndReason | None] = {}
+
+    # ---------------------------------------------------------------- model queries
+
+    def committed(self, sid: str, *statuses: OrderStatus) -> int:
+        return sum(o.qty for o in self.orders.values() if o.sale == sid and o.status in statuses)
+
+    def m_remaining(self, sid: str) -> int:
+        return self.sales[sid].stock - self.committed(sid, "held", "paid")
+
+    def m_units(self, sid: str, user: str) -> int:
+        return sum(
+            o.qty
+            for o in self.orders.values()
+            if o.sale == sid and o.user == user and o.status in ("held", "paid")
+        )
+
+    def counts(self) -> dict[str, Counts]:
+        return {
+            sid: (s.remaining, s.held, s.sold, s.status, s.reason)
+            for sid, s in self.ledger.sales.items()
+        }
+
+    def m_release(self, oid: str, status: OrderStatus) -> None:
+        order = self.orders[oid]
+        assert order.status == "held"
+        order.status = status
+        order.returned += 1
+
+    # ---------------------------------------------------------------- time
+
+    @rule(dt=steps)
+    def tick(self, dt: int) -> None:
+        self.now += dt
+
+    def deadlines(self) -> list[int]:
+        holds = [o.expires_at for o in self.orders.values() if o.status == "held"]
+        ends = [s.ends_at for s in self.sales.values() if s.ended is None]
+        return sorted({d for d in holds + ends if d + 1 >= self.now})
+
+    @precondition(lambda self: bool(self.deadlines()))
+    @rule(data=st.data(), offset=st.sampled_from((-1, 0, 1)))
+    def jump_to_deadline(self, data: st.DataObject, offset: int) -> None:
+        """Move the clock right next to a hold's expiry or a sale's end time."""
+        deadline = data.draw(st.sampled_from(self.deadlines()), label="deadline")
+        self.now = max(self.now, deadline + offset)
+
+    # ---------------------------------------------------------------- sales
+
+    def _start(self, stock: int, limit: int, duration: int) -> None:
+        sid = SALE_IDS[len(self.sales)]
+        before = self.counts()
+        sale = make_sale(sid, stock=stock, limit=limit, now=self.now, duration=duration)
+        self.ledger.start(sale)
+        self.sales[sid] = ModelSale(stock, limit, self.now + duration)
+        assert self.counts() == {**before, sid: (stock, 0, 0, "active", None)}
+        assert self.ledger.sales[sid] is sale
+
+    @initialize(stock=stocks, limit=limits, duration=durations)
+    def first_sale(self, stock: int, limit: int, duration: int) -> None:
+        self._start(stock, limit, duration)
+
+    @precondition(lambda self: len(self.sales) < MAX_SALES)
+    @rule(stock=stocks, limit=limits, duration=durations)
+    def start_sale(self, stock: int, limit: int, duration: int) -> None:
+        self._start(stock, limit, duration)
+
+    def any_sale(self, data: st.DataObject, weight: int) -> str:
+        """A started sale (``weight`` times likelier), or one the ledger does not know."""
+        unknown = [UNKNOWN_SALE, *SALE_IDS[len(self.sales) :]]
+        choices = [*self.sales] * weight + unknown
+        sid: str = data.draw(st.sampled_from(choices), label="sale")
+        return sid
+
+    def any_order(self, data: st.DataObject) -> str:
+        """Mostly a known order (in any status), sometimes any user's key."""
+        known = sorted(self.orders)
+        by_key = st.builds(order_id, st.just(ROOM), st.sampled_from(USERS), st.sampled_from(KEYS))
+        strategy = st.one_of(st.sampled_from(known), by_key) if known else by_key
+        oid: str = data.draw(strategy, label="order")
+        return oid
+
+    @rule(data=st.data())
+    def stop(self, data: st.DataObject) -> None:
+        sid = self.any_sale(data, 1)
+        before = self.counts()
+        got = self.ledger.end(sid, "stopped")
+        model = self.sales.get(sid)
+        if model is None or model.ended is not None:
+            assert got is None
+            assert self.counts() == before
+            return
+        model.ended = "stopped"
+        assert got is self.ledger.sales[sid]
+        assert (got.status, got.reason) == ("ended", "stopped")
+        r, h, s, _, _ = before[sid]
+        assert self.counts() == {**before, sid: (r, h, s, "ended", "stopped")}
+
+    @rule()
+    def end_due(self) -> None:
+        due = {sid for sid, s in self.sales.items() if s.ended is None and s.ends_at <= self.now}
+        got = self.ledger.end_due(self.now)
+        event(f"end_due: {min(len(due), 2)}")
+        assert len(got) == len(due)
+        assert {s.id for s in got} == due
+        for sid in due:
+            self.sales[sid].ended = "expired"
+        for sale in got:
+            assert sale is self.ledger.sales[sale.id]
+            assert (sale.status, sale.reason) == ("ended", "expired")
+        # a second sweep at the same moment ends nothing
+        assert self.ledger.end_due(self.now) == []
+
+    # ---------------------------------------------------------------- orders
+
+    @rule(
+        data=st.data(),
+        user=st.sampled_from(USERS),
+        key=st.sampled_from(KEYS),
+        qty=st.integers(1, 3),
+        hold=st.sampled_from((HOLD, HOLD, 1_000)),
+    )
+    def reserve(self, data: st.DataObject, user: str, key: str, qty: int, hold: int) -> None:
+        self.check_reserve(self.any_sale(data, 4), user, key, qty, hold)
+
+    def open_sales(self) -> list[str]:
+        return [sid for sid, s in self.sales.items() if s.ended is None and self.now < s.ends_at]
+
+    def fresh_keys(self) -> list[tuple[str, str]]:
+        return [(u, k) for u in USERS for k in KEYS if order_id(ROOM, u, k) not in self.orders]
+
+    @precondition(lambda self: bool(self.open_sales() and self.fresh_keys()))
+    @rule(data=st.data(), qty=st.integers(1, 3), hold=st.sampled_from((HOLD, 1_000)))
+    def reserve_fresh(self, data: st.DataObject, qty: int, hold: int) -> None:
+        """An attempt with an unused key in an open sale (a hold, or out of limit or stock)."""
+        sid = data.draw(st.sampled_from(self.open_sales()), label="sale")
+        user, key = data.draw(st.sampled_from(self.fresh_keys()), label="user, key")
+        self.check_reserve(sid, user, key, qty, hold)
+
+    def check_reserve(self, sid: str, user: str, key: str, qty: int, hold: int) -> None:
+        oid = order_id(ROOM, user, key)
+        sale = self.sales.get(sid)
+        existing = self.orders.get(oid)
+        expected: str | None  # error code, "new" or "same"
+        if sale is None:
+            expected = "not_found"
+        elif existing is not None:
+            same = existing.sale == sid and existing.qty == qty
+            expected = "same" if same else "key_reused"
+        elif sale.ended is not None or self.now >= sale.ends_at:
+            expected = "sale_not_active"
+        elif self.m_units(sid, user) + qty > sale.limit:
+            expected = "limit_exceeded"
+        elif self.m_remaining(sid) < qty:
+            expected = "sold_out"
+        else:
+            expected = "new"
+
+        before = self.counts()
+        n_orders = len(self.ledger.orders)
+        out = self.ledger.reserve(sid, Attempt(oid, user, key, qty), now=self.now, hold_ms=hold)
+        event(f"reserve: {expected}")
+        assert isinstance(out, Outcome)
+
+        if expected == "new":
+            assert out.error is None and out.created
+            order = out.order
+            assert order is not None and order is self.ledger.orders.get(oid)
+            ledger_sale = self.ledger.sales[sid]
+            assert (order.id, order.room, order.sale, order.user, order.key) == (
+                oid,
+                ROOM,
+                sid,
+                user,
+                key,
+            )
+            assert (order.qty, order.status) == (qty, "held")
+            assert (order.sku, order.title, order.price) == (
+                ledger_sale.sku,
+                ledger_sale.title,
+                ledger_sale.price,
+            )
+            assert (order.created_at, order.expires_at) == (self.now, self.now + hold)
+            assert len(self.ledger.orders) == n_orders + 1
+            r, h, s, st_, why = before[sid]
+            assert self.counts() == {**before, sid: (r - qty, h + qty, s, st_, why)}
+            self.orders[oid] = ModelOrder(sid, user, key, qty, self.now + hold)
+            return
+
+        # every other outcome changes nothing at all
+        assert not out.created
+        assert self.counts() == before
+        assert len(self.ledger.orders) == n_orders
+        if expected == "same":
+            assert out.error is None
+            assert out.order is not None and out.order is self.ledger.orders[oid]
+            assert out.result() is out.order
+        else:
+            assert out.order is None
+            assert out.error == expected
+            with pytest.raises(Error):
+                out.result()
+
+    def held_orders(self) -> list[str]:
+        return sorted(oid for oid, o in self.orders.items() if o.status == "held")
+
+    @precondition(lambda self: bool(self.held_orders()))
+    @rule(data=st.data())
+    def pay_held(self, data: st.DataObject) -> None:
+        self.check_pay(data.draw(st.sampled_from(self.held_orders()), label="order"))
+
+    @rule(data=st.data())
+    def pay(self, data: st.DataObject) -> None:
+        self.check_pay(self.any_order(data))
+
+    def check_pay(self, oid: str) -> None:
+        before = self.counts()
+        got, sold_out = self.ledger.pay(oid)
+        model = self.orders.get(oid)
+        if model is None:
+            assert (got, sold_out) == (None, None)
+            assert self.counts() == before
+            return
+        assert got is self.ledger.orders[oid]
+        event(f"pay: {model.status}")
+        if model.status != "held":  # paid again, or expired / cancelled: nothing changes
+            assert sold_out is None
+            assert got.status == model.status
+            assert self.counts() == before
+            return
+        model.status = "paid"
+        assert got.status == "paid"
+        sale = self.sales[model.sale]
+        r, h, s, st_, why = before[model.sale]
+        if sale.ended is None and self.committed(model.sale, "paid") == sale.stock:
+            sale.ended = "sold_out"
+            event("pay: sold out")
+            assert sold_out is self.ledger.sales[model.sale]
+            st_, why = "ended", "sold_out"
+        else:
+            assert sold_out is None
+        assert self.counts() == {**before, model.sale: (r, h - got.qty, s + got.qty, st_, why)}
+
+    @rule(data=st.data())
+    def cancel(self, data: st.DataObject) -> None:
+        oid = self.any_order(data)
+        before = self.counts()
+        got = self.ledger.release(oid, "cancelled")
+        model = self.orders.get(oid)
+        if model is None or model.status != "held":
+            assert got is None
+            assert self.counts() == before
+            return
+        self.m_release(oid, "cancelled")
+        assert got is self.ledger.orders[oid]
+        assert got.status == "cancelled"
+        r, h, s, st_, why = before[model.sale]
+        assert self.counts() == {**before, model.sale: (r + model.qty, h - model.qty, s, st_, why)}
+        # releasing again gives nothing back
+        assert self.ledger.release(oid, "cancelled") is None
+        assert self.ledger.release(oid, "expired") is None
+
+    @rule()
+    def expire_due(self) -> None:
+        due = {
+            oid for oid, o in self.orders.items() if o.status == "held" and o.expires_at <= self.now
+        }
+        before = self.counts()
+        got = self.ledger.expire_due(self.now)
+        event(f"expire_due: {min(len(due), 2)}")
+        assert len(got) == len(due)
+        assert {o.id for o in got} == due
+        back: dict[str, int] = {}
+        for order in got:
+            assert order is self.ledger.orders[order.id]
+            assert order.status == "expired"
+            self.m_release(order.id, "expired")
+            back[order.sale] = back.get(order.sale, 0) + order.qty
+        after = self.counts()
+        for sid, (r, h, s, st_, why) in before.items():
+            n = back.get(sid, 0)
+            assert after[sid] == (r + n, h - n, s, st_, why)
+        # a second sweep at the same moment releases nothing
+        assert self.ledger.expire_due(self.now) == []
+        assert self.counts() == after
+
+    # ---------------------------------------------------------------- invariants
+
+    @invariant()
+    def ledger_agrees_with_the_model(self) -> None:
+        ledger = self.ledger
+        assert set(ledger.orders) == set(self.orders)
+        assert set(ledger.sales) == set(self.sales)
+        for oid, order in ledger.orders.items():
+            m = self.orders[oid]
+            assert (order.sale, order.user, order.key, order.qty) == (
+                m.sale,
+                m.user,
+                m.key,
+                m.qty,
+            )
+            assert (order.status, order.expires_at) == (m.status, m.expires_at)
+            assert m.returned == (1 if m.status in ("expired", "cancelled") else 0)
+        for sid, sale in ledger.sales.items():
+            m_sale = self.sales[sid]
+            assert (sale.stock, sale.limit_per_user, sale.ends_at) == (
+                m_sale.stock,
+                m_sale.limit,
+                m_sale.ends_at,
+            )
+            assert sale.remaining == self.m_remaining(sid)
+            assert sale.held == self.committed(sid, "held")
+            assert sale.sold == self.committed(sid, "paid")
+            if m_sale.ended is None:
+                assert (sale.status, sale.reason) == ("active", None)
+            else:
+                assert (sale.status, sale.reason) == ("ended", m_sale.ended)
+            for user in USERS:
+                assert ledger.units.get((sid, user), 0) == self.m_units(sid, user)
+
+    @invariant()
+    def ledger_invariants(self) -> None:
+        """The protocol's invariants, from the ledger's own state alone."""
+        ledger = self.ledger
+        pairs: set[tuple[str, str]] = set()
+        for oid, order in ledger.orders.items():
+            # one order per (user, key), named by the key
+            assert order.id == oid == order_id(ROOM, order.user, order.key)
+            assert (order.user, order.key) not in pairs
+            pairs.add((order.user, order.key))
+            assert order.sale in ledger.sales
+            # held -> paid | expired | cancelled, and those are final
+            prev = self.seen_status.get(oid)
+            if prev is not None and prev != "held":
+                assert order.status == prev, f"{oid}: {prev} became {order.status}"
+            self.seen_status[oid] = order.status
+        for sid, sale in ledger.sales.items():
+            orders = [o for o in ledger.orders.values() if o.sale == sid]
+            held = sum(o.qty for o in orders if o.status == "held")
+            sold = sum(o.qty for o in orders if o.status == "paid")
+            assert sale.remaining + sale.held + sale.sold == sale.stock
+            assert sale.remaining >= 0
+            assert sale.held == held
+            assert sale.sold == sold
+            for user in {o.user for o in orders}:
+                units = sum(
+                    o.qty for o in orders if o.user == user and o.status in ("held", "paid")
+                )
+                assert ledger.units.get((sid, user), 0) == units
+                assert units <= sale.limit_per_user
+            for (unit_sid, _), n in ledger.units.items():
+                assert unit_sid in ledger.sales and n >= 0
+            # a sale ends once; sold out means every unit paid
+            if sid in self.seen_end:
+                assert (sale.status, sale.reason) == ("ended", self.seen_end[sid])
+            if sale.status == "ended":
+                assert sale.reason in ("sold_out", "stopped", "expired")
+                self.seen_end[sid] = sale.reason
+            else:
+                assert sale.status == "active" and sale.reason is None
+                assert sale.sold < sale.stock
+            if sale.reason == "sold_out":
+                assert sale.sold == sale.stock
+            assert [s.id for s in ledger.active()] == [
+                s for s, v in ledger.sales.items() if v.status == "active"
+            ]
+
+
+LedgerMachine.TestCase.settings = settings(
+    max_examples=200,
+    stateful_step_count=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+TestLedgerMachine = LedgerMachine.TestCase
+
+
+# --------------------------------------------------------------------------- examples
+
+
+def test_reserve_exactly_the_remaining_stock() -> None:
+    ledger = Ledger(ROOM)
+    ledger.start(make_sale("s1", stock=5, limit=5))
+    assert ledger.reserve("s1", attempt("u1", "k", 2), now=T0, hold_ms=HOLD).created
+    out = ledger.reserve("s1", attempt("u2", "k", 3), now=T0, hold_ms=HOLD)
+    assert out.created and out.order is not None and out.order.qty == 3
+    sale = ledger.sales["s1"]
+    assert (sale.remaining, sale.held, sale.sold, sale.status) == (0, 5, 0, "active")
+    # not one more unit, but holds alone do not sell the sale out
+    assert ledger.reserve("s1", attempt("u3", "k", 1), now=T0, hold_ms=HOLD).error == "sold_out"
+    assert sale.status == "active" and sale.reason is None
+    # one more than remaining is refused, exactly remaining is not
+    ledger.release(order_id(ROOM, "u1", "k"), "cancelled")
+    assert ledger.reserve("s1", attempt("u3", "k2", 3), now=T0, hold_ms=HOLD).error == "sold_out"
+    assert ledger.reserve("s1", attempt("u3", "k3", 2), now=T0, hold_ms=HOLD).created
+    assert (sale.remaining, sale.held, sale.sold) == (0, 5, 0)
+
+
+def test_paying_the_last_held_unit_sells_out_and_later_sweeps_change_nothing() -> None:
+    ledger = Ledger(ROOM)
+    ledger.start(make_sale("s1", stock=3, limit=3))
+    first = ledger.reserve("s1", attempt("u1", "a", 2), now=T0, hold_ms=HOLD).order
+    last = ledger.reserve("s1", attempt("u2", "b", 1), now=T0 + 10, hold_ms=HOLD).order
+    assert first is not None and last is not None
+    assert ledger.pay(first.id) == (first, None)
+    sale = ledger.sales["s1"]
+    assert sale.status == "active"
+    assert ledger.pay(last.id) == (last, sale)
+    assert (sale.status, sale.reason) == ("ended", "sold_out")
+    assert (sale.remaining, sale.held, sale.sold) == (0, 0, 3)
+    # both orders' windows pass: paid orders never expire, nothing comes back
+    assert ledger.expire_due(T0 + 10 + HOLD) == []
+    assert (first.status, last.status) == ("paid", "paid")
+    assert (sale.remaining, sale.held, sale.sold) == (0, 0, 3)
+    # paying again, cancelling, stopping and the end time change nothing either
+    assert ledger.pay(last.id) == (last, None)
+    assert ledger.release(first.id, "cancelled") is None
+    assert ledger.end("s1", "stopped") is None
+    assert ledger.end_due(T0 + 100 * HOLD) == []
+    assert (sale.status, sale.reason) == ("ended", "sold_out")
+    assert ledger.units == {("s1", "u1"): 2, ("s1", "u2"): 1}
+
+
+def test_units_of_an_expired_hold_sell_again_once() -> None:
+    ledger = Ledger(ROOM)
+    ledger.start(make_sale("s1", stock=2, limit=2))
+    held = ledger.reserve("s1", attempt("u1", "a", 2), now=T0, hold_ms=HOLD).order
+    assert held is not None
+    assert ledger.expire_due(T0 + HOLD - 1) == []
+    assert ledger.expire_due(T0 + HOLD) == [held]
+    assert ledger.expire_due(T0 + HOLD) == []
+    assert ledger.release(held.id, "cancelled") is None
+    sale = ledger.sales["s1"]
+    assert (sale.remaining, sale.held, sale.sold) == (2, 0, 0)
+    assert ledger.units[("s1", "u1")] == 0
+    # the expired hold cannot be paid, and its key still names it (no new hold)
+    assert ledger.pay(held.id) == (held, None)
+    assert held.status == "expired" and sale.sold == 0
+    again = ledger.reserve("s1", attempt("u1", "a", 2), now=T0 + HOLD + 1, hold_ms=HOLD)
+    assert again.order is held and not again.created
+    assert (sale.remaining, sale.held) == (2, 0)
+    # the same buyer may buy those units again with a new key, up to the limit
+    new = ledger.reserve("s1", attempt("u1", "b", 2), now=T0 + HOLD + 1, hold_ms=HOLD)
+    assert new.created and new.order is not None
+    assert ledger.pay(new.order.id) == (new.order, sale)
+    assert (sale.remaining, sale.held, sale.sold, sale.reason) == (0, 0, 2, "sold_out")
+
+
+def test_the_key_is_checked_before_the_sale_and_the_limit() -> None:
+    ledger = Ledger(ROOM)
+    ledger.start(make_sale("s1", stock=10, limit=2, duration=1_000))
+    ledger.start(make_sale("s2", stock=10, limit=2))
+    first = ledger.reserve("s1", attempt("u1", "k", 2), now=T0, hold_ms=HOLD).order
+    assert first is not None
+    # the user is at the limit, the sale over: the same key still names the same order
+    late = T0 + 5_000
+    assert ledger.reserve("s1", attempt("u1", "k", 2), now=late, hold_ms=HOLD).order is first
+    # the same key for another sale or quantity is refused, and places nothing
+    assert ledger.reserve("s2", attempt("u1", "k", 2), now=late, hold_ms=HOLD).error == (
+        "key_reused"
+    )
+    assert ledger.reserve("s1", attempt("u1", "k", 1), now=late, hold_ms=HOLD).error == (
+        "key_reused"
+    )
+    assert ledger.reserve("nope", attempt("u1", "k", 2), now=late, hold_ms=HOLD).error == (
+        "not_found"
+    )
+    assert len(ledger.orders) == 1 and ledger.sales["s2"].held == 0
+    with pytest.raises(Error) as err:
+        ledger.reserve("s2", attempt("u1", "k", 2), now=late, hold_ms=HOLD).result()
+    assert err.value.code == "bad_request"
+    # a new key: the ended sale refuses first, then the limit
+    assert ledger.reserve("s1", attempt("u1", "k2", 1), now=late, hold_ms=HOLD).error == (
+        "sale_not_active"
+    )
+    assert ledger.reserve("s1", attempt("u2", "k", 1), now=T0 + 999, hold_ms=HOLD).created
+    assert ledger.reserve("s1", attempt("u1", "k3", 1), now=T0 + 999, hold_ms=HOLD).error == (
+        "limit_exceeded"
+    )
+
+
+def test_the_end_time_is_exclusive_for_orders_and_inclusive_for_the_sweep() -> None:
+    ledger = Ledger(ROOM)
+    sale = make_sale("s1", stock=5, limit=5, duration=1_000)
+    ledger.start(sale)
+    assert ledger.reserve("s1", attempt("u1", "a"), now=T0 + 999, hold_ms=HOLD).created
+    assert ledger.reserve("s1", attempt("u1", "b"), now=T0 + 1_000, hold_ms=HOLD).error == (
+        "sale_not_active"
+    )
+    assert ledger.end_due(T0 + 999) == []
+    assert ledger.end_due(T0 + 1_000) == [sale]
+    assert ledger.end_due(T0 + 1_000) == []
+    assert ledger.end("s1", "stopped") is None
+    assert (sale.status, sale.reason) == ("ended", "expired")
+
+
+def test_paying_a_hold_of_an_ended_sale_does_not_end_it_again() -> None:
+    ledger = Ledger(ROOM)
+    sale = make_sale("s1", stock=2, limit=2)
+    ledger.start(sale)
+    held = ledger.reserve("s1", attempt("u1", "a", 2), now=T0, hold_ms=HOLD).order
+    assert held is not None
+    assert ledger.end("s1", "stopped") is sale
+    # the hold was placed while the sale was open: it may still be paid
+    assert ledger.pay(held.id) == (held, None)
+    assert (sale.remaining, sale.held, sale.sold) == (0, 0, 2)
+    assert (sale.status, sale.reason) == ("ended", "stopped")
+
+
+def test_paid_units_count_against_the_limit_and_released_ones_do_not() -> None:
+    ledger = Ledger(ROOM)
+    ledger.start(make_sale("s1", stock=20, limit=3))
+    paid = ledger.reserve("s1", attempt("u1", "a", 2), now=T0, hold_ms=HOLD).order
+    assert paid is not None
+    ledger.pay(paid.id)
+    cancelled = ledger.reserve("s1", attempt("u1", "b", 1), now=T0, hold_ms=HOLD).order
+    assert cancelled is not None
+    assert ledger.reserve("s1", attempt("u1", "c", 1), now=T0, hold_ms=HOLD).error == (
+        "limit_exceeded"
+    )
+    assert ledger.release(cancelled.id, "cancelled") is cancelled
+    assert ledger.release(cancelled.id, "cancelled") is None
+    assert ledger.units[("s1", "u1")] == 2
+    assert ledger.reserve("s1", attempt("u1", "c", 2), now=T0, hold_ms=HOLD).error == (
+        "limit_exceeded"
+    )
+    assert ledger.reserve("s1", attempt("u1", "d", 1), now=T0, hold_ms=HOLD).created
+    assert ledger.pay(cancelled.id) == (cancelled, None)
+    assert cancelled.status == "cancelled"
+    # another user's units are their own
+    assert ledger.reserve("s1", attempt("u2", "a", 3), now=T0, hold_ms=HOLD).created
+    sale = ledger.sales["s1"]
+    assert (sale.remaining, sale.held, sale.sold) == (14, 4, 2)
+
+
+def test_unknown_orders_and_sales() -> None:
+    ledger = Ledger(ROOM)
+    assert ledger.pay("r1.unknown") == (None, None)
+    assert ledger.release("r1.unknown", "cancelled") is None
+    assert ledger.end("nope", "stopped") is None
+    assert ledger.expire_due(T0) == [] and ledger.end_due(T0) == []
+    assert ledger.reserve("nope", attempt("u1", "k"), now=T0, hold_ms=HOLD).error == "not_found"
+
+
+def order_statuses(ledger: Ledger) -> dict[str, OrderStatus]:
+    return {oid: o.status for oid, o in ledger.orders.items()}
+
+
+def test_orders_of_one_user_are_listed_by_creation() -> None:
+    ledger = Ledger(ROOM)
+    ledger.start(make_sale("s1", stock=9, limit=9))
+    ids = []
+    for i, key in enumerate(("c", "a", "b")):
+        out = ledger.reserve("s1", attempt("u1", key), now=T0 + i, hold_ms=HOLD)
+        order: Order | None = out.order
+        assert order is not None
+        ids.append(order.id)
+    ledger.reserve("s1", attempt("u2", "a"), now=T0, hold_ms=HOLD)
+    assert [o.id for o in ledger.user_orders("u1")] == ids
+    assert set(order_statuses(ledger).values()) == {"held"}
