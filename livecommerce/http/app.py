@@ -14,7 +14,7 @@ import secrets
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 from aiohttp import web
@@ -78,17 +78,20 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         )
         app[HUB] = hub
         app[SERVICE] = RoomService(settings, app[BACKENDS], hub, clock=clock)
+        stop = asyncio.Event()
+        service = app[SERVICE]
         tasks = [
-            asyncio.create_task(_prune(app[SERVICE])),
-            asyncio.create_task(_sweep(app[SERVICE], settings.sweep_interval_ms / 1000)),
+            asyncio.create_task(_every(60, stop, _async(service.prune), "prune")),
+            asyncio.create_task(
+                _every(settings.sweep_interval_ms / 1000, stop, service.sweep, "sweep")
+            ),
         ]
         yield
+        stop.set()
+        await asyncio.wait(tasks, timeout=settings.drain_timeout_s)
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await app[SERVICE].batcher.close()
+        await service.batcher.close()
         await hub.close()
 
     async def demo_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -110,20 +113,30 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     return app
 
 
-async def _prune(service: RoomService) -> None:
-    while True:
-        await asyncio.sleep(60)
-        service.prune()
+async def _every(
+    interval: float, stop: asyncio.Event, work: Callable[[], Awaitable[object]], name: str
+) -> None:
+    """Run ``work`` every ``interval`` seconds until ``stop`` is set.
 
-
-async def _sweep(service: RoomService, interval: float) -> None:
-    """Release expired holds and end sales past their time, now and then, forever."""
-    while True:
-        await asyncio.sleep(interval)
+    The loop ends on the flag, not on cancellation: a cancel that lands inside a Redis
+    client's timeout can be turned into a timeout error and lost (seen in teardown).
+    """
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
         try:
-            await service.sweep()
+            await work()
         except Exception:
-            log.exception("sweep failed; trying again")
+            log.exception("%s failed; trying again", name)
+
+
+def _async(fn: Callable[[], object]) -> Callable[[], Awaitable[object]]:
+    async def run() -> object:
+        return fn()
+
+    return run
 
 
 async def _demo_room(app: web.Application) -> None:
