@@ -243,10 +243,12 @@ async def test_a_server_killed_during_a_burst_loses_nothing_accepted(
         counts = await r.hgetall(key("demo", f"sale:{sale}"))
         remaining, held, sold = (int(counts[f]) for f in ("remaining", "held", "sold"))
         assert remaining + held + sold == STOCK and remaining >= 0, counts
-        outbox = {e["id"] for _, e in await r.xrange(key("demo", "outbox"))}
-        holds = await r.zrange(key("demo", "holds"), 0, -1)
+        entries: Any = await r.xrange(key("demo", "outbox"))
+        outbox = {fields["id"] for _, fields in entries}
+        holds = [str(o) for o in await r.zrange(key("demo", "holds"), 0, -1)]
         assert set(accepted) <= outbox and set(holds) == outbox
-        assert held == sum([int(await r.hget(key("demo", f"ordr:{o}"), "qty") or 0) for o in holds])
+        qtys = [await r.hget(key("demo", f"ordr:{o}"), "qty") for o in holds]
+        assert held == sum(int(q or 0) for q in qtys)
     finally:
         await r.aclose()
     assert p2.ready()
