@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         default=512 * 1024,
         help="bytes queued per connection before it is closed with 4009",
     )
+    serve.add_argument(
+        "--hold-s", type=int, default=300, help="payment window of a hold, in seconds (default 300)"
+    )
     serve.add_argument("--log-level", default=os.environ.get("LIVECOMMERCE_LOG_LEVEL", "INFO"))
     return parser
 
@@ -62,6 +65,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         demo=args.demo,
         tick_ms=args.tick_ms,
         outbound_limit=args.outbound_limit,
+        hold_s=args.hold_s,
     ).check()
 
 

@@ -80,6 +80,8 @@ class Settings:
             raise ConfigError("the secret must be at least 32 bytes long (RFC 7518, HS256)")
         if not 1 <= self.tick_ms <= 5000:
             raise ConfigError("tick_ms must be between 1 and 5000")
+        if not 1 <= self.hold_s <= 86400:
+            raise ConfigError("hold_s must be between 1 and 86400 seconds")
         if self.history_size < 1:
             raise ConfigError("history_size must be at least 1")
         return self
