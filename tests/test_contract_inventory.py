@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from livecommerce.backends import Backends
 from livecommerce.inventory.rules import Attempt, Product, Sale, order_id
@@ -94,8 +95,10 @@ async def test_reserve_rules_and_idempotency(backends: Backends) -> None:
     assert await inv.stock("r1") == {"s1": 0}
     await check_counts(backends)
     assert [e["id"] for e in await inv.outbox("r1")] == [first.id, order_id("r1", "u2", "k1")]
-    again = await inv.reserve("r1", "nope", [attempt("u9", "k")], now_ms=NOW, hold_ms=HOLD)
-    assert again[0].error == "not_found"
+    again = await inv.reserve(
+        "r1", "nope", [attempt("u9", "k"), attempt("u1", "k1", 2)], now_ms=NOW, hold_ms=HOLD
+    )
+    assert [o.error for o in again] == ["not_found", "not_found"]  # the sale comes first
     late = await inv.reserve("r1", "s1", [attempt("u9", "k")], now_ms=NOW + 60_000, hold_ms=HOLD)
     assert late[0].error == "sale_not_active"
     assert [o.id for o in await inv.user_orders("r1", "u1")] == [first.id]
@@ -111,12 +114,13 @@ async def test_pay_is_idempotent_and_the_last_unit_paid_ends_the_sale_once(
     )
     o1, o2 = (o.order for o in out)
     assert o1 is not None and o2 is not None
-    paid = await inv.pay(o1.id, NOW + 1)
-    assert paid is not None and paid.status == "paid"
-    assert (await inv.pay(o1.id, NOW + 2)) == paid
+    paid, now_paid = await inv.pay(o1.id, NOW + 1)
+    assert paid is not None and paid.status == "paid" and now_paid
+    assert (await inv.pay(o1.id, NOW + 2)) == (paid, False)
     await check_counts(backends)
     results = await asyncio.gather(*(inv.pay(o2.id, NOW + 3) for _ in range(5)))
-    assert all(r is not None and r.status == "paid" for r in results)
+    assert all(r is not None and r.status == "paid" for r, _ in results)
+    assert [changed for _, changed in results].count(True) == 1, "one call paid it"
     ended = [e for e in await events(backends) if e["type"] == "sale.ended"]
     assert ended == [
         {
@@ -131,7 +135,10 @@ async def test_pay_is_idempotent_and_the_last_unit_paid_ends_the_sale_once(
     sale = await inv.sale("r1", "s1")
     assert sale is not None and (sale.sold, sale.status, sale.reason) == (3, "ended", "sold_out")
     assert await inv.active_sales("r1") == []
-    assert await inv.pay("r1.unknown", NOW) is None
+    assert await inv.pay("r1.unknown", NOW) == (None, False)
+    assert await inv.pay("nowhere.0123456789abcdef0123", NOW) == (None, False)
+    assert await inv.order("nowhere.0123456789abcdef0123") is None
+    assert "nowhere" not in await inv.rooms_to_sweep()  # a lookup creates nothing
 
 
 async def test_holds_expire_once_and_units_come_back(backends: Backends) -> None:
@@ -153,7 +160,7 @@ async def test_holds_expire_once_and_units_come_back(backends: Backends) -> None
         "r1", "s1", [attempt("u1", "k2", 4)], now_ms=NOW + HOLD + 1, hold_ms=HOLD
     )
     assert again[0].created
-    assert await inv.pay(released[0].id, NOW + HOLD + 2) == released[0]  # stays expired
+    assert await inv.pay(released[0].id, NOW + HOLD + 2) == (released[0], False)  # expired
 
 
 async def test_payment_and_expiry_racing_end_in_one_outcome(backends: Backends) -> None:
@@ -166,7 +173,8 @@ async def test_payment_and_expiry_racing_end_in_one_outcome(backends: Backends) 
     results = await asyncio.gather(
         *(inv.pay(oid, at) for oid in ids), inv.sweep("r1", at), inv.sweep("r1", at)
     )
-    expired = {o.id for batch in results[-2:] for o in batch}  # type: ignore[union-attr]
+    swept: Any = results[-2:]
+    expired = {o.id for batch in swept for o in batch}
     finals = [await inv.order(oid) for oid in ids]
     for order in finals:
         assert order is not None

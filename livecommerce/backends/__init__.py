@@ -176,9 +176,10 @@ class InventoryStore(Protocol):
         """Serve ``attempts`` in order, atomically as a whole (see ``Ledger.reserve``);
         each new hold is written with its outbox entry."""
 
-    async def pay(self, order_id: str, now_ms: int) -> Order | None:
+    async def pay(self, order_id: str, now_ms: int) -> tuple[Order | None, bool]:
         """Confirm payment of a hold (see ``Ledger.pay``); publishes ``sale.ended`` if
-        the sale sold out. Returns the order as it now is, or None if unknown."""
+        the sale sold out. Returns the order as it now is (None if unknown) and whether
+        this call is the one that paid it."""
 
     async def cancel(self, order_id: str) -> Order | None:
         """Release a hold as ``cancelled``; the order if this call released it."""

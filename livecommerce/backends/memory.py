@@ -268,15 +268,19 @@ class MemoryInventoryStore:
                 self._outbox.setdefault(room, []).append(entry)
         return [replace(o, order=None if o.order is None else replace(o.order)) for o in outcomes]
 
-    async def pay(self, order_id: str, now_ms: int) -> Order | None:
-        ledger = self._ledger(room_of_order(order_id))
+    async def pay(self, order_id: str, now_ms: int) -> tuple[Order | None, bool]:
+        ledger = self._ledgers.get(room_of_order(order_id))
+        if ledger is None or order_id not in ledger.orders:
+            return None, False
+        was_held = ledger.orders[order_id].status == "held"
         order, sold_out = ledger.pay(order_id)
         if sold_out is not None:
             await self._ended(sold_out, now_ms)
-        return None if order is None else replace(order)
+        return (None if order is None else replace(order)), was_held
 
     async def cancel(self, order_id: str) -> Order | None:
-        order = self._ledger(room_of_order(order_id)).release(order_id, "cancelled")
+        ledger = self._ledgers.get(room_of_order(order_id))
+        order = None if ledger is None else ledger.release(order_id, "cancelled")
         return None if order is None else replace(order)
 
     async def sweep(self, room: str, now_ms: int) -> list[Order]:
@@ -287,7 +291,8 @@ class MemoryInventoryStore:
         return [replace(o) for o in released]
 
     async def order(self, order_id: str) -> Order | None:
-        order = self._ledger(room_of_order(order_id)).orders.get(order_id)
+        ledger = self._ledgers.get(room_of_order(order_id))
+        order = None if ledger is None else ledger.orders.get(order_id)
         return None if order is None else replace(order)
 
     async def user_orders(self, room: str, user: str) -> list[Order]:

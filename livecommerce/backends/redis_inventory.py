@@ -119,10 +119,10 @@ for i = 6, #ARGV, 4 do
   local ok = p .. 'ordr:' .. oid
   local e = redis.call('HMGET', ok, 'sale', 'qty', 'status', 'created_at', 'expires_at', 'price')
   local r
-  if e[1] then
+  if not s[1] then r = 'not_found'
+  elseif e[1] then
     if e[1] ~= sid or tonumber(e[2]) ~= qty then r = 'key_reused'
     else r = {0, e[3], tonumber(e[4]), tonumber(e[5]), tonumber(e[6])} end
-  elseif not s[1] then r = 'not_found'
   elseif s[1] ~= 'active' or now >= tonumber(s[2]) then r = 'sale_not_active'
   else
     local units = tonumber(redis.call('HGET', p .. 'units:' .. sid, user) or '0')
@@ -156,14 +156,14 @@ PAY = (
     """
 -- KEYS: 1 the order's hash
 -- ARGV: 1 prefix, 2 fresh epoch, 3 history size, 4 room, 5 order id, 6 now ms
--- Returns the order's status after the call, or false if there is no such order.
+-- Returns {status after the call, 1 if this call paid it}, or false for no such order.
 """
     + _SALE_LUA
     + """
 local p, oid = ARGV[1], ARGV[5]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
-if status ~= 'held' then return status end
+if status ~= 'held' then return {status, 0} end
 local o = redis.call('HMGET', KEYS[1], 'sale', 'qty')
 local qty = tonumber(o[2])
 redis.call('HSET', KEYS[1], 'status', 'paid')
@@ -174,7 +174,7 @@ local sold = redis.call('HINCRBY', sk, 'sold', qty)
 if sold == tonumber(redis.call('HGET', sk, 'stock')) then
   end_sale(p, ARGV[4], o[1], 'sold_out', tonumber(ARGV[6]), ARGV[3], ARGV[2])
 end
-return 'paid'
+return {'paid', 1}
 """
 )
 
@@ -366,12 +366,13 @@ class RedisInventoryStore:
             outcomes.append(Outcome(order=order, created=bool(created)))
         return outcomes
 
-    async def pay(self, order_id: str, now_ms: int) -> Order | None:
+    async def pay(self, order_id: str, now_ms: int) -> tuple[Order | None, bool]:
         room = room_of_order(order_id)
         args: list[Arg] = [key(room, ""), _fresh_epoch(), self._history, room, order_id, now_ms]
-        if await self._pay(keys=[key(room, f"ordr:{order_id}")], args=args) is None:
-            return None
-        return await self.order(order_id)
+        result = await self._pay(keys=[key(room, f"ordr:{order_id}")], args=args)
+        if result is None:
+            return None, False
+        return await self.order(order_id), bool(result[1])
 
     async def cancel(self, order_id: str) -> Order | None:
         room = room_of_order(order_id)
@@ -396,7 +397,7 @@ class RedisInventoryStore:
         return _order(await self._r.hgetall(key(room, f"ordr:{order_id}")))
 
     async def user_orders(self, room: str, user: str) -> list[Order]:
-        ids = await self._r.zrange(key(room, f"uord:{user}"), 0, 199)
+        ids = await self._r.zrange(key(room, f"uord:{user}"), 0, -1)
         async with self._r.pipeline(transaction=False) as pipe:
             for oid in ids:
                 pipe.hgetall(key(room, f"ordr:{_str(oid)}"))

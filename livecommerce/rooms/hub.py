@@ -213,6 +213,8 @@ class Hub:
     async def _tick(self, ch: Channel) -> None:
         now = self._clock()
         lines = await self._take_inbox(ch)
+        if any(_SALE_STARTED in line[:64] for line in lines):
+            ch.sales_open = True
         likes, ch.likes_pending = ch.likes_pending, 0
         total = await self._counters.add_likes(ch.room, likes)
         if total != ch.likes_sent:
@@ -222,6 +224,7 @@ class Hub:
             await self._stock(ch, now, lines)
         if now >= ch.next_presence:
             ch.next_presence = now + self.presence_s
+            ch.sales_open = True  # look again once in a while, whatever we missed
             await self._presence(ch, now, lines)
         if lines:
             frame = text_frame(b"\n".join(lines))
@@ -240,8 +243,6 @@ class Hub:
                 self._deliver_private(ch, line, user)
                 continue
             seq = line_seq(line)
-            if _SALE_STARTED in line[:64]:
-                ch.sales_open = True
             if seq is None:
                 lines.append(line)
             elif seq == ch.head.seq + 1:

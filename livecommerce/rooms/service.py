@@ -22,7 +22,7 @@ from livecommerce.errors import Error
 from livecommerce.inventory.batcher import ReservationBatcher
 from livecommerce.inventory.rules import Attempt, Order, Product, Sale, order_id
 from livecommerce.moderation.rules import RateLimiter, refusal
-from livecommerce.protocol import encode_event, fragment, loads
+from livecommerce.protocol import ROOM_ID, encode_event, fragment, loads
 from livecommerce.rooms.hub import Hub, Membership, Subscriber
 from livecommerce.rooms.state import Room, Status, clean_text
 
@@ -373,6 +373,7 @@ class RoomService:
         return outcome.result()
 
     async def get_order(self, who: Principal, oid: str) -> Order:
+        _check_order_id(oid)
         order = await self.backends.inventory.order(oid)
         if order is None or (order.user != who.id and who.role != "admin"):
             raise Error("not_found", "no such order")  # others' orders do not exist
@@ -388,13 +389,11 @@ class RoomService:
         Raises:
             Error: ``not_found`` for an unknown order.
         """
-        if "." not in oid:
-            raise Error("not_found", "no such order")
-        before = await self.backends.inventory.order(oid)
-        order = await self.backends.inventory.pay(oid, self.now_ms())
+        _check_order_id(oid)
+        order, paid_now = await self.backends.inventory.pay(oid, self.now_ms())
         if order is None:
             raise Error("not_found", "no such order")
-        if before is not None and before.status != order.status:
+        if paid_now:
             await self._order_updated(order)
         return order
 
@@ -407,6 +406,13 @@ class RoomService:
                 released += 1
                 await self._order_updated(order)
         return released
+
+
+def _check_order_id(oid: str) -> None:
+    """Order ids are ``<room>.<20 hex>`` (``inventory.rules.order_id``)."""
+    room, dot, digest = oid.partition(".")
+    if not (dot and ROOM_ID.fullmatch(room) and len(digest) == 20 and digest.isalnum()):
+        raise Error("not_found", "no such order")
 
 
 def _pinned(line: bytes | None) -> dict[str, Any] | None:
