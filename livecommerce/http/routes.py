@@ -227,6 +227,9 @@ async def metrics(request: web.Request) -> web.Response:
     lines = [f"livecommerce_{k} {v}" for k, v in sorted(app[METRICS].items())]
     lines.append(f"livecommerce_connections {len(app[CONNECTIONS])}")
     lines.append(f"livecommerce_frames_sent {app[HUB].frames_sent}")
+    batcher = app[SERVICE].batcher
+    lines.append(f"livecommerce_reserve_calls {batcher.calls}")
+    lines.append(f"livecommerce_reserve_attempts {batcher.attempts}")
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 

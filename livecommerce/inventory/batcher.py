@@ -61,7 +61,7 @@ class ReservationBatcher:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         queue.append((attempt, future))
-        return await asyncio.shield(future)
+        return await future  # a cancelled caller cancels only its future; the batch goes on
 
     async def _drain(self, key: tuple[str, str], queue: deque[_Waiting]) -> None:
         room, sale_id = key

@@ -26,6 +26,7 @@ from livecommerce.protocol import ROOM_ID, encode_event, fragment, loads
 from livecommerce.rooms.hub import Hub, Membership, Subscriber
 from livecommerce.rooms.state import Room, Status, clean_text
 
+ROOM_TTL_S = 1.0
 CHATTERS: frozenset[Role] = frozenset({"viewer", "moderator", "host", "admin"})
 MODERATORS: frozenset[Role] = frozenset({"moderator", "host", "admin"})
 HOSTS: frozenset[Role] = frozenset({"host", "admin"})
@@ -68,6 +69,7 @@ class RoomService:
             max_batch=settings.reserve_batch,
             clock=clock,
         )
+        self._room_cache: dict[str, tuple[float, Room]] = {}
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex()
 
@@ -92,9 +94,23 @@ class RoomService:
     # -- rooms -----------------------------------------------------------------------
 
     async def room(self, room_id: str) -> Room:
+        """The room, as this process saw it at most ``ROOM_TTL_S`` ago.
+
+        Chats, likes and orders read the room on every command; on Redis a fresh read
+        each time was a round trip per order in a burst. A room's host never changes,
+        and its status changes are seen here at once (this process) or within the TTL
+        (another process).
+        """
+        now = self._clock()
+        cached = self._room_cache.get(room_id)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         room = await self.backends.rooms.get(room_id)
         if room is None:
             raise Error("not_found", f"no room {room_id!r}")
+        if len(self._room_cache) > 10_000:
+            self._room_cache.clear()
+        self._room_cache[room_id] = (now + ROOM_TTL_S, room)
         return room
 
     async def _room_as(self, who: Principal, room_id: str, allowed: frozenset[Role]) -> Room:
@@ -149,7 +165,9 @@ class RoomService:
     async def start(self, who: Principal, room_id: str) -> None:
         """Go live. Starting a live room again is a no-op; an ended room cannot."""
         room = await self._room_as(who, room_id, HOSTS)
-        if await self.backends.rooms.set_status(room.id, "scheduled", "live"):
+        changed = await self.backends.rooms.set_status(room.id, "scheduled", "live")
+        self._room_cache.pop(room.id, None)
+        if changed:
             await self._publish(room.id, "room.started", {})
         elif (await self.room(room.id)).status == "ended":
             raise Error("bad_request", "the room has ended")
@@ -161,9 +179,11 @@ class RoomService:
         """
         room = await self._room_as(who, room_id, HOSTS)
         rooms = self.backends.rooms
-        if await rooms.set_status(room.id, "live", "ended") or await rooms.set_status(
+        changed = await rooms.set_status(room.id, "live", "ended") or await rooms.set_status(
             room.id, "scheduled", "ended"
-        ):
+        )
+        self._room_cache.pop(room.id, None)
+        if changed:
             await self._publish(room.id, "room.ended", {})
 
     # -- membership ------------------------------------------------------------------
