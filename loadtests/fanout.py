@@ -43,36 +43,49 @@ import json
 import math
 import multiprocessing
 import os
-import resource
 import sys
 import time
 from collections import Counter
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar
-from urllib.parse import urlsplit
+from typing import Any, Final
 
 import aiohttp
 import uvloop
 
 from livecommerce.protocol import dumps, loads
+from loadtests import _common
+from loadtests._common import (
+    WS,
+    CommandRefused,
+    listening_pids,
+    machine_cpu,
+    machine_pct,
+    open_socket,
+    percentile,
+    receive,
+    request,
+    rss_mib,
+    server_metrics,
+    sleep_until,
+    split_evenly,
+)
+from loadtests._common import bounded as _bounded
+from loadtests._common import error_name as _error_name
+from loadtests._common import raise_fd_limit as _raise_fd_limit
+from loadtests._common import sum_cpu as _sum_cpu
 
 CLOSE_SLOW: Final = 4009
 SERVER_USER_RATE: Final = 1.0
 """Chats a second the server lets one user send (PROTOCOL.md, limits)."""
 MAX_VIEWERS: Final = 50_000
 MAX_PROCESSES: Final = 32
-_CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
-_POLL_S: Final = 0.02
 _CLOSE_TIMEOUT_S: Final = 10.0
 _CONNECT_TIMEOUT_S: Final = 20.0
 _GAUGE: Final = "livecommerce_connections"
-
-WS = aiohttp.ClientWebSocketResponse[Literal[False]]
-T = TypeVar("T")
 
 
 # -- plans and results, passed between processes ----------------------------------------
@@ -205,43 +218,6 @@ async def sample_frames(ws: WS, tally: Tally, last_seq: int) -> None:
     tally.closed(ws.close_code)
 
 
-class CommandRefused(Exception):
-    """The server answered a command with ``ok: false``."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
-
-
-async def request(ws: WS, cid: int, op: str, **fields: Any) -> dict[str, Any]:
-    """Send one command and return its reply's data (other lines are skipped).
-
-    Raises:
-        CommandRefused: the server refused it.
-        ConnectionError: the socket closed first.
-    """
-    await ws.send_str(dumps({"op": op, "id": cid, **fields}).decode())
-    while True:
-        msg = await ws.receive()
-        if msg.type is not aiohttp.WSMsgType.TEXT:
-            raise ConnectionError(f"{op}: socket closed ({ws.close_code})")
-        for line in msg.data.split(b"\n"):
-            if not line:
-                continue
-            obj = loads(line)
-            if obj.get("id") == cid and "ok" in obj:
-                if not obj["ok"]:
-                    raise CommandRefused(str(obj["error"]["code"]))
-                data: dict[str, Any] = obj["data"]
-                return data
-
-
-async def open_socket(session: aiohttp.ClientSession, url: str) -> WS:
-    return await session.ws_connect(
-        url, autoping=True, compress=0, max_msg_size=16 * 1024 * 1024, decode_text=False
-    )
-
-
 async def open_viewer(session: aiohttp.ClientSession, plan: WorkerPlan) -> tuple[WS, int]:
     """Connect, sign in and join; return the socket and the snapshot's seq."""
     ws = await open_socket(session, plan.ws_url)
@@ -252,17 +228,6 @@ async def open_viewer(session: aiohttp.ClientSession, plan: WorkerPlan) -> tuple
         await ws.close()
         raise
     return ws, int(joined["snapshot"]["seq"])
-
-
-def _error_name(exc: BaseException) -> str:
-    if isinstance(exc, CommandRefused):
-        return exc.code
-    return type(exc).__name__
-
-
-async def _bounded(coro: Coroutine[Any, Any, T], timeout: float) -> T:
-    async with asyncio.timeout(timeout):
-        return await coro
 
 
 def _sampled_indices(n: int, k: int) -> set[int]:
@@ -303,39 +268,6 @@ async def connect_viewers(
         errors=dict(errors),
     )
     return report, sockets, readers
-
-
-# -- the pipe between the main process and its workers -----------------------------------
-
-
-async def receive(pipe: Connection, kind: str, deadline: float) -> tuple[Any, ...]:
-    """The next message from ``pipe``, which must be of ``kind``, before ``deadline``
-    (``time.monotonic``).
-
-    Raises:
-        TimeoutError: nothing came in time.
-        RuntimeError: another kind came (a worker reports its failure as ``error``).
-    """
-    while not pipe.poll():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no {kind!r} message in time")
-        await asyncio.sleep(_POLL_S)
-    msg: tuple[Any, ...] = pipe.recv()
-    if msg[0] != kind:
-        raise RuntimeError(f"expected {kind!r}, got {msg[0]!r}: {msg[1:]}")
-    return msg
-
-
-async def sleep_until(wall: float) -> None:
-    delay = wall - time.time()
-    if delay > 0:
-        await asyncio.sleep(delay)
-
-
-def _raise_fd_limit(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed <= hard or (soft < needed and hard == resource.RLIM_INFINITY):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 # -- a worker process -------------------------------------------------------------------
@@ -403,76 +335,6 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
         await asyncio.gather(*readers, return_exceptions=True)
 
 
-# -- the server's process: pid, CPU, memory ----------------------------------------------
-
-
-def listening_pids(port: int) -> list[int]:
-    """The pids holding a TCP socket that listens on ``port`` (from /proc)."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for row in Path(table).read_text().splitlines()[1:]:
-                cols = row.split()
-                local, state, inode = cols[1], cols[3], cols[9]
-                if state == "0A" and int(local.rsplit(":", 1)[1], 16) == port:
-                    inodes.add(f"socket:[{inode}]")
-    pids: list[int] = []
-    if not inodes:
-        return pids
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            for fd in (proc / "fd").iterdir():
-                with contextlib.suppress(OSError):
-                    if os.readlink(fd) in inodes:
-                        pids.append(int(proc.name))
-                        break
-    return sorted(pids)
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of ``pid``, in seconds."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2 :].split()
-    # fields[0] is the state (field 3 of proc(5)); utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / _CLK_TCK
-
-
-def rss_mib(pid: int) -> float:
-    for row in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if row.startswith("VmRSS:"):
-            return int(row.split()[1]) / 1024
-    return 0.0
-
-
-_STAT_FIELDS: Final = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
-
-
-def machine_cpu() -> dict[str, float]:
-    """The machine's CPU seconds so far by kind (``cpu`` line of /proc/stat).
-
-    Loopback delivery runs partly in softirq, which no process is charged for."""
-    cols = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-    return {k: int(v) / _CLK_TCK for k, v in zip(_STAT_FIELDS, cols, strict=False)}
-
-
-def machine_pct(before: dict[str, float], after: dict[str, float], wall: float) -> dict[str, float]:
-    """Percent of one core spent in each kind between two :func:`machine_cpu` readings."""
-    spent = {k: after[k] - before[k] for k in before}
-    return {
-        "user": round(100 * (spent["user"] + spent["nice"]) / wall, 1),
-        "system": round(100 * spent["system"] / wall, 1),
-        "irq_softirq": round(100 * (spent["irq"] + spent["softirq"]) / wall, 1),
-        "idle": round(100 * (spent["idle"] + spent["iowait"]) / wall, 1),
-        "steal": round(100 * spent["steal"] / wall, 1),
-    }
-
-
-def _sum_cpu(pids: Sequence[int]) -> float:
-    return sum(cpu_seconds(pid) for pid in pids)
-
-
 # -- the main process -------------------------------------------------------------------
 
 
@@ -504,49 +366,16 @@ def loopback_base(url: str) -> tuple[str, int]:
     Raises:
         SystemExit: it does not.
     """
-    parts = urlsplit(url)
-    if parts.scheme != "http" or parts.hostname != "127.0.0.1" or parts.port is None:
-        raise SystemExit("fanout: --url must be http://127.0.0.1:PORT (loopback only)")
-    return f"http://127.0.0.1:{parts.port}", parts.port
+    return _common.loopback_base(url, "fanout")
 
 
 async def demo_token(http: aiohttp.ClientSession, base: str, name: str) -> str:
-    async with http.post(f"{base}/api/demo/token", json={"role": "viewer", "name": name}) as r:
-        if r.status != 200:
-            raise SystemExit(f"fanout: demo sign-in failed ({r.status}); is the server --demo?")
-        body = await r.json()
-    token: str = body["token"]
-    return token
-
-
-async def server_metrics(http: aiohttp.ClientSession, base: str) -> dict[str, float]:
-    """The server's ``/metrics`` counters (empty if it has none)."""
-    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-        async with http.get(f"{base}/metrics") as r:
-            if r.status == 200:
-                out: dict[str, float] = {}
-                for row in (await r.text()).splitlines():
-                    name, _, value = row.partition(" ")
-                    with contextlib.suppress(ValueError):
-                        out[name] = float(value)
-                return out
-    return {}
-
-
-def percentile(ordered: Sequence[float], q: float) -> float | None:
-    """Nearest-rank percentile of sorted values (None for none)."""
-    if not ordered:
-        return None
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+    return await _common.demo_token(http, base, name, prog="fanout")
 
 
 def sender_count(requested: int, rate: float, user_rate: float) -> int:
     """Enough users that none chats faster than ``user_rate`` a second."""
     return max(requested, math.ceil(rate / user_rate))
-
-
-def split_evenly(total: int, parts: int) -> list[int]:
-    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
 
 
 async def chat_loop(

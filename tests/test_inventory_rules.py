@@ -157,11 +157,17 @@ class LedgerMachine(RuleBasedStateMachine):
         return sorted({d for d in holds + ends if d + 1 >= self.now})
 
     @precondition(lambda self: bool(self.deadlines()))
-    @rule(data=st.data(), offset=st.sampled_from((-1, 0, 1)))
+    @rule(data=st.data(), offset=st.sampled_from((0, -1, 1)))
     def jump_to_deadline(self, data: st.DataObject, offset: int) -> None:
         """Move the clock right next to a hold's expiry or a sale's end time."""
         deadline = data.draw(st.sampled_from(self.deadlines()), label="deadline")
         self.now = max(self.now, deadline + offset)
+
+    def to_next(self, deadlines: list[int]) -> None:
+        """Move the clock to exactly the next of ``deadlines`` not yet passed, if any."""
+        ahead = [d for d in deadlines if d >= self.now]
+        if ahead:
+            self.now = min(ahead)
 
     # ---------------------------------------------------------------- sales
 
@@ -200,7 +206,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def stop(self, data: st.DataObject) -> None:
-        sid = self.any_sale(data, 1)
+        sid = self.any_sale(data, 2)
         before = self.counts()
         got = self.ledger.end(sid, "stopped")
         model = self.sales.get(sid)
@@ -214,8 +220,11 @@ class LedgerMachine(RuleBasedStateMachine):
         r, h, s, _, _ = before[sid]
         assert self.counts() == {**before, sid: (r, h, s, "ended", "stopped")}
 
-    @rule()
-    def end_due(self) -> None:
+    @rule(at_deadline=st.booleans())
+    def end_due(self, at_deadline: bool) -> None:
+        """Sweep for sales past their end time, now or exactly at the next end time."""
+        if at_deadline:
+            self.to_next([s.ends_at for s in self.sales.values() if s.ended is None])
         due = {sid for sid, s in self.sales.items() if s.ended is None and s.ends_at <= self.now}
         got = self.ledger.end_due(self.now)
         event(f"end_due: {min(len(due), 2)}")
@@ -242,18 +251,48 @@ class LedgerMachine(RuleBasedStateMachine):
         self.check_reserve(self.any_sale(data, 4), user, key, qty, hold)
 
     def open_sales(self) -> list[str]:
-        return [sid for sid, s in self.sales.items() if s.ended is None and self.now < s.ends_at]
+        """The sales not ended yet (some may be past their end time, not swept yet)."""
+        return [sid for sid, s in self.sales.items() if s.ended is None]
 
     def fresh_keys(self) -> list[tuple[str, str]]:
         return [(u, k) for u in USERS for k in KEYS if order_id(ROOM, u, k) not in self.orders]
 
     @precondition(lambda self: bool(self.open_sales() and self.fresh_keys()))
-    @rule(data=st.data(), qty=st.integers(1, 3), hold=st.sampled_from((HOLD, 1_000)))
-    def reserve_fresh(self, data: st.DataObject, qty: int, hold: int) -> None:
-        """An attempt with an unused key in an open sale (a hold, or out of limit or stock)."""
+    @rule(
+        data=st.data(),
+        qty=st.integers(1, 3),
+        rest=st.booleans(),
+        at_end=st.sampled_from((False, False, False, True)),
+        hold=st.sampled_from((HOLD, 1_000)),
+    )
+    def reserve_fresh(
+        self, data: st.DataObject, qty: int, rest: bool, at_end: bool, hold: int
+    ) -> None:
+        """An attempt with an unused key in a sale not ended yet (a hold, or out of
+        limit or stock); with ``rest``, for exactly what is left (when that is 1 to 3
+        units); with ``at_end``, exactly at the sale's end time."""
         sid = data.draw(st.sampled_from(self.open_sales()), label="sale")
         user, key = data.draw(st.sampled_from(self.fresh_keys()), label="user, key")
+        if rest and 1 <= self.m_remaining(sid) <= 3:
+            qty = self.m_remaining(sid)
+        if at_end:
+            self.to_next([self.sales[sid].ends_at])
         self.check_reserve(sid, user, key, qty, hold)
+
+    @precondition(lambda self: bool(self.orders))
+    @rule(data=st.data(), change=st.sampled_from(("nothing", "sale", "qty")))
+    def reserve_again(self, data: st.DataObject, change: str) -> None:
+        """A used key again: the same attempt (its order again, whatever became of it),
+        or with another sale or quantity (refused)."""
+        oid = data.draw(st.sampled_from(sorted(self.orders)), label="order")
+        order = self.orders[oid]
+        sid, qty = order.sale, order.qty
+        if change == "sale":
+            others = [s for s in (*SALE_IDS, UNKNOWN_SALE) if s != sid]
+            sid = data.draw(st.sampled_from(others), label="other sale")
+        elif change == "qty":
+            qty = data.draw(st.sampled_from([q for q in (1, 2, 3) if q != qty]), label="qty")
+        self.check_reserve(sid, order.user, order.key, qty, HOLD)
 
     def check_reserve(self, sid: str, user: str, key: str, qty: int, hold: int) -> None:
         oid = order_id(ROOM, user, key)
@@ -346,9 +385,13 @@ class LedgerMachine(RuleBasedStateMachine):
             assert got.status == model.status
             assert self.counts() == before
             return
+        sale = self.sales[model.sale]
+        if sale.ended is not None:
+            event("pay: a hold of an ended sale")
+        elif self.m_remaining(model.sale) == 0 and self.committed(model.sale, "held") > model.qty:
+            event("pay: a hold, not the last, of a sale with nothing left")
         model.status = "paid"
         assert got.status == "paid"
-        sale = self.sales[model.sale]
         r, h, s, st_, why = before[model.sale]
         if sale.ended is None and self.committed(model.sale, "paid") == sale.stock:
             sale.ended = "sold_out"
@@ -378,8 +421,11 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.ledger.release(oid, "cancelled") is None
         assert self.ledger.release(oid, "expired") is None
 
-    @rule()
-    def expire_due(self) -> None:
+    @rule(at_deadline=st.booleans())
+    def expire_due(self, at_deadline: bool) -> None:
+        """Sweep for holds past their window, now or exactly at the next expiry."""
+        if at_deadline:
+            self.to_next([o.expires_at for o in self.orders.values() if o.status == "held"])
         due = {
             oid for oid, o in self.orders.items() if o.status == "held" and o.expires_at <= self.now
         }
