@@ -10,7 +10,10 @@ buyer sends at most 5 in the burst: ``--attempts`` may be at most 5 × ``--buyer
 
 Quantities are drawn from 1 to ``--qty-max``, so some exceed the limit on their own; a
 ``--repeat-keys`` fraction of the attempts repeat an earlier attempt of the same buyer,
-key and quantity included, like a client that retries.
+key and quantity included, like a client that retries. ``--rate`` paces the sending at an
+offered load instead (attempts a second in all), to see the time to reply at that load
+rather than behind the backlog of a burst. On a shared machine, ``--quiet-below`` waits,
+once the buyers are connected, until the machine's CPU is quiet before opening the sale.
 
 It measures, from the first attempt sent to the last reply received:
 
@@ -19,7 +22,10 @@ It measures, from the first attempt sent to the last reply received:
 - accepted units: the sum of ``qty`` over the distinct order ids answered ``ok``; oversold
   units (accepted units beyond ``--stock``); users whose accepted units pass the limit;
   keys that got more than one order id (a retry that placed a second hold);
-- the time to reply of each attempt, send to receipt (p50, p90, p99, max);
+- the time to reply of each attempt, send to receipt (p50, p90, p99, max); when all are
+  sent at once, the late ones wait behind the backlog, so p99 is about the burst's span;
+- where the attempts that placed orders stood in the order of sending (served in arrival
+  order, they are the earliest ones);
 - the server's CPU (utime + stime from ``/proc/PID/stat``, as a percentage of one core)
   and resident memory, optionally Redis's CPU (``--redis-pid``), the generator's own CPU
   and event-loop lag, and the machine's CPU by kind, over the burst.
@@ -135,6 +141,8 @@ class WorkerPlan:
     room: str
     buyers: tuple[BuyerPlan, ...]
     batch: int
+    rate: float
+    """Attempts a second this worker offers (0: as fast as it can)."""
     reply_timeout_s: float
     deadline_s: float
     """Seconds after its start at which the worker gives up, whatever it was doing."""
@@ -204,13 +212,17 @@ class Buyer:
 class Burst:
     """The replies of one worker's buyers, counted as they come (one thread: no locks)."""
 
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
+    def __init__(self) -> None:
+        self.expected = 0
+        """Replies to wait for: set (with :meth:`expect`) once the buyers are connected."""
         self.received = 0
         self.last_reply = 0.0
         self.all_in = asyncio.Event()
         self.closes: Counter[int] = Counter()
-        if expected == 0:
+
+    def expect(self, n: int) -> None:
+        self.expected = n
+        if self.received >= n:
             self.all_in.set()
 
 
@@ -235,7 +247,7 @@ async def read_replies(buyer: Buyer, burst: Burst) -> None:
                 buyer.replies += 1
                 burst.received += 1
                 burst.last_reply = now
-                if burst.received >= burst.expected:
+                if burst.expected and burst.received >= burst.expected:
                     burst.all_in.set()
     burst.closes[buyer.ws.close_code if buyer.ws.close_code is not None else 0] += 1
 
@@ -255,9 +267,14 @@ async def open_buyer(
 
 
 async def connect_buyers(
-    http: aiohttp.ClientSession, session: aiohttp.ClientSession, plan: WorkerPlan
+    http: aiohttp.ClientSession,
+    session: aiohttp.ClientSession,
+    plan: WorkerPlan,
+    burst: Burst,
+    readers: list[asyncio.Task[None]],
 ) -> tuple[ConnectReport, list[Buyer]]:
-    """Sign in and connect the plan's buyers, ``plan.batch`` at a time."""
+    """Sign in and connect the plan's buyers, ``plan.batch`` at a time; each starts
+    reading at once (an unread socket would not answer the server's pings)."""
     buyers: list[Buyer] = []
     errors: Counter[str] = Counter()
     started = time.monotonic()
@@ -272,6 +289,7 @@ async def connect_buyers(
                 errors[error_name(outcome)] += 1
             else:
                 buyers.append(outcome)
+                readers.append(asyncio.create_task(read_replies(outcome, burst)))
     report = ConnectReport(
         connected=len(buyers),
         failed=sum(errors.values()),
@@ -299,11 +317,13 @@ def encode_attempts(buyers: list[Buyer], room: str, sale: str) -> None:
         ]
 
 
-async def fire(buyers: list[Buyer], failed: list[tuple[Buyer, int]]) -> None:
+async def fire(buyers: list[Buyer], failed: list[tuple[Buyer, int]], rate: float) -> None:
     """Send every buyer's attempts, each buyer's back to back, as fast as this process
-    can; every ``_SEND_CHUNK`` buyers the loop reads what came in (so replies are timed
-    when they arrive, not when the sending is over)."""
+    can, or paced at ``rate`` a second; every ``_SEND_CHUNK`` buyers the loop reads what
+    came in (so replies are timed when they arrive, not when the sending is over)."""
     text = aiohttp.WSMsgType.TEXT
+    start = time.monotonic()
+    sent = 0
     for n, b in enumerate(buyers, 1):
         for j, frame in enumerate(b.frames):
             b.sent_at[j] = time.monotonic()
@@ -311,8 +331,10 @@ async def fire(buyers: list[Buyer], failed: list[tuple[Buyer, int]]) -> None:
                 await b.ws.send_frame(frame, text)
             except (ConnectionError, aiohttp.ClientError, RuntimeError):
                 failed.append((b, j))
+        sent += len(b.frames)
         if n % _SEND_CHUNK == 0:
-            await asyncio.sleep(0)
+            ahead = start + sent / rate - time.monotonic() if rate else 0.0
+            await asyncio.sleep(max(0.0, ahead))
 
 
 async def loop_lag(stop: asyncio.Event) -> list[float]:
@@ -391,9 +413,9 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
     ):
         pipe.send(("started", plan.index))
         await receive(pipe, "connect", deadline)
-        report, buyers = await connect_buyers(http, session, plan)
-        burst = Burst(sum(len(b.plan.attempts) for b in buyers))
-        readers = [asyncio.create_task(read_replies(b, burst)) for b in buyers]
+        burst = Burst()
+        readers: list[asyncio.Task[None]] = []
+        report, buyers = await connect_buyers(http, session, plan, burst, readers)
         # The connections live to the end: keep the collector from walking them again
         # and again (a full collection stalls every reader at once).
         gc.freeze()
@@ -408,11 +430,9 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
         cpu0, wall0 = time.process_time(), time.monotonic()
         failed: list[tuple[Buyer, int]] = []
         first_send = time.monotonic()
-        await fire(buyers, failed)
+        await fire(buyers, failed, plan.rate)
         last_send = time.monotonic()
-        burst.expected -= len(failed)
-        if burst.received >= burst.expected:
-            burst.all_in.set()
+        burst.expect(sum(len(b.frames) for b in buyers) - len(failed))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(burst.all_in.wait(), plan.reply_timeout_s)
         cpu1, wall1 = time.process_time(), time.monotonic()
@@ -464,8 +484,11 @@ class Options:
     repeat_keys: float
     processes: int
     batch: int
+    rate: float
     seed: int
     reply_timeout: float
+    quiet_below: float | None
+    quiet_wait: float
     server_pid: list[int]
     redis_pid: int | None
     json: str | None
@@ -532,6 +555,7 @@ class Outcome:
     results: list[WorkerResult] = field(default_factory=list)
     readings: Readings = field(default_factory=Readings)
     sale_after: dict[str, Any] | None = None
+    quiet: dict[str, Any] | None = None
     sale_listed: bool = False
     stopped: bool = False
 
@@ -551,6 +575,7 @@ def start_workers(
             room=opts.room,
             buyers=tuple(plan.buyers[first : first + n]),
             batch=opts.batch,
+            rate=opts.rate / opts.processes,
             reply_timeout_s=opts.reply_timeout,
             deadline_s=deadline_s,
         )
@@ -588,10 +613,47 @@ async def receive_all(pipes: list[Connection], kind: str, deadline: float) -> li
     return got
 
 
-async def start_sale(ws: WS, opts: Options) -> dict[str, Any]:
-    data = await request(
-        ws,
-        2,
+def busy_pct(before: dict[str, float], after: dict[str, float], wall: float) -> float:
+    """Percent of one core busy (not idle, not stolen) between two readings."""
+    spent = machine_pct(before, after, wall)
+    return round(sum(v for k, v in spent.items() if k not in ("idle", "steal")), 1)
+
+
+async def wait_quiet(below: float, most_s: float) -> dict[str, Any]:
+    """Wait until the machine's busy CPU over one second is under ``below`` % of a core,
+    for at most ``most_s`` seconds; say how it went."""
+    started = time.monotonic()
+    while True:
+        box0, t0 = machine_cpu(), time.monotonic()
+        await asyncio.sleep(1.0)
+        busy = busy_pct(box0, machine_cpu(), time.monotonic() - t0)
+        waited = round(time.monotonic() - started, 1)
+        if busy < below:
+            return {"below_pct": below, "busy_pct": busy, "waited_s": waited, "quiet": True}
+        if waited >= most_s:
+            return {"below_pct": below, "busy_pct": busy, "waited_s": waited, "quiet": False}
+
+
+async def host_command(
+    session: aiohttp.ClientSession, ws_url: str, token: str, op: str, **fields: Any
+) -> dict[str, Any]:
+    """One command of the host, on a socket opened for it (an idle socket that reads
+    nothing would not answer the server's pings, and be closed)."""
+    ws = await bounded(open_socket(session, ws_url), _CONNECT_TIMEOUT_S)
+    try:
+        await bounded(request(ws, 1, "connect", token=token), _CONNECT_TIMEOUT_S)
+        return await bounded(request(ws, 2, op, **fields), _CONNECT_TIMEOUT_S)
+    finally:
+        await ws.close()
+
+
+async def start_sale(
+    session: aiohttp.ClientSession, ws_url: str, token: str, opts: Options
+) -> dict[str, Any]:
+    data = await host_command(
+        session,
+        ws_url,
+        token,
         "sale.start",
         room=opts.room,
         sku=opts.sku,
@@ -623,7 +685,10 @@ async def measure_burst(
     t0 = time.monotonic() + _LEAD_S
     for pipe in pipes:
         pipe.send(("burst", out.sale["id"], t0))
-    await asyncio.sleep(max(0.0, t0 - time.monotonic()))
+    # Wake a little early and wait out the rest blocking: the readings are then taken
+    # at the burst's start, even when this process's loop would wake up late.
+    await asyncio.sleep(max(0.0, t0 - time.monotonic() - 0.02))
+    time.sleep(max(0.0, t0 - time.monotonic()))  # noqa: ASYNC251
     box0 = machine_cpu()
     cpu0, own0, wall0 = sum_cpu(out.pids), time.process_time(), time.monotonic()
     redis0 = sum_cpu(redis)
@@ -654,17 +719,16 @@ async def run(opts: Options) -> dict[str, Any]:
     per_worker = -(-opts.buyers // opts.processes)
     connect_budget = 30.0 + per_worker / 50
     worker_life = connect_budget + opts.reply_timeout + opts.attempts / 1000 + 120.0
+    if opts.quiet_below is not None:
+        worker_life += opts.quiet_wait + 5.0
     workers: list[tuple[BaseProcess, Connection]] = []
     finished = False
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
         aiohttp.ClientSession() as ws_session,
     ):
-        host: WS | None = None
         try:
             host_token = await demo_token(http, base, "flash-host", prog=PROG, role="host")
-            host = await bounded(open_socket(ws_session, ws_url), _CONNECT_TIMEOUT_S)
-            await bounded(request(host, 1, "connect", token=host_token), _CONNECT_TIMEOUT_S)
             workers = start_workers(opts, base, ws_url, plan, worker_life)
             pipes = [pipe for _, pipe in workers]
             await receive_all(pipes, "started", time.monotonic() + 60.0)
@@ -674,7 +738,9 @@ async def run(opts: Options) -> dict[str, Any]:
             ready = await receive_all(pipes, "ready", began + connect_budget)
             out.reports = [m[1] for m in ready]
             out.connect_s = time.monotonic() - began
-            out.sale = await bounded(start_sale(host, opts), _CONNECT_TIMEOUT_S)
+            if opts.quiet_below is not None:
+                out.quiet = await wait_quiet(opts.quiet_below, opts.quiet_wait)
+            out.sale = await start_sale(ws_session, ws_url, host_token, opts)
             await measure_burst(opts, http, out, pipes)
             listed = await listed_sale(http, base, opts.room, out.sale["id"])
             out.sale_listed = listed is not None
@@ -682,15 +748,12 @@ async def run(opts: Options) -> dict[str, Any]:
             for pipe in pipes:
                 pipe.send(("close",))
             with contextlib.suppress(CommandRefused):
-                await bounded(
-                    request(host, 3, "sale.stop", room=opts.room, sale=out.sale["id"]),
-                    _CONNECT_TIMEOUT_S,
+                await host_command(
+                    ws_session, ws_url, host_token, "sale.stop", room=opts.room, sale=out.sale["id"]
                 )
                 out.stopped = True
             finished = True
         finally:
-            if host is not None:
-                await host.close()
             for proc, _ in workers:
                 if finished:
                     await asyncio.to_thread(proc.join, _CLOSE_TIMEOUT_S + 5)
@@ -783,6 +846,7 @@ def figures(opts: Options, out: Outcome) -> dict[str, Any]:
             "sent": sent,
             "per_s": round(sent / span, 1) if span else None,
             "span_s": round(span, 4),
+            "offered_per_s": opts.rate or None,
             "send_s": round(last_send - first_send, 4) if results else None,
             "qty_max": opts.qty_max,
             "over_limit_qty": sum(x.qty > opts.limit for x in replies),
@@ -846,6 +910,7 @@ def figures(opts: Options, out: Outcome) -> dict[str, Any]:
         },
         "machine": {
             "cores": multiprocessing.cpu_count(),
+            "quiet_before_burst": out.quiet,
             "cpu_pct_of_a_core": r.machine_pct,
             # busy time not charged to the server, Redis or the generator: interrupts
             # and softirq (loopback delivery), and other processes; well above the
@@ -883,6 +948,13 @@ def table(fig: dict[str, Any]) -> str:
     def ms(x: float | None) -> str:
         return "-" if x is None else f"{x:.1f} ms"
 
+    q = fig["machine"]["quiet_before_burst"]
+    quiet = (
+        ""
+        if q is None
+        else f"; before the sale waited {q['waited_s']} s, then {q['busy_pct']} % busy"
+        + ("" if q["quiet"] else " (never quiet)")
+    )
     rate = "-" if a["per_s"] is None else f"{a['per_s']:,.0f}/s"
     cpu = "-" if srv["cpu_pct"] is None else f"{srv['cpu_pct']:.1f} % of a core"
     rss = "-" if srv["rss_mib"] is None else f"{srv['rss_mib']:.1f} MiB"
@@ -928,7 +1000,8 @@ def table(fig: dict[str, Any]) -> str:
             "machine",
             f"{fig['machine']['cores']} cores, % of a core: "
             + ", ".join(f"{k} {v:.0f}" for k, v in box.items())
-            + f"; untracked {fig['machine']['untracked_pct']:.0f}",
+            + f"; untracked {fig['machine']['untracked_pct']:.0f}"
+            + quiet,
         ),
     ]
     head = f"flash sale {fig['sale']['id']} in room {fig['room']!r} at {fig['url']}"
@@ -965,12 +1038,33 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--batch", type=int, default=200, help="concurrent sign-ins per process (default 200)"
     )
+    p.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="offer the attempts at this many a second in all, paced "
+        "(default 0: as fast as the generator can)",
+    )
     p.add_argument("--seed", type=int, default=1, help="seed of the quantities and repeats (1)")
     p.add_argument(
         "--reply-timeout",
         type=float,
         default=60.0,
         help="seconds to wait for the last reply after the burst starts (default 60)",
+    )
+    p.add_argument(
+        "--quiet-below",
+        type=float,
+        metavar="PCT",
+        help="once the buyers are connected, wait until the machine's busy CPU over 1 s is "
+        "under PCT %% of a core before opening the sale (on a shared machine); "
+        "default: do not wait",
+    )
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=600.0,
+        help="most seconds to wait for --quiet-below; then go on (default 600)",
     )
     p.add_argument(
         "--server-pid",
@@ -1002,7 +1096,13 @@ def options(argv: Sequence[str] | None = None) -> Options:
         (1 <= a.processes <= MAX_PROCESSES, f"--processes must be 1 to {MAX_PROCESSES}"),
         (a.processes <= a.buyers, "--processes must be at most --buyers"),
         (1 <= a.batch <= 5000, "--batch must be 1 to 5000"),
+        (0 <= a.rate <= 1_000_000, "--rate must be 0 to 1000000"),
         (0 < a.reply_timeout <= 600, "--reply-timeout must be above 0 and at most 600"),
+        (
+            a.quiet_below is None or 0 < a.quiet_below <= 200,
+            "--quiet-below must be above 0 and at most 200",
+        ),
+        (0 <= a.quiet_wait <= 3600, "--quiet-wait must be 0 to 3600"),
     ]
     for ok, message in checks:
         if not ok:
@@ -1020,8 +1120,11 @@ def options(argv: Sequence[str] | None = None) -> Options:
         repeat_keys=a.repeat_keys,
         processes=a.processes,
         batch=a.batch,
+        rate=a.rate,
         seed=a.seed,
         reply_timeout=a.reply_timeout,
+        quiet_below=a.quiet_below,
+        quiet_wait=a.quiet_wait,
         server_pid=a.server_pid,
         redis_pid=a.redis_pid,
         json=a.json,
