@@ -317,12 +317,13 @@ def encode_attempts(buyers: list[Buyer], room: str, sale: str) -> None:
         ]
 
 
-async def fire(buyers: list[Buyer], failed: list[tuple[Buyer, int]], rate: float) -> None:
+async def fire(buyers: list[Buyer], failed: list[tuple[Buyer, int]], rate: float) -> float:
     """Send every buyer's attempts, each buyer's back to back, as fast as this process
     can, or paced at ``rate`` a second; every ``_SEND_CHUNK`` buyers the loop reads what
-    came in (so replies are timed when they arrive, not when the sending is over)."""
+    came in (so replies are timed when they arrive, not when the sending is over).
+    Returns when the last attempt went out."""
     text = aiohttp.WSMsgType.TEXT
-    start = time.monotonic()
+    start = last = time.monotonic()
     sent = 0
     for n, b in enumerate(buyers, 1):
         for j, frame in enumerate(b.frames):
@@ -332,9 +333,11 @@ async def fire(buyers: list[Buyer], failed: list[tuple[Buyer, int]], rate: float
             except (ConnectionError, aiohttp.ClientError, RuntimeError):
                 failed.append((b, j))
         sent += len(b.frames)
+        last = time.monotonic()
         if n % _SEND_CHUNK == 0:
             ahead = start + sent / rate - time.monotonic() if rate else 0.0
             await asyncio.sleep(max(0.0, ahead))
+    return last
 
 
 async def loop_lag(stop: asyncio.Event) -> list[float]:
@@ -430,8 +433,7 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
         cpu0, wall0 = time.process_time(), time.monotonic()
         failed: list[tuple[Buyer, int]] = []
         first_send = time.monotonic()
-        await fire(buyers, failed, plan.rate)
-        last_send = time.monotonic()
+        last_send = await fire(buyers, failed, plan.rate)
         burst.expect(sum(len(b.frames) for b in buyers) - len(failed))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(burst.all_in.wait(), plan.reply_timeout_s)

@@ -575,7 +575,7 @@ def status(ledger: Ledger, oid: str) -> OrderStatus:
     return ledger.orders[oid].status
 
 
-def hold(ledger: Ledger, user: str, key: str, qty: int, *, sid: str = "s1", now: int = T0) -> str:
+def place(ledger: Ledger, user: str, key: str, qty: int, *, sid: str = "s1", now: int = T0) -> str:
     """Place a hold that must succeed; its order id."""
     out = ledger.reserve(sid, attempt(user, key, qty), now=now, hold_ms=HOLD)
     assert out.created and out.order is not None, out
@@ -596,8 +596,8 @@ def error(ledger: Ledger, user: str, key: str, qty: int, *, sid: str = "s1", now
 def test_reserve_exactly_the_remaining_stock() -> None:
     ledger = Ledger(ROOM)
     ledger.start(make_sale("s1", stock=5, limit=5))
-    first = hold(ledger, "u1", "k", 2)
-    hold(ledger, "u2", "k", 3)
+    first = place(ledger, "u1", "k", 2)
+    place(ledger, "u2", "k", 3)
     assert counts(ledger) == (0, 5, 0)
     # not one more unit; but holds alone do not sell the sale out
     assert error(ledger, "u3", "k", 1) == "sold_out"
@@ -606,7 +606,7 @@ def test_reserve_exactly_the_remaining_stock() -> None:
     assert ledger.release(first, "cancelled") is not None
     assert counts(ledger) == (2, 3, 0)
     assert error(ledger, "u3", "k2", 3) == "sold_out"
-    hold(ledger, "u3", "k3", 2)
+    place(ledger, "u3", "k3", 2)
     assert counts(ledger) == (0, 5, 0)
     assert ending(ledger) == ("active", None)
 
@@ -614,8 +614,8 @@ def test_reserve_exactly_the_remaining_stock() -> None:
 def test_paying_the_last_held_unit_sells_out_and_later_sweeps_change_nothing() -> None:
     ledger = Ledger(ROOM)
     ledger.start(make_sale("s1", stock=3, limit=3))
-    first = hold(ledger, "u1", "a", 2)
-    last = hold(ledger, "u2", "b", 1, now=T0 + 10)
+    first = place(ledger, "u1", "a", 2)
+    last = place(ledger, "u2", "b", 1, now=T0 + 10)
     paid, sold_out = ledger.pay(first)
     assert paid is not None and paid.status == "paid" and sold_out is None
     assert ending(ledger) == ("active", None)
@@ -643,7 +643,7 @@ def test_paying_the_last_held_unit_sells_out_and_later_sweeps_change_nothing() -
 def test_units_of_an_expired_hold_come_back_once_and_sell_again() -> None:
     ledger = Ledger(ROOM)
     ledger.start(make_sale("s1", stock=2, limit=2))
-    oid = hold(ledger, "u1", "a", 2)
+    oid = place(ledger, "u1", "a", 2)
     assert ledger.expire_due(T0 + HOLD - 1) == []
     assert [o.id for o in ledger.expire_due(T0 + HOLD)] == [oid]
     assert ledger.expire_due(T0 + HOLD) == []
@@ -658,7 +658,7 @@ def test_units_of_an_expired_hold_come_back_once_and_sell_again() -> None:
     assert again.order is not None and again.order.id == oid and not again.created
     assert again.order.status == "expired" and counts(ledger) == (2, 0, 0)
     # the same buyer may buy those units again with a new key, up to the limit
-    new = hold(ledger, "u1", "b", 2, now=T0 + HOLD + 1)
+    new = place(ledger, "u1", "b", 2, now=T0 + HOLD + 1)
     paid, sold_out = ledger.pay(new)
     assert paid is not None and sold_out is not None and sold_out.id == "s1"
     assert counts(ledger) == (0, 0, 2) and ending(ledger) == ("ended", "sold_out")
@@ -668,7 +668,7 @@ def test_the_key_is_checked_before_the_sale_and_the_limit() -> None:
     ledger = Ledger(ROOM)
     ledger.start(make_sale("s1", stock=10, limit=2, duration=1_000))
     ledger.start(make_sale("s2", stock=10, limit=2))
-    first = hold(ledger, "u1", "k", 2)
+    first = place(ledger, "u1", "k", 2)
     # the user is at the limit, the sale over: the same key still names the same order
     late = T0 + 5_000
     again = ledger.reserve("s1", attempt("u1", "k", 2), now=late, hold_ms=HOLD)
@@ -684,21 +684,21 @@ def test_the_key_is_checked_before_the_sale_and_the_limit() -> None:
     # a new key: the sale's state is checked before the limit, the limit before stock
     assert error(ledger, "u1", "k2", 1, now=late) == "sale_not_active"
     assert error(ledger, "u1", "k3", 1, now=T0 + 999) == "limit_exceeded"
-    hold(ledger, "u2", "k", 2, sid="s2")
-    hold(ledger, "u3", "k", 2, sid="s2")
-    hold(ledger, "u4", "k", 2, sid="s2")
-    hold(ledger, "u5", "k", 2, sid="s2")
+    place(ledger, "u2", "k", 2, sid="s2")
+    place(ledger, "u3", "k", 2, sid="s2")
+    place(ledger, "u4", "k", 2, sid="s2")
+    place(ledger, "u5", "k", 2, sid="s2")
     assert counts(ledger, "s2") == (2, 8, 0)
     assert error(ledger, "u1", "k4", 3, sid="s2") == "limit_exceeded"
     assert error(ledger, "u6", "k", 3, sid="s2") == "limit_exceeded"
-    hold(ledger, "u6", "k", 2, sid="s2")
+    place(ledger, "u6", "k", 2, sid="s2")
     assert error(ledger, "u7", "k", 1, sid="s2") == "sold_out"
 
 
 def test_the_end_time_is_exclusive_for_orders_and_inclusive_for_the_sweep() -> None:
     ledger = Ledger(ROOM)
     ledger.start(make_sale("s1", stock=5, limit=5, duration=1_000))
-    hold(ledger, "u1", "a", 1, now=T0 + 999)
+    place(ledger, "u1", "a", 1, now=T0 + 999)
     assert error(ledger, "u1", "b", 1, now=T0 + 1_000) == "sale_not_active"
     assert ledger.end_due(T0 + 999) == []
     assert ending(ledger) == ("active", None)
@@ -712,7 +712,7 @@ def test_the_end_time_is_exclusive_for_orders_and_inclusive_for_the_sweep() -> N
 def test_paying_a_hold_of_an_ended_sale_does_not_end_it_again() -> None:
     ledger = Ledger(ROOM)
     ledger.start(make_sale("s1", stock=2, limit=2))
-    oid = hold(ledger, "u1", "a", 2)
+    oid = place(ledger, "u1", "a", 2)
     stopped = ledger.end("s1", "stopped")
     assert stopped is not None and stopped.id == "s1"
     # the hold was placed while the sale was open: it may still be paid, and every
@@ -726,19 +726,19 @@ def test_paying_a_hold_of_an_ended_sale_does_not_end_it_again() -> None:
 def test_paid_units_count_against_the_limit_and_released_ones_do_not() -> None:
     ledger = Ledger(ROOM)
     ledger.start(make_sale("s1", stock=20, limit=3))
-    ledger.pay(hold(ledger, "u1", "a", 2))
-    cancelled = hold(ledger, "u1", "b", 1)
+    ledger.pay(place(ledger, "u1", "a", 2))
+    cancelled = place(ledger, "u1", "b", 1)
     assert error(ledger, "u1", "c", 1) == "limit_exceeded"
     released = ledger.release(cancelled, "cancelled")
     assert released is not None and released.status == "cancelled"
     assert ledger.release(cancelled, "cancelled") is None
     assert ledger.units[("s1", "u1")] == 2
     assert error(ledger, "u1", "c", 2) == "limit_exceeded"
-    hold(ledger, "u1", "d", 1)
+    place(ledger, "u1", "d", 1)
     paid, _ = ledger.pay(cancelled)
     assert paid is not None and status(ledger, cancelled) == "cancelled"
     # another user's units are their own
-    hold(ledger, "u2", "a", 3)
+    place(ledger, "u2", "a", 3)
     assert counts(ledger) == (14, 4, 2)
 
 
@@ -755,7 +755,7 @@ def test_unknown_orders_and_sales() -> None:
 def test_orders_of_one_user_are_listed_by_creation() -> None:
     ledger = Ledger(ROOM)
     ledger.start(make_sale("s1", stock=9, limit=9))
-    ids = [hold(ledger, "u1", key, 1, now=T0 + i) for i, key in enumerate(("c", "a", "b"))]
-    hold(ledger, "u2", "a", 1)
+    ids = [place(ledger, "u1", key, 1, now=T0 + i) for i, key in enumerate(("c", "a", "b"))]
+    place(ledger, "u2", "a", 1)
     assert [o.id for o in ledger.user_orders("u1")] == ids
     assert [o.user for o in ledger.user_orders("u2")] == ["u2"]
