@@ -377,9 +377,9 @@ class LedgerMachine(RuleBasedStateMachine):
         return sorted(oid for oid, o in self.orders.items() if o.status == "held")
 
     @precondition(lambda self: bool(self.held_orders()))
-    @rule(data=st.data(), n=st.integers(1, 4))
+    @rule(data=st.data(), n=st.sampled_from((1, 2, 3, len(ANY_ORDER_IDS))))
     def pay_held(self, data: st.DataObject, n: int) -> None:
-        """The order system confirms up to ``n`` holds."""
+        """The order system confirms up to ``n`` holds (the last choice: all of them)."""
         for oid in data.draw(st.permutations(self.held_orders()), label="orders")[:n]:
             self.check_pay(oid)
 
@@ -548,7 +548,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 LedgerMachine.TestCase.settings = settings(
-    max_examples=200,
+    max_examples=300,
     stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
