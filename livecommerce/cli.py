@@ -57,6 +57,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--hold-s", type=int, default=300, help="payment window of a hold, in seconds (default 300)"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("LIVECOMMERCE_WORKERS", "1")),
+        help="server processes sharing the port (SO_REUSEPORT; more than 1 needs Redis)",
+    )
     serve.add_argument("--log-level", default=os.environ.get("LIVECOMMERCE_LOG_LEVEL", "INFO"))
     return parser
 
@@ -71,6 +77,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         tick_ms=args.tick_ms,
         outbound_limit=args.outbound_limit,
         hold_s=args.hold_s,
+        workers=args.workers,
     ).check()
 
 
@@ -94,20 +101,29 @@ def _banner(settings: Settings, port: int) -> str:
     return "\n".join(lines)
 
 
-async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT; then drain (clients get 1001) and exit."""
+async def serve(settings: Settings, *, banner: bool = True, parent: int | None = None) -> None:
+    """Run until SIGTERM or SIGINT (or, for a worker, until its supervisor ``parent``
+    is gone); then drain (clients get 1001) and exit."""
     from livecommerce.http import create_app
 
     app = create_app(settings)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout_s)
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port, backlog=4096, reuse_address=True)
+    site = web.TCPSite(
+        runner,
+        settings.host,
+        settings.port,
+        backlog=4096,
+        reuse_address=True,
+        reuse_port=settings.workers > 1,
+    )
     await site.start()
     port = settings.port
     server = site._server  # the bound port, when 0 was asked for
     if port == 0 and isinstance(server, asyncio.base_events.Server) and server.sockets:
         port = server.sockets[0].getsockname()[1]
-    print(_banner(settings, port), flush=True)
+    if banner:
+        print(_banner(settings, port), flush=True)
     # Everything made so far lives as long as the process: keep it out of every
     # collection, and collect the old generation rarely. With ten thousand open
     # sockets a full collection walks every connection's objects; under a burst of
@@ -119,27 +135,108 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    watcher = loop.create_task(_orphaned(parent, stop)) if parent else None
     await stop.wait()
+    if watcher:
+        watcher.cancel()
     log.info("shutting down")
     await asyncio.wait_for(runner.cleanup(), timeout=settings.drain_timeout_s + 3)
 
 
+def _log_setup(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
+    )
+
+
+def run_one(
+    settings: Settings, log_level: str, *, banner: bool = True, parent: int | None = None
+) -> int:
+    """One server process, until SIGTERM or SIGINT."""
+    _log_setup(log_level)
+    import uvloop
+
+    try:
+        uvloop.run(serve(settings, banner=banner, parent=parent))
+    except TimeoutError:
+        log.error("drain did not finish in time; exiting anyway")
+        return 1
+    return 0
+
+
+def _worker(settings: Settings, log_level: str, banner: bool, parent: int) -> None:
+    sys.exit(run_one(settings, log_level, banner=banner, parent=parent))
+
+
+def run_workers(settings: Settings, log_level: str) -> int:
+    """``settings.workers`` server processes on one port; the kernel spreads the
+    connections between them (``SO_REUSEPORT``) and Redis joins their rooms.
+
+    This process only supervises: a worker that dies is started again (its clients
+    reconnect, to whichever worker the kernel picks, and resume); SIGTERM or SIGINT is
+    passed to every worker, which drains, and then this process exits.
+    """
+    import multiprocessing
+    import secrets
+    import time
+    from dataclasses import replace
+
+    _log_setup(log_level)
+    if not settings.secret:  # demo: one throwaway secret for all, or tokens would differ
+        settings = replace(settings, secret=secrets.token_urlsafe(32))
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start(i: int) -> multiprocessing.process.BaseProcess:
+        proc = ctx.Process(
+            target=_worker, args=(settings, log_level, i == 0, os.getpid()), name=f"worker-{i}"
+        )
+        proc.start()
+        return proc
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signal.SIGTERM)
+
+    procs = [start(i) for i in range(settings.workers)]
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while True:
+        for i, proc in enumerate(procs):
+            proc.join(timeout=0.2)
+            if proc.exitcode is not None and not stopping:
+                log.warning(
+                    "worker %d (pid %s) exited with %s; starting it again",
+                    i,
+                    proc.pid,
+                    proc.exitcode,
+                )
+                time.sleep(0.5)
+                procs[i] = start(i) if not stopping else proc
+        if stopping and all(p.exitcode is not None for p in procs):
+            return max((p.exitcode or 0) for p in procs)
+
+
+async def _orphaned(parent: int, stop: asyncio.Event) -> None:
+    """Set ``stop`` once the supervisor ``parent`` is gone (killed without passing on a
+    signal): a worker must not outlive it and hold the port."""
+    while os.getppid() == parent:
+        await asyncio.sleep(1.0)
+    log.warning("the supervisor (pid %d) is gone; shutting down", parent)
+    stop.set()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     try:
         settings = settings_from(args)
     except ConfigError as exc:
         print(f"livecommerce: {exc}", file=sys.stderr)
         return 2
-    import uvloop
-
-    try:
-        uvloop.run(serve(settings))
-    except TimeoutError:
-        log.error("drain did not finish in time; exiting anyway")
-        return 1
-    return 0
+    if settings.workers > 1:
+        return run_workers(settings, str(args.log_level))
+    return run_one(settings, str(args.log_level))

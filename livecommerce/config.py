@@ -67,6 +67,8 @@ class Settings:
     """The most order attempts served by one store call."""
     token_ttl_s: int = 12 * 3600
     """Lifetime of tokens issued by the demo sign-in."""
+    workers: int = 1
+    """Server processes sharing the port (``SO_REUSEPORT``); more than one needs Redis."""
     limits: Limits = field(default_factory=Limits)
 
     def check(self) -> Settings:
@@ -84,4 +86,10 @@ class Settings:
             raise ConfigError("hold_s must be between 1 and 86400 seconds")
         if self.history_size < 1:
             raise ConfigError("history_size must be at least 1")
+        if not 1 <= self.workers <= 64:
+            raise ConfigError("workers must be between 1 and 64")
+        if self.workers > 1 and not self.redis_url:
+            raise ConfigError("several workers share rooms through Redis: pass --redis-url")
+        if self.workers > 1 and self.port == 0:
+            raise ConfigError("several workers need a fixed port to share (not 0)")
         return self

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -193,15 +194,20 @@ async def connect() -> AsyncIterator[ClientFactory]:
 
 
 class ServerProcess:
-    """A real ``livecommerce serve`` process (for the Redis and signal tests)."""
+    """A real ``livecommerce serve`` process (for the Redis and signal tests).
+
+    Its output goes to a file, never to a pipe nobody reads: a full pipe blocks the
+    server's next log line, and with it the whole server.
+    """
 
     def __init__(self, port: int, args: list[str], env: dict[str, str] | None = None) -> None:
         self.port = port
+        self.log = tempfile.NamedTemporaryFile(prefix="livecommerce-", suffix=".log")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "livecommerce", "serve", "--port", str(port), *args],
             cwd=ROOT,
             env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE,
+            stdout=self.log,
             stderr=subprocess.STDOUT,
         )
         wait_until(self.ready, 15, f"server on {port}")
@@ -210,10 +216,13 @@ class ServerProcess:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def output(self) -> str:
+        with open(self.log.name, encoding="utf-8", errors="replace") as f:
+            return f.read()
+
     def ready(self) -> bool:
         if self.proc.poll() is not None:
-            out = self.proc.stdout.read().decode() if self.proc.stdout else ""
-            raise RuntimeError(f"server exited with {self.proc.returncode}:\n{out}")
+            raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.output()}")
         try:
             with urllib.request.urlopen(self.url + "/healthz", timeout=1) as resp:
                 return bool(resp.status == 200)
@@ -224,8 +233,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(15)
-        if self.proc.stdout:
-            self.proc.stdout.close()
+        self.log.close()
 
 
 @pytest.fixture

@@ -158,3 +158,48 @@ def test_serve_refuses_to_start_without_a_secret() -> None:
 def test_secret_from_the_environment(spawn: Callable[..., ServerProcess]) -> None:
     p = spawn(env={"LIVECOMMERCE_SECRET": SECRET})
     assert p.ready()
+
+
+def worker_pids(p: ServerProcess, tries: int = 60) -> set[int]:
+    """The pids that answer on the port (each request on a new connection; a killed
+    worker's queued connections are reset, which counts as no answer)."""
+    pids = set()
+    for _ in range(tries):
+        try:
+            with urllib.request.urlopen(p.url + "/healthz", timeout=5) as resp:
+                pids.add(json.loads(resp.read())["pid"])
+        except OSError:
+            pass
+    return pids
+
+
+async def test_workers_share_one_port_and_a_dead_worker_is_replaced(
+    redis_url: str, spawn: Callable[..., ServerProcess]
+) -> None:
+    p = spawn("--redis-url", redis_url, "--secret", SECRET, "--demo", "--workers", "2")
+    await until(lambda: len(worker_pids(p)) == 2)
+    pids = await asyncio.to_thread(worker_pids, p)
+    assert p.proc.pid not in pids  # the parent only supervises
+    clients = [await open_client(p, f"w{i}") for i in range(8)]
+    try:
+        for c in clients:
+            await c.join("demo")
+        sent = (await clients[0].request("chat", room="demo", text="to both workers"))["seq"]
+        for c in clients:  # whichever worker each landed on
+            got = await chats(c, 1)
+            assert [e["seq"] for e in got] == [sent]
+
+        victim = min(pids)
+        os.kill(victim, signal.SIGKILL)
+        await until(lambda: victim not in worker_pids(p) and len(worker_pids(p)) == 2, 20)
+    finally:
+        for c in clients:
+            await c.close()
+    p.proc.send_signal(signal.SIGTERM)
+    assert await asyncio.to_thread(p.proc.wait, 20) == 0
+
+
+def test_workers_need_redis() -> None:
+    done = run_cli("serve", "--demo", "--workers", "2")
+    assert done.returncode == 2
+    assert "redis" in done.stderr

@@ -6,6 +6,7 @@ Errors always have the shape ``{"error": {"code", "message"}}`` with a fitting s
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -179,7 +180,7 @@ async def get_order(request: web.Request) -> web.Response:
 async def healthz(request: web.Request) -> web.Response:
     if not request.app[READY][0]:
         return json_response({"status": "starting"}, 503)
-    return json_response({"status": "ok"})
+    return json_response({"status": "ok", "pid": os.getpid()})  # which worker answered
 
 
 async def openapi_json(request: web.Request) -> web.Response:

@@ -7,7 +7,10 @@ talks to the stores and the hub, and raises :class:`~livecommerce.errors.Error`.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import itertools
+import logging
 import os
 import secrets
 import time
@@ -16,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from livecommerce.auth import Principal, Role
-from livecommerce.backends import Backends
+from livecommerce.backends import Backends, RoomStore
 from livecommerce.config import Settings
 from livecommerce.errors import Error
 from livecommerce.inventory.batcher import ReservationBatcher
@@ -26,10 +29,96 @@ from livecommerce.protocol import ROOM_ID, encode_event, fragment, loads
 from livecommerce.rooms.hub import Hub, Membership, Subscriber
 from livecommerce.rooms.state import Room, Status, clean_text
 
-ROOM_TTL_S = 1.0
+log = logging.getLogger(__name__)
+
 CHATTERS: frozenset[Role] = frozenset({"viewer", "moderator", "host", "admin"})
 MODERATORS: frozenset[Role] = frozenset({"moderator", "host", "admin"})
 HOSTS: frozenset[Role] = frozenset({"host", "admin"})
+
+
+class RoomCache:
+    """Rooms as this process read them, each read at most once at a time.
+
+    Chats, likes and orders read their room on every command. Read from Redis each
+    time, that is a round trip per order in a burst; cached with a plain expiry, the
+    entry expires in the middle of a burst and every waiting handler sends its own read
+    (a stampede), and the handlers that arrive after the refill overtake them in the
+    order queue. So:
+
+    - a room read less than ``fresh_s`` ago is served as it is;
+    - one read between ``fresh_s`` and ``stale_s`` ago is served as it is while one
+      background task reads it again;
+    - an older or missing one is read, and every caller meanwhile waits on that one read.
+
+    A room's host never changes. Its status changes are seen at once by the process that
+    made them (:meth:`forget`) and within ``stale_s`` by the others; the inventory's
+    scripts check a sale's own state atomically, so a stale status never sells a unit.
+    """
+
+    def __init__(
+        self,
+        store: RoomStore,
+        *,
+        fresh_s: float = 1.0,
+        stale_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        max_rooms: int = 10_000,
+    ) -> None:
+        self._store = store
+        self._fresh_s = fresh_s
+        self._stale_s = stale_s
+        self._clock = clock
+        self._max_rooms = max_rooms
+        self._rooms: dict[str, tuple[float, Room]] = {}
+        self._reads: dict[str, asyncio.Task[Room | None]] = {}
+        self.reads = 0
+
+    async def get(self, room_id: str) -> Room | None:
+        """The room, or None if there is none."""
+        cached = self._rooms.get(room_id)
+        if cached is not None:
+            age = self._clock() - cached[0]
+            if age < self._fresh_s:
+                return cached[1]
+            if age < self._stale_s:
+                self._read(room_id)
+                return cached[1]
+        # A caller that stops waiting must not cancel the read the others wait on.
+        return await asyncio.shield(self._read(room_id))
+
+    def forget(self, room_id: str) -> None:
+        """Drop what is known of the room (this process just changed it): the next
+        caller reads it again, and a read already under way is not kept."""
+        self._rooms.pop(room_id, None)
+        self._reads.pop(room_id, None)
+
+    def _read(self, room_id: str) -> asyncio.Task[Room | None]:
+        task = self._reads.get(room_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(room_id))
+            self._reads[room_id] = task
+            task.add_done_callback(functools.partial(self._read_done, room_id))
+        return task
+
+    async def _load(self, room_id: str) -> Room | None:
+        started = self._clock()
+        self.reads += 1
+        room = await self._store.get(room_id)
+        if self._reads.get(room_id) is not asyncio.current_task():
+            return room  # forgotten meanwhile: may predate the change
+        if room is None:
+            self._rooms.pop(room_id, None)
+        else:
+            if len(self._rooms) >= self._max_rooms:
+                self._rooms.clear()
+            self._rooms[room_id] = (started, room)
+        return room
+
+    def _read_done(self, room_id: str, task: asyncio.Task[Room | None]) -> None:
+        if self._reads.get(room_id) is task:
+            del self._reads[room_id]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("reading room %s failed: %r", room_id, exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +158,7 @@ class RoomService:
             max_batch=settings.reserve_batch,
             clock=clock,
         )
-        self._room_cache: dict[str, tuple[float, Room]] = {}
+        self._rooms = RoomCache(backends.rooms, clock=clock)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex()
 
@@ -94,23 +183,14 @@ class RoomService:
     # -- rooms -----------------------------------------------------------------------
 
     async def room(self, room_id: str) -> Room:
-        """The room, as this process saw it at most ``ROOM_TTL_S`` ago.
+        """The room, as this process saw it lately (see :class:`RoomCache`).
 
-        Chats, likes and orders read the room on every command; on Redis a fresh read
-        each time was a round trip per order in a burst. A room's host never changes,
-        and its status changes are seen here at once (this process) or within the TTL
-        (another process).
+        Raises:
+            Error: ``not_found`` if there is no such room.
         """
-        now = self._clock()
-        cached = self._room_cache.get(room_id)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        room = await self.backends.rooms.get(room_id)
+        room = await self._rooms.get(room_id)
         if room is None:
             raise Error("not_found", f"no room {room_id!r}")
-        if len(self._room_cache) > 10_000:
-            self._room_cache.clear()
-        self._room_cache[room_id] = (now + ROOM_TTL_S, room)
         return room
 
     async def _room_as(self, who: Principal, room_id: str, allowed: frozenset[Role]) -> Room:
@@ -166,7 +246,7 @@ class RoomService:
         """Go live. Starting a live room again is a no-op; an ended room cannot."""
         room = await self._room_as(who, room_id, HOSTS)
         changed = await self.backends.rooms.set_status(room.id, "scheduled", "live")
-        self._room_cache.pop(room.id, None)
+        self._rooms.forget(room.id)
         if changed:
             await self._publish(room.id, "room.started", {})
         elif (await self.room(room.id)).status == "ended":
@@ -182,7 +262,7 @@ class RoomService:
         changed = await rooms.set_status(room.id, "live", "ended") or await rooms.set_status(
             room.id, "scheduled", "ended"
         )
-        self._room_cache.pop(room.id, None)
+        self._rooms.forget(room.id)
         if changed:
             await self._publish(room.id, "room.ended", {})
 
