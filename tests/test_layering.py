@@ -16,6 +16,8 @@ PURE = [
     "livecommerce.auth",
     "livecommerce.rooms.state",
     "livecommerce.moderation.rules",
+    "livecommerce.moderation.wordfilter",
+    "livecommerce.inventory.rules",
 ]
 
 
