@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from aiohttp import web
 
@@ -63,8 +64,68 @@ def _parser() -> argparse.ArgumentParser:
         default=int(os.environ.get("LIVECOMMERCE_WORKERS", "1")),
         help="server processes sharing the port (SO_REUSEPORT; more than 1 needs Redis)",
     )
+    serve.add_argument(
+        "--no-bridge",
+        dest="bridge",
+        action="store_false",
+        help="run no order-bridge worker here (run `livecommerce bridge` instead)",
+    )
+    _order_options(serve)
     serve.add_argument("--log-level", default=os.environ.get("LIVECOMMERCE_LOG_LEVEL", "INFO"))
+
+    bridge = sub.add_parser("bridge", help="run order-bridge workers apart from the server")
+    _store_options(bridge)
+    _order_options(bridge)
+    bridge.add_argument("--log-level", default=os.environ.get("LIVECOMMERCE_LOG_LEVEL", "INFO"))
+
+    orders = sub.add_parser("orders", help="order tools")
+    orders_sub = orders.add_subparsers(dest="orders_command", required=True)
+    rec = orders_sub.add_parser(
+        "reconcile", help="compare holds with what the order system confirmed"
+    )
+    _store_options(rec)
+    rec.add_argument("--room", action="append", help="only this room (repeat); default: all")
+    rec.add_argument(
+        "--shop-export",
+        help='JSON lines from the order system: {"order_id", "status"} per order it knows',
+    )
+    rec.add_argument("--log-level", default="WARNING")
     return parser
+
+
+def _store_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--redis-url",
+        default=os.environ.get("LIVECOMMERCE_REDIS_URL"),
+        required="LIVECOMMERCE_REDIS_URL" not in os.environ,
+        help="the server's Redis (or LIVECOMMERCE_REDIS_URL)",
+    )
+    p.add_argument(
+        "--secret",
+        default=os.environ.get("LIVECOMMERCE_SECRET"),
+        help="the server's token secret (or LIVECOMMERCE_SECRET)",
+    )
+
+
+def _order_options(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument(
+        "--order-webhook-url",
+        default=env("LIVECOMMERCE_ORDER_WEBHOOK_URL"),
+        help="the order system's webhook (default: the built-in sandbox shop)",
+    )
+    p.add_argument(
+        "--order-webhook-secret",
+        default=env("LIVECOMMERCE_ORDER_WEBHOOK_SECRET"),
+        help="whsec_... shared with the order system: signs webhooks, verifies callbacks",
+    )
+    p.add_argument(
+        "--order-webhook-max-attempts",
+        type=int,
+        default=int(env("LIVECOMMERCE_ORDER_WEBHOOK_MAX_ATTEMPTS", "10")),
+        help="failed deliveries before an order goes to the dead letters (default 10)",
+    )
+    p.add_argument("--currency", default=env("LIVECOMMERCE_CURRENCY", "USD"), help="ISO 4217 (USD)")
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -78,7 +139,18 @@ def settings_from(args: argparse.Namespace) -> Settings:
         outbound_limit=args.outbound_limit,
         hold_s=args.hold_s,
         workers=args.workers,
+        bridge=args.bridge,
+        **_order_settings(args),
     ).check()
+
+
+def _order_settings(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        "order_webhook_url": args.order_webhook_url or None,
+        "order_webhook_secret": args.order_webhook_secret or None,
+        "bridge_max_failures": args.order_webhook_max_attempts,
+        "currency": args.currency,
+    }
 
 
 def _banner(settings: Settings, port: int) -> str:
@@ -221,6 +293,35 @@ def run_workers(settings: Settings, log_level: str) -> int:
             return max((p.exitcode or 0) for p in procs)
 
 
+def _tool_settings(args: argparse.Namespace) -> Settings:
+    """Settings of a command that works on a server's Redis (no HTTP side)."""
+    _log_setup(str(args.log_level))
+    extra = _order_settings(args) if args.command == "bridge" else {}
+    # The token secret only matters to derive the sandbox's webhook secret.
+    secret = args.secret or "unused-by-this-command-0123456789abcdef"
+    return Settings(redis_url=args.redis_url, secret=secret, **extra).check()
+
+
+def run_bridge(settings: Settings, log_level: str) -> int:
+    """``livecommerce bridge``: order-bridge workers only, until SIGTERM or SIGINT."""
+    if settings.order_webhook_url is None:
+        raise ConfigError(
+            "livecommerce bridge needs --order-webhook-url (the sandbox lives in serve)"
+        )
+    import uvloop
+
+    from livecommerce.orders.tools import bridge_main
+
+    return uvloop.run(bridge_main(settings))
+
+
+def reconcile(settings: Settings, rooms: list[str] | None, shop_export: str | None) -> int:
+    """``livecommerce orders reconcile``: print the differences; 1 if there are any."""
+    from livecommerce.orders.tools import reconcile_main
+
+    return asyncio.run(reconcile_main(settings, rooms, shop_export))
+
+
 async def _orphaned(parent: int, stop: asyncio.Event) -> None:
     """Set ``stop`` once the supervisor ``parent`` is gone (killed without passing on a
     signal): a worker must not outlive it and hold the port."""
@@ -233,6 +334,10 @@ async def _orphaned(parent: int, stop: asyncio.Event) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command == "bridge":
+            return run_bridge(_tool_settings(args), str(args.log_level))
+        if args.command == "orders":
+            return reconcile(_tool_settings(args), args.room, args.shop_export)
         settings = settings_from(args)
     except ConfigError as exc:
         print(f"livecommerce: {exc}", file=sys.stderr)

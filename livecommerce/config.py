@@ -67,6 +67,19 @@ class Settings:
     """The most order attempts served by one store call."""
     token_ttl_s: int = 12 * 3600
     """Lifetime of tokens issued by the demo sign-in."""
+    order_webhook_url: str | None = None
+    """The order system's webhook; None: the in-process sandbox shop takes the orders."""
+    order_webhook_secret: str | None = None
+    """``whsec_...``: signs the webhooks and verifies the callbacks. None: derived from
+    ``secret`` (only meaningful for the sandbox)."""
+    bridge: bool = True
+    """Run order-bridge workers in this process (``livecommerce bridge`` runs them apart)."""
+    bridge_max_failures: int = 10
+    """Failed deliveries of one order before it goes to the dead letters."""
+    bridge_timeout_s: float = 10.0
+    bridge_concurrency: int = 64
+    currency: str = "USD"
+    """ISO 4217 code of every price (prices are in its smallest unit)."""
     workers: int = 1
     """Server processes sharing the port (``SO_REUSEPORT``); more than one needs Redis."""
     limits: Limits = field(default_factory=Limits)
@@ -86,6 +99,20 @@ class Settings:
             raise ConfigError("hold_s must be between 1 and 86400 seconds")
         if self.history_size < 1:
             raise ConfigError("history_size must be at least 1")
+        if self.order_webhook_url is not None and not self.order_webhook_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError("the order webhook URL must be http:// or https://")
+        if self.order_webhook_url is not None and not self.order_webhook_secret:
+            raise ConfigError("an order webhook URL needs --order-webhook-secret (whsec_...)")
+        if self.order_webhook_secret is not None:
+            from livecommerce.orders.webhooks import parse_secret
+
+            parse_secret(self.order_webhook_secret)
+        if self.bridge_max_failures < 1 or self.bridge_concurrency < 1:
+            raise ConfigError("bridge_max_failures and bridge_concurrency must be at least 1")
+        if len(self.currency) != 3 or not self.currency.isalpha() or not self.currency.isupper():
+            raise ConfigError("currency must be an ISO 4217 code such as USD")
         if not 1 <= self.workers <= 64:
             raise ConfigError("workers must be between 1 and 64")
         if self.workers > 1 and not self.redis_url:

@@ -14,7 +14,15 @@ from dataclasses import dataclass
 from typing import Literal, Protocol
 
 from livecommerce.config import Settings
-from livecommerce.inventory.rules import Attempt, Order, Outcome, Product, Sale
+from livecommerce.inventory.rules import (
+    Attempt,
+    Order,
+    Outcome,
+    Product,
+    Sale,
+    Settled,
+    SettleKind,
+)
 from livecommerce.rooms.state import Room, Status
 
 Sink = Callable[[bytes, str | None], None]
@@ -184,6 +192,23 @@ class InventoryStore(Protocol):
     async def cancel(self, order_id: str) -> Order | None:
         """Release a hold as ``cancelled``; the order if this call released it."""
 
+    async def settle(
+        self, order_id: str, kind: SettleKind, *, event_id: str | None, now_ms: int
+    ) -> Settled:
+        """Apply an order-system event (``Ledger.settle``), publishing ``sale.ended`` if
+        it sold the sale out. With ``event_id``, the id is remembered in the same atomic
+        step, and an id seen before changes nothing (``duplicate``). A payment for an
+        expired hold is recorded for :meth:`late_payments`."""
+
+    async def set_payment_url(self, order_id: str, url: str) -> Order | None:
+        """Give the order its payment page; the order, or None if unknown."""
+
+    async def late_payments(self, room: str) -> dict[str, int]:
+        """Orders of the room paid after their hold expired: order id -> ms."""
+
+    async def orders(self, room: str) -> list[Order]:
+        """Every order of the room, oldest first (reconciliation, not the hot path)."""
+
     async def sweep(self, room: str, now_ms: int) -> list[Order]:
         """Release the room's holds past their window (each exactly once, whoever else
         sweeps) and end its sales past their end time; return the released orders."""
@@ -202,6 +227,71 @@ class InventoryStore(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """One outbox entry: a new hold for the order system. ``id`` is
+    ``<room>/<entry id>``; ``fields`` the order as the reservation wrote it."""
+
+    id: str
+    room: str
+    fields: dict[str, str]
+    failures: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An entry given up on, with why, after how many failures, and when (ms)."""
+
+    id: str
+    room: str
+    fields: dict[str, str]
+    reason: str
+    failures: int
+    at_ms: int
+
+
+class OutboxStore(Protocol):
+    """The order bridge's view of every room's outbox, shared by its workers (a Redis
+    consumer group): each entry is handed to one worker at a time, stays pending until
+    acknowledged or buried, and a dead worker's entries can be taken over.
+
+    Rooms join the outbox when their first sale starts.
+    """
+
+    async def read(self, consumer: str, count: int, *, block_ms: int) -> list[OutboxEntry]:
+        """Up to ``count`` entries no worker has had yet, now pending on ``consumer``;
+        waits up to ``block_ms`` when there are none."""
+
+    async def reclaim(self, consumer: str, *, min_idle_ms: int, count: int) -> list[OutboxEntry]:
+        """Up to ``count`` pending entries untouched for ``min_idle_ms`` (their worker
+        died or hung), now pending on ``consumer``."""
+
+    async def touch(self, consumer: str, entries: list[OutboxEntry]) -> None:
+        """Keep ``entries`` claimed by ``consumer`` (resets their idle time)."""
+
+    async def ack(self, entry: OutboxEntry) -> None:
+        """The entry was delivered: it is done with."""
+
+    async def failed(self, entry: OutboxEntry) -> int:
+        """Count a failed delivery of the entry; return its failures so far."""
+
+    async def bury(self, entry: OutboxEntry, reason: str, now_ms: int) -> None:
+        """Move the entry to the dead letters, atomically (no longer pending)."""
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        """Dead letters of every room, oldest first."""
+
+    async def redrive(self, dead_id: str) -> bool:
+        """Put a dead letter back in its room's outbox as a new entry (its failures
+        start again at 0); False if there is no such dead letter."""
+
+    async def backlog(self) -> int:
+        """Entries neither delivered nor buried (read or not yet)."""
+
+    async def rooms(self) -> list[str]:
+        """The rooms with an outbox."""
+
+
+@dataclass(frozen=True, slots=True)
 class Backends:
     """The stores of one process, and the name of their engine."""
 
@@ -211,6 +301,7 @@ class Backends:
     counters: Counters
     moderation: ModerationStore
     inventory: InventoryStore
+    outbox: OutboxStore
 
 
 @asynccontextmanager

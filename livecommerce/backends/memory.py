@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
 import secrets
+import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from livecommerce.backends import (
     Backends,
+    DeadLetter,
     Kind,
     LogHead,
     LogSnapshot,
+    OutboxEntry,
     Refusal,
     Sink,
 )
@@ -22,12 +29,16 @@ from livecommerce.inventory.rules import (
     Outcome,
     Product,
     Sale,
+    Settled,
+    SettleKind,
     room_of_order,
 )
 from livecommerce.protocol import encode_event, sequence
 from livecommerce.rooms.state import Room, Status
 
 PRESENCE_TTL_MS = 5000
+MAX_EVENT_IDS = 1_000_000
+"""Callback event ids remembered (the Redis engine remembers them for a week)."""
 
 
 class MemoryRoomStore:
@@ -210,14 +221,128 @@ class MemoryModerationStore:
                 del self._last_chat[key]
 
 
+class MemoryOutboxStore:
+    """Every room's outbox as a list, with the bookkeeping of a consumer group."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: dict[str, list[dict[str, str] | None]] = {}
+        """room -> entries by number (None once acknowledged or buried)."""
+        self._unread: deque[tuple[str, int]] = deque()
+        self._pending: dict[tuple[str, int], tuple[str, float]] = {}
+        """(room, n) -> (consumer, last touched)."""
+        self._failures: dict[tuple[str, int], int] = {}
+        self._dead: dict[tuple[str, int], DeadLetter] = {}
+        self._dead_ids = itertools.count(1)
+        self._written: dict[str, list[dict[str, str]]] = {}
+        self._arrived = asyncio.Event()
+
+    def append(self, room: str, fields: dict[str, str]) -> None:
+        entries = self._entries.setdefault(room, [])
+        entries.append(fields)
+        self._written.setdefault(room, []).append(fields)
+        self._unread.append((room, len(entries) - 1))
+        self._arrived.set()
+
+    def entries(self, room: str) -> list[dict[str, str]]:
+        """Every entry ever written for the room, delivered or not."""
+        return [dict(f) for f in self._written.get(room, [])]
+
+    def _entry(self, room: str, n: int) -> OutboxEntry:
+        fields = self._entries[room][n]
+        assert fields is not None
+        return OutboxEntry(f"{room}/{n}", room, dict(fields), self._failures.get((room, n), 0))
+
+    @staticmethod
+    def _key(entry_id: str) -> tuple[str, int]:
+        room, _, n = entry_id.rpartition("/")
+        return room, int(n)
+
+    async def read(self, consumer: str, count: int, *, block_ms: int) -> list[OutboxEntry]:
+        if not self._unread and block_ms > 0:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), block_ms / 1000)
+        out: list[OutboxEntry] = []
+        now = self._clock()
+        while self._unread and len(out) < count:
+            room, n = self._unread.popleft()
+            self._pending[(room, n)] = (consumer, now)
+            out.append(self._entry(room, n))
+        return out
+
+    async def reclaim(self, consumer: str, *, min_idle_ms: int, count: int) -> list[OutboxEntry]:
+        now = self._clock()
+        out: list[OutboxEntry] = []
+        for k, (_, touched) in list(self._pending.items()):
+            if len(out) >= count:
+                break
+            if (now - touched) * 1000 >= min_idle_ms:
+                self._pending[k] = (consumer, now)
+                out.append(self._entry(*k))
+        return out
+
+    async def touch(self, consumer: str, entries: list[OutboxEntry]) -> None:
+        now = self._clock()
+        for e in entries:
+            k = self._key(e.id)
+            if k in self._pending:
+                self._pending[k] = (consumer, now)
+
+    def _done(self, k: tuple[str, int]) -> None:
+        self._pending.pop(k, None)
+        self._failures.pop(k, None)
+        self._entries[k[0]][k[1]] = None
+
+    async def ack(self, entry: OutboxEntry) -> None:
+        k = self._key(entry.id)
+        if k in self._pending:
+            self._done(k)
+
+    async def failed(self, entry: OutboxEntry) -> int:
+        k = self._key(entry.id)
+        self._failures[k] = self._failures.get(k, 0) + 1
+        return self._failures[k]
+
+    async def bury(self, entry: OutboxEntry, reason: str, now_ms: int) -> None:
+        k = self._key(entry.id)
+        if k not in self._pending:
+            return
+        n = next(self._dead_ids)
+        failures = self._failures.get(k, 0)
+        self._dead[(entry.room, n)] = DeadLetter(
+            f"{entry.room}/{n}", entry.room, dict(entry.fields), reason, failures, now_ms
+        )
+        self._done(k)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return sorted(self._dead.values(), key=lambda d: (d.at_ms, d.id))[:limit]
+
+    async def redrive(self, dead_id: str) -> bool:
+        try:
+            dead = self._dead.pop(self._key(dead_id))
+        except (KeyError, ValueError):
+            return False
+        self.append(dead.room, dict(dead.fields))
+        return True
+
+    async def backlog(self) -> int:
+        return sum(1 for entries in self._entries.values() for f in entries if f is not None)
+
+    async def rooms(self) -> list[str]:
+        return sorted(self._entries)
+
+
 class MemoryInventoryStore:
     """A :class:`Ledger` per room; events go through the memory event log."""
 
-    def __init__(self, log: MemoryEventLog) -> None:
+    def __init__(self, log: MemoryEventLog, outbox: MemoryOutboxStore) -> None:
         self._log = log
         self._products: dict[str, dict[str, Product]] = {}
         self._ledgers: dict[str, Ledger] = {}
-        self._outbox: dict[str, list[dict[str, str]]] = {}
+        self._outbox = outbox
+        self._events: dict[tuple[str, str], None] = {}
+        self._late: dict[str, dict[str, int]] = {}
 
     def _ledger(self, room: str) -> Ledger:
         ledger = self._ledgers.get(room)
@@ -264,8 +389,8 @@ class MemoryInventoryStore:
         outcomes = [ledger.reserve(sale_id, a, now=now_ms, hold_ms=hold_ms) for a in attempts]
         for out in outcomes:
             if out.created and out.order is not None:
-                entry = {k: str(v) for k, v in out.order.to_dict().items()}
-                self._outbox.setdefault(room, []).append(entry)
+                entry = {k: str(v) for k, v in out.order.to_dict().items() if v is not None}
+                self._outbox.append(room, entry)
         return [replace(o, order=None if o.order is None else replace(o.order)) for o in outcomes]
 
     async def pay(self, order_id: str, now_ms: int) -> tuple[Order | None, bool]:
@@ -302,7 +427,44 @@ class MemoryInventoryStore:
         return list(self._ledgers)
 
     async def outbox(self, room: str) -> list[dict[str, str]]:
-        return list(self._outbox.get(room, []))
+        return self._outbox.entries(room)
+
+    async def settle(
+        self, order_id: str, kind: SettleKind, *, event_id: str | None, now_ms: int
+    ) -> Settled:
+        room = room_of_order(order_id)
+        ledger = self._ledgers.get(room)
+        if ledger is None or order_id not in ledger.orders:
+            return Settled(None, applied=False)
+        if event_id is not None:
+            if (room, event_id) in self._events:
+                order = replace(ledger.orders[order_id])
+                return Settled(order, applied=False, duplicate=True)
+            if len(self._events) >= MAX_EVENT_IDS:  # forget the oldest (insertion order)
+                del self._events[next(iter(self._events))]
+            self._events[(room, event_id)] = None
+        done = ledger.settle(order_id, kind)
+        if done.sold_out is not None:
+            await self._ended(done.sold_out, now_ms)
+        if done.late:
+            self._late.setdefault(room, {})[order_id] = now_ms
+        return replace(done, order=None if done.order is None else replace(done.order))
+
+    async def set_payment_url(self, order_id: str, url: str) -> Order | None:
+        ledger = self._ledgers.get(room_of_order(order_id))
+        order = None if ledger is None else ledger.orders.get(order_id)
+        if order is None:
+            return None
+        order.payment_url = url
+        return replace(order)
+
+    async def late_payments(self, room: str) -> dict[str, int]:
+        return dict(self._late.get(room, {}))
+
+    async def orders(self, room: str) -> list[Order]:
+        ledger = self._ledgers.get(room)
+        orders = [] if ledger is None else ledger.orders.values()
+        return sorted((replace(o) for o in orders), key=lambda o: (o.created_at, o.id))
 
 
 def memory_backends(settings: Settings) -> Backends:
@@ -310,11 +472,13 @@ def memory_backends(settings: Settings) -> Backends:
     log = MemoryEventLog(
         history_size=settings.history_size, recent_size=settings.limits.recent_chats
     )
+    outbox = MemoryOutboxStore()
     return Backends(
         engine="memory",
         rooms=MemoryRoomStore(),
         log=log,
         counters=MemoryCounters(),
         moderation=MemoryModerationStore(),
-        inventory=MemoryInventoryStore(log),
+        inventory=MemoryInventoryStore(log, outbox),
+        outbox=outbox,
     )

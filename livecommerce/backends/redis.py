@@ -398,6 +398,7 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
     r = aioredis.Redis.from_pool(pool)  # closing r closes the pool
     await r.ping()
     from livecommerce.backends.redis_inventory import RedisInventoryStore
+    from livecommerce.backends.redis_outbox import RedisOutboxStore
 
     events = RedisEventLog(
         r, history_size=settings.history_size, recent_size=settings.limits.recent_chats
@@ -410,6 +411,7 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
             counters=RedisCounters(r),
             moderation=RedisModerationStore(r),
             inventory=RedisInventoryStore(r, history_size=settings.history_size),
+            outbox=RedisOutboxStore(r),
         )
     finally:
         await events.close()

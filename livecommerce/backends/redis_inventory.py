@@ -9,7 +9,9 @@ Keys, after the prefix: ``products`` (hash sku -> product JSON), ``sale:<id>`` (
 ``sales`` (set of open sale ids), ``units:<sale>`` (hash user -> held and paid units),
 ``ordr:<order id>`` (hash), ``uord:<user>`` (zset of the user's order ids), ``holds``
 (zset order id -> expiry ms), ``outbox`` (stream, one entry per hold). Outside any room:
-``lc:sweep`` (zset room -> last sale start ms), the rooms the sweeper visits.
+``lc:sweep`` (zset room -> last sale start ms), the rooms the sweeper visits. The order
+bridge's keys are in ``redis_outbox.py``; callbacks add ``evt:<event id>`` (string, for a
+week) and ``late`` (hash order id -> ms of a payment that came after the hold expired).
 """
 
 from __future__ import annotations
@@ -25,14 +27,19 @@ from livecommerce.inventory.rules import (
     Outcome,
     Product,
     Sale,
+    Settled,
+    SettleKind,
     room_of_order,
 )
 from livecommerce.protocol import dumps, loads
 
 Arg = bytes | str | int
 SWEEP_INDEX = "lc:sweep"
+OUTBOX_INDEX = "lc:outboxes"
 SWEEP_BATCH = 200
 SWEEP_GRACE_MS = 60_000
+EVENT_MEMORY_MS = 7 * 24 * 3600 * 1000
+"""How long a callback's event id is remembered (longer than any sender retries)."""
 
 _SALE_LUA = (
     LOG_LUA
@@ -48,6 +55,21 @@ local function end_sale(p, room, sid, reason, now, maxlen, fresh)
   emit(p, '{"type":"sale.ended","room":"' .. room .. '","ts":' .. num(now) ..
           ',"sale_id":"' .. sid .. '","reason":"' .. reason .. '"}', maxlen, fresh)
   return true
+end
+
+-- Pay a hold (the caller checked it is held); end its sale once every unit is paid.
+local function pay_hold(p, room, oid, now, maxlen, fresh)
+  local ok = p .. 'ordr:' .. oid
+  local o = redis.call('HMGET', ok, 'sale', 'qty')
+  local qty = tonumber(o[2])
+  redis.call('HSET', ok, 'status', 'paid')
+  redis.call('ZREM', p .. 'holds', oid)
+  local sk = p .. 'sale:' .. o[1]
+  redis.call('HINCRBY', sk, 'held', -qty)
+  local sold = redis.call('HINCRBY', sk, 'sold', qty)
+  if sold == tonumber(redis.call('HGET', sk, 'stock')) then
+    end_sale(p, room, o[1], 'sold_out', now, maxlen, fresh)
+  end
 end
 
 -- End a hold as expired or cancelled: its units go back, once.
@@ -164,19 +186,64 @@ local p, oid = ARGV[1], ARGV[5]
 local status = redis.call('HGET', KEYS[1], 'status')
 if not status then return false end
 if status ~= 'held' then return {status, 0} end
-local o = redis.call('HMGET', KEYS[1], 'sale', 'qty')
-local qty = tonumber(o[2])
-redis.call('HSET', KEYS[1], 'status', 'paid')
-redis.call('ZREM', p .. 'holds', oid)
-local sk = p .. 'sale:' .. o[1]
-redis.call('HINCRBY', sk, 'held', -qty)
-local sold = redis.call('HINCRBY', sk, 'sold', qty)
-if sold == tonumber(redis.call('HGET', sk, 'stock')) then
-  end_sale(p, ARGV[4], o[1], 'sold_out', tonumber(ARGV[6]), ARGV[3], ARGV[2])
-end
+pay_hold(p, ARGV[4], oid, tonumber(ARGV[6]), ARGV[3], ARGV[2])
 return {'paid', 1}
 """
 )
+
+SETTLE = (
+    """
+-- KEYS: 1 the order's hash
+-- ARGV: 1 prefix, 2 fresh epoch, 3 history size, 4 room, 5 order id, 6 now ms,
+--       7 kind (paid, cancelled, refunded), 8 event id ('' for none), 9 event memory ms
+-- Ledger.settle in one step, with the event id remembered in the same step.
+-- Returns false for no such order, else {status after, 1 if changed, 1 if a late
+-- payment, 1 if the event id was seen before}.
+"""
+    + _SALE_LUA
+    + """
+local p, room, oid, now, kind = ARGV[1], ARGV[4], ARGV[5], tonumber(ARGV[6]), ARGV[7]
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status then return false end
+if ARGV[8] ~= '' and not redis.call('SET', p .. 'evt:' .. ARGV[8], oid, 'NX', 'PX', ARGV[9]) then
+  return {status, 0, 0, 1}
+end
+if status == 'held' then
+  if kind == 'paid' then
+    pay_hold(p, room, oid, now, ARGV[3], ARGV[2])
+    return {'paid', 1, 0, 0}
+  end
+  release(p, oid, 'cancelled')
+  return {'cancelled', 1, 0, 0}
+end
+if status == 'paid' and kind ~= 'paid' then
+  local o = redis.call('HMGET', KEYS[1], 'sale', 'qty', 'user')
+  local qty = tonumber(o[2])
+  redis.call('HSET', KEYS[1], 'status', 'refunded')
+  local sk = p .. 'sale:' .. o[1]
+  if redis.call('HGET', sk, 'status') == 'active' then
+    redis.call('HINCRBY', sk, 'sold', -qty)
+    redis.call('HINCRBY', sk, 'remaining', qty)
+    redis.call('HINCRBY', p .. 'units:' .. o[1], o[3], -qty)
+  end
+  return {'refunded', 1, 0, 0}
+end
+if kind == 'paid' and status == 'expired' then
+  redis.call('HSET', p .. 'late', oid, now)
+  return {status, 0, 1, 0}
+end
+return {status, 0, 0, 0}
+"""
+)
+
+SET_PAYMENT_URL = """
+-- KEYS: 1 the order's hash
+-- ARGV: 1 the URL
+-- Returns 1 if the order exists (and now has the URL).
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], 'payment_url', ARGV[1])
+return 1
+"""
 
 CANCEL = (
     """
@@ -295,6 +362,8 @@ class RedisInventoryStore:
         self._reserve = r.register_script(RESERVE)
         self._pay = r.register_script(PAY)
         self._cancel = r.register_script(CANCEL)
+        self._settle = r.register_script(SETTLE)
+        self._set_payment_url = r.register_script(SET_PAYMENT_URL)
         self._sweep = r.register_script(SWEEP)
         self._forget = r.register_script(FORGET_ROOM)
         self._stock = r.register_script(STOCK)
@@ -308,6 +377,7 @@ class RedisInventoryStore:
 
     async def start_sale(self, sale: Sale, event: bytes) -> None:
         await self._r.zadd(SWEEP_INDEX, {sale.room: sale.starts_at})
+        await self._r.sadd(OUTBOX_INDEX, sale.room)  # before any hold of the sale exists
         fields = [str(v) for kv in _sale_fields(sale) for v in kv]
         args: list[Arg] = [key(sale.room, ""), _fresh_epoch(), self._history, event, sale.id]
         args += fields
@@ -373,6 +443,40 @@ class RedisInventoryStore:
         if result is None:
             return None, False
         return await self.order(order_id), bool(result[1])
+
+    async def settle(
+        self, order_id: str, kind: SettleKind, *, event_id: str | None, now_ms: int
+    ) -> Settled:
+        room = room_of_order(order_id)
+        args: list[Arg] = [key(room, ""), _fresh_epoch(), self._history, room, order_id, now_ms]
+        args += [kind, event_id or "", EVENT_MEMORY_MS]
+        result = await self._settle(keys=[key(room, f"ordr:{order_id}")], args=args)
+        if not result:
+            return Settled(None, applied=False)
+        _, applied, late, duplicate = result
+        return Settled(
+            await self.order(order_id),
+            applied=bool(applied),
+            late=bool(late),
+            duplicate=bool(duplicate),
+        )
+
+    async def set_payment_url(self, order_id: str, url: str) -> Order | None:
+        room = room_of_order(order_id)
+        if not await self._set_payment_url(keys=[key(room, f"ordr:{order_id}")], args=[url]):
+            return None
+        return await self.order(order_id)
+
+    async def late_payments(self, room: str) -> dict[str, int]:
+        raw = await self._r.hgetall(key(room, "late"))
+        return {_str(k): int(v) for k, v in raw.items()}
+
+    async def orders(self, room: str) -> list[Order]:
+        found = []
+        async for k in self._r.scan_iter(match=key(room, "ordr:*"), count=1000):
+            if (order := _order(await self._r.hgetall(k))) is not None:
+                found.append(order)
+        return sorted(found, key=lambda o: (o.created_at, o.id))
 
     async def cancel(self, order_id: str) -> Order | None:
         room = room_of_order(order_id)

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from livecommerce.backends import make_backends
 from livecommerce.config import Settings
-from livecommerce.http import routes
+from livecommerce.http import orders, routes
 from livecommerce.http.keys import (
     BACKENDS,
     CONNECTIONS,
@@ -107,6 +107,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     app.cleanup_ctx.append(service_ctx)
     if settings.demo:
         app.cleanup_ctx.append(demo_ctx)
+    orders.setup(app)  # the bridge's context, after the service's
     app.cleanup_ctx.append(ready_ctx)
     app.on_shutdown.append(_drain)
     routes.setup(app, STATIC_DIR)

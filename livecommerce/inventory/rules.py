@@ -23,7 +23,10 @@ from livecommerce.errors import Error
 
 SaleStatus = Literal["active", "ended"]
 EndReason = Literal["sold_out", "stopped", "expired"]
-OrderStatus = Literal["held", "paid", "expired", "cancelled"]
+OrderStatus = Literal["held", "paid", "expired", "cancelled", "refunded"]
+SettleKind = Literal["paid", "cancelled", "refunded"]
+"""What the order system reports about an order (its signed callbacks)."""
+SETTLE_KINDS: tuple[SettleKind, ...] = ("paid", "cancelled", "refunded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +96,12 @@ class Order:
     status: OrderStatus
     created_at: int
     expires_at: int
+    payment_url: str | None = None
+    """Where the buyer pays, once the order system gave one (or the sandbox's page)."""
 
     def public(self) -> dict[str, Any]:
-        """The protocol's ``order`` object."""
-        return {
+        """The protocol's ``order`` object (``payment_url`` while held, once known)."""
+        out: dict[str, Any] = {
             "id": self.id,
             "sale": self.sale,
             "sku": self.sku,
@@ -105,9 +110,26 @@ class Order:
             "status": self.status,
             "expires_at": self.expires_at,
         }
+        if self.payment_url and self.status == "held":
+            out["payment_url"] = self.payment_url
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What a callback did: the order as it now is (None if unknown), whether it
+    changed it, the sale it sold out if any, and ``late`` for a payment of an expired
+    hold."""
+
+    order: Order | None
+    applied: bool
+    sold_out: Sale | None = None
+    late: bool = False
+    duplicate: bool = False
+    """The event id was seen before: nothing was done (stores set this)."""
 
 
 def order_id(room: str, user: str, key: str) -> str:
@@ -252,6 +274,39 @@ class Ledger:
         sale.remaining += order.qty
         self.units[(order.sale, order.user)] -= order.qty
         return order
+
+    def settle(self, oid: str, kind: SettleKind) -> Settled:
+        """Apply what the order system reports, by the table of ``docs/orders.md``:
+
+        - ``held``: ``paid`` pays it; ``cancelled`` or ``refunded`` (a refund of a
+          payment never confirmed here) end it as ``cancelled``, its units back on sale.
+        - ``paid``: ``cancelled`` or ``refunded`` make it ``refunded``; the units go back
+          on sale only while the sale is open (after it ended they stay counted as
+          sold: they are the shop's to restock, not this sale's).
+        - ``expired``, ``cancelled``, ``refunded`` absorb every event (a payment for an
+          expired hold is reported as ``late``: the shop must refund it).
+
+        So every event is idempotent, and events arriving out of order end in a final
+        state rather than flip-flopping. Raises nothing; an unknown order gives None.
+        """
+        order = self.orders.get(oid)
+        if order is None:
+            return Settled(None, applied=False)
+        if order.status == "held":
+            if kind == "paid":
+                _, sold_out = self.pay(oid)
+                return Settled(order, applied=True, sold_out=sold_out)
+            self.release(oid, "cancelled")
+            return Settled(order, applied=True)
+        if order.status == "paid" and kind != "paid":
+            sale = self.sales[order.sale]
+            order.status = "refunded"
+            if sale.status == "active":
+                sale.sold -= order.qty
+                sale.remaining += order.qty
+                self.units[(order.sale, order.user)] -= order.qty
+            return Settled(order, applied=True)
+        return Settled(order, applied=False, late=kind == "paid" and order.status == "expired")
 
     def expire_due(self, now: int) -> list[Order]:
         """Release every hold whose payment window has passed."""

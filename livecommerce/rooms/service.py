@@ -15,7 +15,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from livecommerce.auth import Principal, Role
@@ -23,8 +23,17 @@ from livecommerce.backends import Backends, RoomStore
 from livecommerce.config import Settings
 from livecommerce.errors import Error
 from livecommerce.inventory.batcher import ReservationBatcher
-from livecommerce.inventory.rules import Attempt, Order, Product, Sale, order_id
+from livecommerce.inventory.rules import (
+    Attempt,
+    Order,
+    Product,
+    Sale,
+    Settled,
+    SettleKind,
+    order_id,
+)
 from livecommerce.moderation.rules import RateLimiter, refusal
+from livecommerce.orders.sandbox import checkout_path
 from livecommerce.protocol import ROOM_ID, encode_event, fragment, loads
 from livecommerce.rooms.hub import Hub, Membership, Subscriber
 from livecommerce.rooms.state import Room, Status, clean_text
@@ -470,7 +479,11 @@ class RoomService:
         outcome = await self.batcher.reserve(room.id, sale_id, attempt)
         if outcome.error == "not_found":
             raise Error("not_found", f"no sale {sale_id!r}")
-        return outcome.result()
+        order = outcome.result()
+        if order.payment_url is None and self.settings.order_webhook_url is None:
+            # the sandbox's page is known before the bridge delivers the order
+            order = replace(order, payment_url=checkout_path(order.id))
+        return order
 
     async def get_order(self, who: Principal, oid: str) -> Order:
         _check_order_id(oid)
@@ -496,6 +509,33 @@ class RoomService:
         if paid_now:
             await self._order_updated(order)
         return order
+
+    async def settle(self, oid: str, kind: SettleKind, *, event_id: str | None) -> Settled:
+        """Apply an order-system callback (``docs/orders.md`` has the table); tell the
+        buyer if it changed the order.
+
+        Raises:
+            Error: ``not_found`` for an unknown order.
+        """
+        _check_order_id(oid)
+        done = await self.backends.inventory.settle(
+            oid, kind, event_id=event_id, now_ms=self.now_ms()
+        )
+        if done.order is None:
+            raise Error("not_found", "no such order")
+        if done.applied:
+            await self._order_updated(done.order)
+        return done
+
+    async def delivered(self, oid: str, payment_url: str | None) -> None:
+        """The order system has the order; if it gave a payment page, the hold gets it
+        and the buyer is told."""
+        if payment_url is None:
+            return
+        order = await self.backends.inventory.set_payment_url(oid, payment_url)
+        known = self.settings.order_webhook_url is None and payment_url == checkout_path(oid)
+        if order is not None and order.status == "held" and not known:  # news to the buyer
+            await self._order_updated(order)
 
     async def sweep(self) -> int:
         """Release expired holds and end sales past their time, in every room that may
