@@ -224,3 +224,94 @@ async def test_every_hold_has_one_outbox_entry(backends: Backends) -> None:
     sale = await inv.sale("r1", "s1")
     assert sale is not None and sale.held == held
     assert [line_seq(b'{"seq":1,"x":1}')] == [1]
+
+
+async def place(b: Backends, user: str, key: str, qty: int = 1, sid: str = "s1") -> str:
+    [out] = await b.inventory.reserve(
+        "r1", sid, [attempt(user, key, qty)], now_ms=NOW, hold_ms=HOLD
+    )
+    assert out.order is not None, out.error
+    return out.order.id
+
+
+async def test_settle_follows_the_state_table(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale(stock=10))
+    held_paid = await place(backends, "u1", "a", 2)
+    held_cancel = await place(backends, "u2", "b", 3)
+    held_refund = await place(backends, "u3", "c", 1)
+
+    done = await inv.settle(held_paid, "paid", event_id="e1", now_ms=NOW)
+    assert done.applied and done.order is not None and done.order.status == "paid"
+    done = await inv.settle(held_cancel, "cancelled", event_id="e2", now_ms=NOW)
+    assert done.applied and done.order is not None and done.order.status == "cancelled"
+    # a refund of a payment never confirmed here voids the hold
+    done = await inv.settle(held_refund, "refunded", event_id="e3", now_ms=NOW)
+    assert done.applied and done.order is not None and done.order.status == "cancelled"
+    sale = await inv.sale("r1", "s1")
+    assert sale is not None and (sale.remaining, sale.held, sale.sold) == (8, 0, 2)
+
+    # terminal states absorb everything, out-of-order events included
+    for oid, kind in [(held_cancel, "paid"), (held_refund, "paid"), (held_paid, "paid")]:
+        done = await inv.settle(oid, kind, event_id=f"late-{oid}-{kind}", now_ms=NOW)  # type: ignore[arg-type]
+        assert not done.applied and not done.late
+    # paid, then refunded while the sale is open: the units go back on sale
+    done = await inv.settle(held_paid, "refunded", event_id="e4", now_ms=NOW)
+    assert done.applied and done.order is not None and done.order.status == "refunded"
+    sale = await inv.sale("r1", "s1")
+    assert sale is not None and (sale.remaining, sale.held, sale.sold) == (10, 0, 0)
+    again = await place(backends, "u1", "a2", 3)  # the refunded units left u1's count
+    assert again
+    await check_counts(backends)
+
+
+async def test_a_repeated_event_id_changes_nothing(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale())
+    oid = await place(backends, "u1", "a")
+    other = await place(backends, "u2", "b")
+    assert (await inv.settle(oid, "paid", event_id="evt-1", now_ms=NOW)).applied
+    dup = await inv.settle(other, "cancelled", event_id="evt-1", now_ms=NOW)  # same id
+    assert dup.duplicate and not dup.applied
+    assert dup.order is not None and dup.order.status == "held"
+    unknown = await inv.settle("r1.00000000000000000000", "paid", event_id="evt-2", now_ms=NOW)
+    assert unknown.order is None and not unknown.applied
+    # an unknown order does not use up the event id
+    assert (await inv.settle(other, "paid", event_id="evt-2", now_ms=NOW)).applied
+
+
+async def test_refund_after_the_sale_ended_keeps_the_units_out(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale(stock=2, limit=2))
+    oid = await place(backends, "u1", "a", 2)
+    await inv.settle(oid, "paid", event_id=None, now_ms=NOW)  # sells it out
+    sale = await inv.sale("r1", "s1")
+    assert sale is not None and sale.status == "ended" and sale.reason == "sold_out"
+    done = await inv.settle(oid, "refunded", event_id=None, now_ms=NOW)
+    assert done.applied and done.order is not None and done.order.status == "refunded"
+    sale = await inv.sale("r1", "s1")
+    assert sale is not None and (sale.remaining, sale.held, sale.sold) == (0, 0, 2)
+
+
+async def test_a_payment_after_expiry_is_recorded_as_late(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale())
+    oid = await place(backends, "u1", "a")
+    assert [o.id for o in await inv.sweep("r1", NOW + HOLD)] == [oid]
+    done = await inv.settle(oid, "paid", event_id="p1", now_ms=NOW + HOLD + 5)
+    assert done.late and not done.applied
+    assert done.order is not None and done.order.status == "expired"
+    assert await inv.late_payments("r1") == {oid: NOW + HOLD + 5}
+    assert [o.id for o in await inv.orders("r1")] == [oid]
+
+
+async def test_payment_url_is_kept_with_the_order(backends: Backends) -> None:
+    inv = backends.inventory
+    await start(backends, a_sale())
+    oid = await place(backends, "u1", "a")
+    order = await inv.set_payment_url(oid, "https://shop.example/pay/1")
+    assert order is not None and order.public()["payment_url"] == "https://shop.example/pay/1"
+    assert await inv.set_payment_url("r1.00000000000000000000", "https://x") is None
+    await inv.settle(oid, "paid", event_id=None, now_ms=NOW)
+    paid = await inv.order(oid)
+    assert paid is not None and "payment_url" not in paid.public()  # only while held

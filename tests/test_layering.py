@@ -18,6 +18,7 @@ PURE = [
     "livecommerce.moderation.rules",
     "livecommerce.moderation.wordfilter",
     "livecommerce.inventory.rules",
+    "livecommerce.orders.webhooks",
 ]
 
 

@@ -100,13 +100,13 @@ class RedisOutboxStore:
 
     async def _entries(self, stream: Any, raw: list[Any]) -> list[OutboxEntry]:
         room = _room_of_stream(stream)
-        ids = [_s(eid) for eid, fields in raw if fields is not None]
-        failures = await self._r.hmget(key(room, "outbox:failures"), ids) if ids else []
+        live = [(_s(eid), fields) for eid, fields in raw if fields is not None]
+        if not live:
+            return []
+        failures = await self._r.hmget(key(room, "outbox:failures"), [eid for eid, _ in live])
         return [
             OutboxEntry(f"{room}/{eid}", room, _fields(fields), int(n or 0))
-            for (eid, fields), n in zip(
-                [(i, f) for i, f in raw if f is not None], failures, strict=True
-            )
+            for (eid, fields), n in zip(live, failures, strict=True)
         ]
 
     async def read(self, consumer: str, count: int, *, block_ms: int) -> list[OutboxEntry]:
