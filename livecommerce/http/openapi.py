@@ -110,7 +110,11 @@ _SCHEMAS: dict[str, Any] = {
             "user": {"type": "string"},
             "qty": {"type": "integer", "minimum": 1},
             "price": {"type": "integer", "minimum": 0},
-            "status": {"type": "string", "enum": ["held", "paid", "expired", "cancelled"]},
+            "status": {
+                "type": "string",
+                "enum": ["held", "paid", "expired", "cancelled", "refunded"],
+            },
+            "payment_url": {"type": "string"},
             "created_at": {"type": "integer"},
             "expires_at": {"type": "integer"},
         },
@@ -241,6 +245,79 @@ def document(*, demo: bool) -> dict[str, Any]:
                     {"name": "order", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
                 "responses": {"200": _json(_ref("Order"), "The order"), **_errors(401, 404)},
+            }
+        },
+        "/api/orders/events": {
+            "post": {
+                "summary": "A signed callback of the order system (Standard Webhooks)",
+                "description": "See docs/orders.md for the signature and the state table.",
+                "parameters": [
+                    {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
+                    for h in ("webhook-id", "webhook-timestamp", "webhook-signature")
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["type", "data"],
+                                "properties": {
+                                    "type": {
+                                        "type": "string",
+                                        "enum": [
+                                            "order.paid",
+                                            "order.cancelled",
+                                            "order.refunded",
+                                        ],
+                                    },
+                                    "timestamp": {"type": "string"},
+                                    "data": {
+                                        "type": "object",
+                                        "required": ["order_id"],
+                                        "properties": {"order_id": {"type": "string"}},
+                                    },
+                                },
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"type": "object"}, "Applied, or a repeated event id"),
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        "/api/admin/dead-letters": {
+            "get": {
+                "summary": "Orders the bridge gave up on, and its backlog (admins)",
+                "security": [{"bearer": []}],
+                "responses": {
+                    "200": _json({"type": "object"}, "Dead letters"),
+                    **_errors(401, 403),
+                },
+            }
+        },
+        "/api/admin/dead-letters/redrive": {
+            "post": {
+                "summary": "Deliver a dead letter again (admins)",
+                "security": [{"bearer": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "required": ["id"],
+                                "properties": {"id": {"type": "string"}},
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"type": "object"}, "Back in the outbox"),
+                    **_errors(400, 401, 403, 404),
+                },
             }
         },
     }
