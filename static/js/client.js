@@ -582,3 +582,69 @@ export class LikeBatcher {
     if (this.pending > 0) this._timer = setTimeout(() => this._flush(), this.intervalMs);
   }
 }
+
+/**
+ * A fresh idempotency key for one buy intent (see docs/protocol.md, "Idempotency
+ * keys"): 32 random hex digits. Uses `crypto.getRandomValues`, which, unlike
+ * `crypto.randomUUID`, also exists on pages served over plain http.
+ * @returns {string}
+ */
+export function newOrderKey() {
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/** Reply errors after which an `order` may or may not have been placed. */
+const UNKNOWN_OUTCOME = new Set(["disconnected", "timeout"]);
+
+/**
+ * Send `order` for one buy intent and retry it, with the same key, while its outcome
+ * is unknown (no reply: `disconnected` or `timeout`). The server answers a repeated
+ * key with the order it placed the first time, so a retry never places a second
+ * hold. Refusals (`sold_out`, `limit_exceeded`, ...) are not retried: they reject.
+ *
+ * @param {LiveClient} client
+ * @param {{room: string, sale: string, qty: number, key: string}} intent make `key`
+ *   with {@link newOrderKey} once per intent (one press of "Buy") and keep it.
+ * @param {object} [options]
+ * @param {number} [options.attempts=4] sends in all, the first included.
+ * @param {number} [options.liveTimeoutMs=20000] how long to wait for the client to
+ *   be live again before an attempt; rejects with `disconnected` after that.
+ * @param {(err: ProtocolError, attempt: number) => void} [options.onRetry] called
+ *   before each retry.
+ * @returns {Promise<object>} the reply data, `{order}`.
+ */
+export async function placeOrder(client, intent, options = {}) {
+  const attempts = options.attempts ?? 4;
+  const liveTimeoutMs = options.liveTimeoutMs ?? 20_000;
+  const fields = { room: intent.room, sale: intent.sale, qty: intent.qty, key: intent.key };
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await client.send("order", fields);
+    } catch (err) {
+      if (!UNKNOWN_OUTCOME.has(err?.code) || attempt >= attempts) throw err;
+      options.onRetry?.(err, attempt);
+      await whenLive(client, liveTimeoutMs);
+    }
+  }
+}
+
+/**
+ * Resolve once `client.state` is `live` (checked every 100 ms); reject with
+ * `disconnected` when the client stops for good or `timeoutMs` passes first.
+ * @param {LiveClient} client
+ * @param {number} timeoutMs
+ * @returns {Promise<void>}
+ */
+export function whenLive(client, timeoutMs) {
+  const deadline = Date.now() + timeoutMs;
+  return new Promise((resolve, reject) => {
+    const check = () => {
+      if (client.state === "live") resolve();
+      else if (client.state === "closed" || Date.now() > deadline) {
+        reject(clientError("disconnected", "not connected"));
+      } else setTimeout(check, 100);
+    };
+    check();
+  });
+}

@@ -1,0 +1,942 @@
+/**
+ * The viewer page, `/watch.html?room=<id>`: watch a live show, chat, like and buy.
+ *
+ * Plain ES module on top of {@link LiveClient} (`/js/client.js`). The page keeps one
+ * `view` object with the room's state, applies every server event to it and
+ * re-renders only the part the event touched:
+ *
+ * - the pinned product and the featured flash sale (countdown, stock bar, Buy);
+ * - the viewer's own orders (hold countdown, "Pay" link, live status);
+ * - the chat, rendered in batches once per animation frame and capped at
+ *   `max_messages` elements, see {@link ChatFeed};
+ * - likes (floating hearts, capped, see {@link HeartLayer}) and viewers;
+ * - the connection state ("Reconnecting…"); {@link LiveClient} resumes the room.
+ *
+ * Query parameters: `room` (default `demo`), `max_messages` (chat messages kept on
+ * the page, default 200), `name` (the display name used by the demo sign-in),
+ * `currency` (ISO code used to format prices, default USD).
+ *
+ * For tests and debugging, `window.__live` exposes `{client, view, feed, hearts,
+ * stats}`; the page never reads it.
+ *
+ * @module watch
+ */
+
+import { LikeBatcher, LiveClient, newOrderKey, placeOrder } from "/js/client.js";
+
+// -- configuration ---------------------------------------------------------------
+
+const params = new URLSearchParams(location.search);
+const ROOM = params.get("room") || "demo";
+const MAX_MESSAGES = positiveInt(params.get("max_messages"), 200);
+const CURRENCY = /^[A-Z]{3}$/.test(params.get("currency") ?? "") ? params.get("currency") : "USD";
+/** Hearts on screen at once; taps beyond that still count, they just don't float. */
+const MAX_HEARTS = 24;
+/** Most hearts one `likes` event from other viewers adds. */
+const HEARTS_PER_EVENT = 2;
+/** The largest quantity offered in the quantity menu. */
+const MAX_QTY_CHOICE = 10;
+const TOKEN_KEY = `livecommerce.watch.token`;
+const NAME_KEY = `livecommerce.watch.name`;
+
+/**
+ * @param {string | null} text
+ * @param {number} fallback
+ * @returns {number} `text` as a positive integer, or `fallback`.
+ */
+function positiveInt(text, fallback) {
+  const n = Number.parseInt(text ?? "", 10);
+  return Number.isFinite(n) && n > 0 ? n : fallback;
+}
+
+// -- DOM -------------------------------------------------------------------------
+
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const el = {
+  title: $("title"), showStatus: $("show-status"), viewers: $("viewers"), likes: $("likes"),
+  me: $("me"), signIn: $("sign-in"), conn: $("conn"), playerLive: $("player-live"),
+  hearts: $("hearts"), shop: $("shop"), noProduct: $("no-product"), product: $("product"),
+  productMedia: $("product-media"), productTitle: $("product-title"),
+  productPrice: $("product-price"), sale: $("sale"), saleTimerLabel: $("sale-timer-label"),
+  saleCountdown: $("sale-countdown"), saleTitle: $("sale-title"), salePrice: $("sale-price"),
+  saleListPrice: $("sale-list-price"), stockBar: $("stock-bar"), stockFill: $("stock-fill"),
+  stockText: $("stock-text"), qty: /** @type {HTMLSelectElement} */ ($("qty")),
+  buy: /** @type {HTMLButtonElement} */ ($("buy")), buyResult: $("buy-result"),
+  orders: $("orders"), orderList: $("order-list"), announcement: $("announcement"),
+  feed: $("feed"), jump: $("jump"), composer: $("composer"),
+  composerGuest: $("composer-guest"), signInChat: $("sign-in-chat"),
+  composerRow: $("composer-row"), chatText: /** @type {HTMLInputElement} */ ($("chat-text")),
+  chatSend: /** @type {HTMLButtonElement} */ ($("chat-send")), like: $("like"),
+  hint: $("composer-hint"),
+};
+
+// -- formatting and time -----------------------------------------------------------
+
+const money = new Intl.NumberFormat(undefined, { style: "currency", currency: CURRENCY });
+
+/**
+ * Prices are integers in the smallest unit; dividing is only for display.
+ * @param {number} cents
+ * @returns {string}
+ */
+function formatPrice(cents) {
+  return money.format(cents / 100);
+}
+
+/**
+ * @param {number} ms a duration
+ * @returns {string} `m:ss`, or `h:mm:ss` from an hour on.
+ */
+function formatDuration(ms) {
+  const total = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(total / 3600);
+  const m = Math.floor((total % 3600) / 60);
+  const s = String(total % 60).padStart(2, "0");
+  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
+}
+
+/**
+ * The server's clock, estimated from the `ts` of events: `ts` was taken before the
+ * event travelled, so the largest `ts - now` seen recently is the best estimate of
+ * the offset. Countdowns use it; statuses always come from the server.
+ */
+const clock = {
+  offset: 0,
+  samples: /** @type {number[]} */ ([]),
+  /** @param {number} ts an event's server time, unix ms */
+  observe(ts) {
+    this.samples.push(ts - Date.now());
+    if (this.samples.length > 20) this.samples.shift();
+    this.offset = Math.max(...this.samples);
+  },
+  now() {
+    return Date.now() + this.offset;
+  },
+};
+
+// -- state -----------------------------------------------------------------------
+
+/**
+ * Everything the page shows about the room.
+ * @type {{
+ *   title: string, status: string, viewers: number, likes: number, ownTaps: number,
+ *   pinned: {sku: string, title: string, price: number, image: string | null} | null,
+ *   sales: Map<string, any>, ended: {sale: any, reason: string} | null,
+ *   orders: Map<string, any>, user: {id: string, name: string, role: string} | null,
+ *   token: string | null, buying: boolean, mutedUntil: number, banned: boolean,
+ * }}
+ */
+const view = {
+  title: "", status: "", viewers: 0, likes: 0, ownTaps: 0, pinned: null,
+  sales: new Map(), ended: null, orders: new Map(), user: null, token: null,
+  buying: false, mutedUntil: 0, banned: false,
+};
+
+/** Figures for tests and the curious. */
+const stats = {
+  received: 0, rendered: 0, skipped: 0, deleted: 0, frames: 0, joins: 0, recovered: false,
+};
+
+// -- chat --------------------------------------------------------------------------
+
+/**
+ * The chat list, built to stay smooth in a busy room:
+ *
+ * - incoming messages wait in a queue and are put on the page once per animation
+ *   frame, in one DocumentFragment (many messages, one layout);
+ * - at most `max` messages stay in the DOM; older ones are removed, and a frame
+ *   that brings more than `max` only renders the newest `max`;
+ * - while the viewer has scrolled up to read, new messages are held back (at most
+ *   `max` of them) and a "new messages" button offers to jump back down, so the
+ *   text being read neither moves nor gets trimmed away;
+ * - deleted messages vanish wherever they are (on screen or still queued).
+ */
+class ChatFeed {
+  /**
+   * @param {HTMLElement} list the `<ol>` that scrolls
+   * @param {HTMLElement} jump the "new messages" button
+   * @param {number} max messages kept in the DOM
+   */
+  constructor(list, jump, max) {
+    this.list = list;
+    this.jump = jump;
+    this.max = max;
+    /** @type {object[]} chat events not rendered yet */
+    this.queue = [];
+    /** @type {Map<string, HTMLElement>} msg_id -> its element, for deletion */
+    this.nodes = new Map();
+    /** The viewer is at the bottom: new messages scroll into view. */
+    this.following = true;
+    this._frame = 0;
+    list.addEventListener("scroll", () => this._onScroll(), { passive: true });
+    jump.addEventListener("click", () => this.follow());
+  }
+
+  /** @param {object} ev a `chat` event */
+  push(ev) {
+    stats.received += 1;
+    this.queue.push(ev);
+    if (this.queue.length > this.max * 2) this._dropOldQueued();
+    this._schedule();
+  }
+
+  /** Remove a message, rendered or queued. @param {string} msgId */
+  remove(msgId) {
+    const node = this.nodes.get(msgId);
+    if (node) {
+      node.remove();
+      this.nodes.delete(msgId);
+      stats.deleted += 1;
+      return;
+    }
+    const at = this.queue.findIndex((ev) => ev.msg_id === msgId);
+    if (at >= 0) {
+      this.queue.splice(at, 1);
+      stats.deleted += 1;
+      this._updateJump();
+    }
+  }
+
+  /** Replace everything with `events` (a snapshot's `recent`). @param {object[]} events */
+  reset(events) {
+    this.list.replaceChildren();
+    this.nodes.clear();
+    this.queue = [];
+    for (const ev of events) this.push(ev);
+    this.follow();
+  }
+
+  /** Jump to the newest messages and keep following them. */
+  follow() {
+    this.following = true;
+    this._schedule();
+  }
+
+  _dropOldQueued() {
+    const drop = this.queue.length - this.max;
+    stats.skipped += drop;
+    this.queue.splice(0, drop);
+  }
+
+  _schedule() {
+    if (!this._frame) this._frame = requestAnimationFrame(() => this._flush());
+  }
+
+  _flush() {
+    this._frame = 0;
+    stats.frames += 1;
+    if (!this.following) {
+      // Reading older messages: hold new ones back; keep at most `max` of them.
+      if (this.queue.length > this.max) this._dropOldQueued();
+      this._updateJump();
+      return;
+    }
+    if (this.queue.length > this.max) this._dropOldQueued();
+    if (this.queue.length) {
+      const fragment = document.createDocumentFragment();
+      for (const ev of this.queue) {
+        if (this.nodes.has(ev.msg_id)) continue; // already shown (a replay)
+        const node = messageNode(ev);
+        this.nodes.set(ev.msg_id, node);
+        fragment.append(node);
+        stats.rendered += 1;
+      }
+      this.queue = [];
+      this.list.append(fragment);
+      let extra = this.list.childElementCount - this.max;
+      while (extra-- > 0) {
+        const first = /** @type {HTMLElement} */ (this.list.firstElementChild);
+        this.nodes.delete(first.dataset.msgId ?? "");
+        first.remove();
+      }
+    }
+    this.list.scrollTop = this.list.scrollHeight;
+    this._updateJump();
+  }
+
+  /**
+   * Scroll events are dispatched before animation-frame callbacks, so the position
+   * seen here is the one the last flush left (the bottom) or the viewer's own.
+   */
+  _onScroll() {
+    const l = this.list;
+    const atBottom = l.scrollHeight - l.scrollTop - l.clientHeight < 24;
+    if (atBottom && !this.following) this.follow();
+    else if (!atBottom) this.following = false;
+    this._updateJump();
+  }
+
+  _updateJump() {
+    const waiting = this.following ? 0 : this.queue.length;
+    this.jump.hidden = this.following;
+    this.jump.textContent = waiting
+      ? `${waiting >= this.max ? `${this.max}+` : waiting} new message${waiting === 1 ? "" : "s"} ↓`
+      : "Back to the newest ↓";
+  }
+}
+
+/**
+ * One chat line. Text is always set as text, never parsed as HTML.
+ * @param {{msg_id: string, user: {id: string, name: string}, text: string}} ev
+ * @returns {HTMLElement}
+ */
+function messageNode(ev) {
+  const li = document.createElement("li");
+  li.className = "msg";
+  li.dataset.msgId = ev.msg_id;
+  if (view.user && ev.user.id === view.user.id) li.classList.add("mine");
+  const who = document.createElement("span");
+  who.className = "msg-user";
+  who.textContent = ev.user.name;
+  const text = document.createElement("span");
+  text.className = "msg-text";
+  text.textContent = ev.text;
+  li.append(who, " ", text);
+  return li;
+}
+
+// -- hearts ------------------------------------------------------------------------
+
+/**
+ * Floating hearts over the video. Each heart is one element animated by CSS
+ * (transform and opacity only, so the compositor does the work) and removed when
+ * its animation ends; no more than `max` are alive at once.
+ */
+class HeartLayer {
+  /**
+   * @param {HTMLElement} layer
+   * @param {number} max
+   */
+  constructor(layer, max) {
+    this.layer = layer;
+    this.max = max;
+    this.alive = 0;
+    this.reduceMotion = matchMedia("(prefers-reduced-motion: reduce)").matches;
+  }
+
+  /** Float up to `n` hearts (fewer when the cap is reached). @param {number} n */
+  burst(n) {
+    if (this.reduceMotion || document.hidden) return;
+    for (let i = 0; i < n && this.alive < this.max; i += 1) {
+      const heart = document.createElement("span");
+      heart.className = "heart";
+      heart.textContent = "♥";
+      heart.style.setProperty("--dx", `${Math.round((Math.random() - 0.5) * 80)}px`);
+      heart.style.setProperty("--hue", `${330 + Math.round(Math.random() * 40)}`);
+      heart.style.animationDuration = `${1800 + Math.round(Math.random() * 900)}ms`;
+      heart.addEventListener("animationend", () => {
+        heart.remove();
+        this.alive -= 1;
+      });
+      this.alive += 1;
+      this.layer.append(heart);
+    }
+  }
+}
+
+// -- the connection ----------------------------------------------------------------
+
+const feed = new ChatFeed(el.feed, el.jump, MAX_MESSAGES);
+const hearts = new HeartLayer(el.hearts, MAX_HEARTS);
+
+const client = new LiveClient({
+  onEvent,
+  onJoin,
+  onState,
+  onError: (err) => {
+    if (err.op === "join") notifyJoinError(err);
+  },
+  refreshToken: async () => (view.token ? await fetchDemoToken().catch(() => null) : null),
+});
+
+const likes = new LikeBatcher(client, ROOM, {
+  onError: (err) => hint(explain(err)),
+});
+
+window.__live = { client, view, feed, hearts, stats };
+
+/**
+ * @param {string} state
+ * @param {{reason?: string, delay?: number}} detail
+ */
+function onState(state, detail) {
+  el.conn.dataset.state = state;
+  if (state === "live") {
+    el.conn.textContent = "Connected";
+  } else if (state === "reconnecting") {
+    el.conn.textContent = "Reconnecting…";
+  } else if (state === "closed") {
+    if (detail.reason === "unauthorized" && view.token) {
+      // The stored sign-in no longer works: carry on as a guest.
+      forgetSignIn();
+      start(null).catch(() => {});
+      return;
+    }
+    el.conn.textContent =
+      detail.reason === "banned" ? "You are banned from this server." : "Disconnected. Reload to try again.";
+  } else {
+    el.conn.textContent = "Connecting…";
+  }
+  renderControls();
+}
+
+/**
+ * After every (re)join. The room's state (pinned product, sales, figures, orders)
+ * always comes from the snapshot; the chat is rebuilt only when the server could
+ * not replay what was missed (`recovered` false); otherwise the replayed events
+ * follow through {@link onEvent}.
+ * @param {string} room
+ * @param {any} snapshot
+ * @param {boolean} recovered
+ */
+function onJoin(room, snapshot, recovered) {
+  if (room !== ROOM) return;
+  stats.joins += 1;
+  stats.recovered = recovered;
+  view.title = snapshot.title;
+  view.status = snapshot.status;
+  view.viewers = snapshot.viewers;
+  view.likes = snapshot.likes;
+  view.pinned = snapshot.pinned;
+  const sales = new Map();
+  for (const sale of snapshot.sales) sales.set(sale.id, sale);
+  view.sales = sales;
+  for (const order of snapshot.orders ?? []) view.orders.set(order.id, order);
+  if (!recovered) feed.reset(snapshot.recent);
+  showAnnouncement(snapshot.announcement);
+  renderAll();
+}
+
+/** @param {any} ev */
+function onEvent(ev) {
+  if (ev.room !== ROOM) return;
+  if (typeof ev.ts === "number") clock.observe(ev.ts);
+  switch (ev.type) {
+    case "chat":
+      feed.push(ev);
+      break;
+    case "chat.deleted":
+      feed.remove(ev.msg_id);
+      break;
+    case "announcement":
+      showAnnouncement(ev);
+      break;
+    case "likes": {
+      const delta = ev.total - view.likes;
+      if (delta > 0) {
+        // Our own taps already floated when tapped; float the others' ones.
+        const mine = Math.min(view.ownTaps, delta);
+        view.ownTaps -= mine;
+        hearts.burst(Math.min(HEARTS_PER_EVENT, delta - mine));
+      }
+      // Taps the server refused never show up in the total: don't count them forever.
+      view.ownTaps = Math.min(view.ownTaps, likes.pending + likes.maxCount);
+      view.likes = ev.total;
+      renderFigures();
+      break;
+    }
+    case "presence":
+      view.viewers = ev.viewers;
+      renderFigures();
+      break;
+    case "product.pinned":
+      view.pinned = ev.product;
+      renderShop();
+      break;
+    case "product.unpinned":
+      if (view.pinned?.sku === ev.product.sku) view.pinned = null;
+      renderShop();
+      break;
+    case "sale.started": {
+      const known = view.sales.get(ev.sale.id);
+      view.sales.set(ev.sale.id, { remaining: known?.remaining ?? ev.sale.stock, ...ev.sale });
+      if (view.ended?.sale.sku === ev.sale.sku) view.ended = null;
+      renderShop();
+      break;
+    }
+    case "stock": {
+      const sale = view.sales.get(ev.sale_id);
+      if (sale) {
+        sale.remaining = ev.remaining;
+        renderStock();
+      }
+      break;
+    }
+    case "sale.ended": {
+      const sale = view.sales.get(ev.sale_id);
+      view.sales.delete(ev.sale_id);
+      if (sale) view.ended = { sale, reason: ev.reason };
+      renderShop();
+      break;
+    }
+    case "order.updated":
+      view.orders.set(ev.order.id, { ...view.orders.get(ev.order.id), ...ev.order });
+      renderOrders();
+      break;
+    case "room.started":
+      view.status = "live";
+      renderAll();
+      break;
+    case "room.ended":
+      view.status = "ended";
+      renderAll();
+      break;
+    case "moderation":
+      if (ev.action === "muted") {
+        view.mutedUntil = ev.until ?? 0;
+        hint(`A moderator muted you until ${new Date(ev.until).toLocaleTimeString()}.`);
+      } else if (ev.action === "banned") {
+        view.banned = true;
+        hint("A moderator removed you from this room.");
+      }
+      renderControls();
+      break;
+    default:
+      break; // the server may add event types; ignore what we don't know
+  }
+}
+
+/** @param {{code: string, message: string}} err */
+function notifyJoinError(err) {
+  if (err.code === "not_found") view.title = "There is no such show";
+  else if (err.code === "banned") view.banned = true;
+  else return;
+  renderAll();
+}
+
+// -- signing in --------------------------------------------------------------------
+
+/** @returns {Promise<string>} a demo viewer token from `POST /api/demo/token` */
+async function fetchDemoToken() {
+  let name = params.get("name") || sessionStorage.getItem(NAME_KEY);
+  if (!name) name = `Viewer ${1000 + Math.floor(Math.random() * 9000)}`;
+  const res = await fetch("/api/demo/token", {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ role: "viewer", name }),
+  });
+  const data = await res.json().catch(() => null);
+  if (!res.ok) {
+    throw res.status === 404
+      ? { code: "not_found", message: "This server has no demo sign-in." }
+      : (data?.error ?? { code: "internal", message: `Sign-in failed (${res.status}).` });
+  }
+  sessionStorage.setItem(NAME_KEY, name);
+  sessionStorage.setItem(TOKEN_KEY, data.token);
+  view.token = data.token;
+  return data.token;
+}
+
+function forgetSignIn() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  view.token = null;
+}
+
+/** The "Sign in" buttons: get a viewer token and reconnect with it. */
+async function signIn() {
+  el.signIn.disabled = true;
+  el.signInChat.setAttribute("disabled", "");
+  try {
+    await start(await fetchDemoToken());
+    hint("");
+  } catch (err) {
+    hint(explain(err));
+  } finally {
+    el.signIn.disabled = false;
+    el.signInChat.removeAttribute("disabled");
+    renderControls();
+  }
+}
+
+/**
+ * (Re)connect with `token` (null: a guest) and join the room; on a reconnect the
+ * client re-joins with `since`, so nothing is missed in between.
+ * @param {string | null} token
+ */
+async function start(token) {
+  view.token = token;
+  const hello = await client.connect(token);
+  const user = hello.user.role === "guest" ? null : hello.user;
+  if (user?.id !== view.user?.id) view.orders.clear(); // another buyer's orders
+  view.user = user;
+  if (!client.roomState(ROOM)) {
+    await client.join(ROOM).catch((err) => notifyJoinError(err));
+  }
+  renderControls();
+}
+
+// -- buying ------------------------------------------------------------------------
+
+/**
+ * The sale the card shows: the open sale of the pinned product, else the newest
+ * open sale.
+ * @returns {any | null}
+ */
+function featuredSale() {
+  let newest = null;
+  for (const sale of view.sales.values()) {
+    if (view.pinned && sale.sku === view.pinned.sku) return sale;
+    if (!newest || sale.starts_at > newest.starts_at) newest = sale;
+  }
+  return newest;
+}
+
+/**
+ * One press of "Buy": one intent, one idempotency key. The key is reused while
+ * the outcome is unknown (see `placeOrder` in client.js); a new press makes a new key.
+ */
+async function buy() {
+  if (!view.user) {
+    await signIn();
+    return;
+  }
+  const sale = featuredSale();
+  if (!sale || view.buying) return;
+  const intent = { room: ROOM, sale: sale.id, qty: Number(el.qty.value) || 1, key: newOrderKey() };
+  view.buying = true;
+  renderControls();
+  buyResult("Reserving…", "pending");
+  try {
+    const { order } = await placeOrder(client, intent, {
+      onRetry: () => buyResult("Connection lost; trying again…", "pending"),
+    });
+    view.orders.set(order.id, { title: sale.title, ...order });
+    renderOrders();
+    buyResult(
+      order.status === "held"
+        ? `Reserved ${order.qty}! Complete payment before the timer runs out.`
+        : `Your order is ${order.status}.`,
+      order.status === "held" ? "ok" : "info",
+    );
+  } catch (err) {
+    buyResult(explainOrder(err, sale), "error");
+  } finally {
+    view.buying = false;
+    renderControls();
+  }
+}
+
+/**
+ * @param {{code: string, message?: string, until?: number}} err
+ * @param {any} sale
+ * @returns {string}
+ */
+function explainOrder(err, sale) {
+  switch (err?.code) {
+    case "sold_out":
+      return "Sold out for now. Units come back if reservations expire, so keep watching.";
+    case "limit_exceeded":
+      return `Limit reached: at most ${sale.limit_per_user} per person in this sale.`;
+    case "sale_not_active":
+      return "This sale is not active any more.";
+    case "rate_limited":
+      return "Too many tries at once. Wait a second and press Buy again.";
+    default:
+      return explain(err);
+  }
+}
+
+/**
+ * @param {{code?: string, message?: string, until?: number} | undefined} err
+ * @returns {string}
+ */
+function explain(err) {
+  const at = (ms) => new Date(ms).toLocaleTimeString();
+  switch (err?.code) {
+    case "muted": return `You are muted until ${at(err.until ?? 0)}.`;
+    case "slow_mode": return `Slow mode is on: you can write again at ${at(err.until ?? 0)}.`;
+    case "rate_limited": return "Slow down a little.";
+    case "room_not_live": return "The show is not live.";
+    case "banned": return "You are banned from this room.";
+    case "unauthorized": return "Sign in to do that.";
+    case "disconnected":
+    case "timeout": return "Not connected right now. Try again in a moment.";
+    default: return err?.message || "Something went wrong.";
+  }
+}
+
+// -- rendering ---------------------------------------------------------------------
+
+function renderAll() {
+  renderHeader();
+  renderFigures();
+  renderShop();
+  renderControls();
+}
+
+function renderHeader() {
+  el.title.textContent = view.title || "Live show";
+  document.title = view.title ? `${view.title} · live` : "Live show";
+  const labels = { live: "LIVE", scheduled: "Soon", ended: "Ended" };
+  el.showStatus.textContent = labels[view.status] ?? "…";
+  el.showStatus.dataset.status = view.status;
+  el.playerLive.textContent = labels[view.status] ?? "…";
+  el.playerLive.dataset.status = view.status;
+}
+
+function renderFigures() {
+  el.viewers.textContent = compact(view.viewers);
+  el.likes.textContent = compact(view.likes + view.ownTaps);
+}
+
+const compactFormat = new Intl.NumberFormat(undefined, { notation: "compact" });
+/** @param {number} n */
+function compact(n) {
+  return n < 10_000 ? String(n) : compactFormat.format(n);
+}
+
+function renderShop() {
+  const p = view.pinned;
+  el.product.hidden = !p;
+  el.shop.dataset.pinned = String(Boolean(p));
+  el.noProduct.hidden = Boolean(p) || Boolean(featuredSale());
+  if (p) {
+    el.productTitle.textContent = p.title;
+    el.productPrice.textContent = formatPrice(p.price);
+    renderImage(p);
+  }
+  renderSale();
+  renderOrders();
+}
+
+/** The product's picture, or a tile with its initial when it has none. @param {any} p */
+function renderImage(p) {
+  const current = el.productMedia.firstElementChild;
+  if (p.image && /^(https?:|data:image\/)/i.test(p.image)) {
+    if (current instanceof HTMLImageElement && current.getAttribute("src") === p.image) return;
+    const img = document.createElement("img");
+    img.src = p.image;
+    img.alt = p.title;
+    img.decoding = "async";
+    el.productMedia.replaceChildren(img);
+  } else {
+    const tile = document.createElement("span");
+    tile.className = "product-initial";
+    tile.setAttribute("aria-hidden", "true");
+    tile.textContent = (p.title.trim()[0] ?? "?").toUpperCase();
+    el.productMedia.replaceChildren(tile);
+  }
+}
+
+function renderSale() {
+  const sale = featuredSale();
+  const ended = !sale && view.ended ? view.ended : null;
+  const shown = sale ?? ended?.sale ?? null;
+  el.sale.hidden = !shown;
+  el.shop.dataset.sale = String(Boolean(shown));
+  el.sale.dataset.state = sale ? "open" : "ended";
+  if (!shown) return;
+  el.saleTitle.textContent = shown.title;
+  el.saleTitle.hidden = view.pinned?.sku === shown.sku; // the product card says it already
+  el.salePrice.textContent = formatPrice(shown.price);
+  const list = view.pinned?.sku === shown.sku ? view.pinned.price : null;
+  el.saleListPrice.textContent = list && list > shown.price ? formatPrice(list) : "";
+  const options = Math.max(1, Math.min(shown.limit_per_user, MAX_QTY_CHOICE));
+  if (el.qty.options.length !== options) {
+    el.qty.replaceChildren(
+      ...Array.from({ length: options }, (_, i) => new Option(String(i + 1), String(i + 1))),
+    );
+  }
+  if (ended) {
+    const why = { sold_out: "Sold out", stopped: "Sale over", expired: "Sale over" };
+    el.saleTimerLabel.textContent = "";
+    el.saleCountdown.textContent = why[ended.reason] ?? "Sale over";
+  }
+  renderStock();
+  tick();
+  renderControls();
+}
+
+function renderStock() {
+  const open = featuredSale();
+  const ended = open ? null : view.ended;
+  const sale = open ?? ended?.sale;
+  if (!sale) return;
+  const soldOut = ended?.reason === "sold_out";
+  const remaining = soldOut ? 0 : Math.max(0, sale.remaining ?? sale.stock);
+  const ratio = sale.stock ? remaining / sale.stock : 0;
+  el.stockFill.style.transform = `scaleX(${ratio})`;
+  el.stockBar.dataset.level = ratio <= 0.2 ? "low" : "ok";
+  el.stockBar.setAttribute("aria-valuemax", String(sale.stock));
+  el.stockBar.setAttribute("aria-valuenow", String(remaining));
+  if (ended) {
+    el.stockText.textContent = soldOut ? `All ${sale.stock} sold` : "Sale ended";
+  } else {
+    el.stockText.textContent =
+      remaining > 0 ? `${remaining} of ${sale.stock} left` : `All ${sale.stock} reserved`;
+  }
+}
+
+function renderOrders() {
+  const orders = [...view.orders.values()].reverse();
+  el.orders.hidden = orders.length === 0;
+  el.orderList.replaceChildren(...orders.map(orderNode));
+  tick();
+}
+
+/** @param {any} order @returns {HTMLElement} */
+function orderNode(order) {
+  const li = document.createElement("li");
+  li.className = "order";
+  li.dataset.orderId = order.id;
+  li.dataset.status = order.status;
+  const title = order.title ?? titleOf(order.sku);
+  const what = document.createElement("span");
+  what.className = "order-what";
+  what.textContent = `${order.qty} × ${title} · ${formatPrice(order.price * order.qty)}`;
+  const status = document.createElement("span");
+  status.className = "order-status";
+  const labels = { held: "Reserved", paid: "Paid", expired: "Expired", cancelled: "Cancelled" };
+  status.textContent = labels[order.status] ?? order.status;
+  li.append(what, status);
+  if (order.status === "held") {
+    const timer = document.createElement("span");
+    timer.className = "order-timer";
+    timer.setAttribute("role", "timer");
+    timer.dataset.expiresAt = String(order.expires_at);
+    li.append(timer);
+    const payUrl = safeUrl(order.payment_url);
+    if (payUrl) {
+      const pay = document.createElement("a");
+      pay.className = "btn btn-small pay";
+      pay.href = payUrl;
+      pay.target = "_blank";
+      pay.rel = "noopener";
+      pay.textContent = "Pay";
+      li.append(pay);
+    }
+  }
+  return li;
+}
+
+/**
+ * A link the page may follow: http(s), absolute or relative to this page (the demo's
+ * sandbox shop answers with a path); anything else (`javascript:`, ...) is dropped.
+ * @param {unknown} url
+ * @returns {string | null}
+ */
+function safeUrl(url) {
+  if (typeof url !== "string" || !url) return null;
+  try {
+    const parsed = new URL(url, location.href);
+    return parsed.protocol === "https:" || parsed.protocol === "http:" ? parsed.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** @param {string} sku @returns {string} */
+function titleOf(sku) {
+  for (const sale of view.sales.values()) if (sale.sku === sku) return sale.title;
+  if (view.pinned?.sku === sku) return view.pinned.title;
+  return sku;
+}
+
+/** Enable what the viewer may do now, and say why not otherwise. */
+function renderControls() {
+  const live = client.state === "live";
+  const onAir = view.status === "live";
+  const signedIn = Boolean(view.user);
+  const me = view.user;
+  el.me.textContent = me ? `Signed in as ${me.name}` : "Watching as a guest";
+  el.signIn.hidden = signedIn;
+  el.composerGuest.hidden = signedIn;
+  el.composerRow.hidden = !signedIn;
+  const canChat = signedIn && live && onAir && !view.banned;
+  el.chatText.disabled = !signedIn || view.banned;
+  el.chatSend.disabled = !canChat;
+  const sale = featuredSale();
+  const open = Boolean(sale) && clock.now() < sale.ends_at;
+  el.buy.disabled = !live || !onAir || !open || view.buying;
+  el.qty.disabled = !signedIn || !open;
+  el.buy.textContent = signedIn ? "Buy now" : "Sign in to buy";
+  if (!onAir && view.status) {
+    el.chatText.placeholder = view.status === "ended" ? "The show has ended" : "The show starts soon";
+  } else {
+    el.chatText.placeholder = "Say something…";
+  }
+}
+
+/**
+ * @param {string} text
+ * @param {"ok" | "error" | "pending" | "info"} kind
+ */
+function buyResult(text, kind) {
+  el.buyResult.textContent = text;
+  el.buyResult.dataset.kind = kind;
+}
+
+let hintTimer = 0;
+/** A short message under the composer; clears itself. @param {string} text */
+function hint(text) {
+  el.hint.textContent = text;
+  clearTimeout(hintTimer);
+  if (text) hintTimer = setTimeout(() => { el.hint.textContent = ""; }, 6000);
+}
+
+/** @param {{text: string} | null} ev the latest announcement */
+function showAnnouncement(ev) {
+  el.announcement.hidden = !ev;
+  el.announcement.textContent = ev ? ev.text : "";
+}
+
+/** Countdowns (the sale's end, each hold's payment window), four times a second. */
+function tick() {
+  const now = clock.now();
+  const sale = featuredSale();
+  if (sale) {
+    const left = sale.ends_at - now;
+    el.saleTimerLabel.textContent = left > 0 ? "Ends in" : "";
+    el.saleCountdown.textContent = left > 0 ? formatDuration(left) : "Ending…";
+    el.sale.dataset.urgent = String(left > 0 && left < 60_000);
+    if (left <= 0 && !el.buy.disabled) renderControls();
+  }
+  for (const timer of el.orderList.querySelectorAll("[data-expires-at]")) {
+    const left = Number(/** @type {HTMLElement} */ (timer).dataset.expiresAt) - now;
+    timer.textContent = left > 0 ? `Pay within ${formatDuration(left)}` : "Payment window closing…";
+  }
+}
+
+// -- input ---------------------------------------------------------------------------
+
+el.signIn.addEventListener("click", signIn);
+el.signInChat.addEventListener("click", signIn);
+el.buy.addEventListener("click", buy);
+
+el.composer.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const text = el.chatText.value.trim();
+  if (!text || el.chatSend.disabled) return;
+  el.chatText.value = "";
+  try {
+    await client.send("chat", { room: ROOM, text });
+    feed.follow();
+  } catch (err) {
+    if (!el.chatText.value) el.chatText.value = text; // give it back to edit or resend
+    hint(explain(err));
+  }
+});
+
+el.like.addEventListener("click", () => {
+  if (!view.user) {
+    hint("Sign in to send likes.");
+    return;
+  }
+  if (client.state !== "live" || view.status !== "live") return;
+  view.ownTaps += 1;
+  likes.tap();
+  hearts.burst(1);
+  renderFigures();
+  el.like.classList.remove("pop");
+  void el.like.offsetWidth; // restart the CSS pop animation
+  el.like.classList.add("pop");
+});
+
+setInterval(tick, 250);
+
+// -- start -------------------------------------------------------------------------
+
+renderAll();
+start(sessionStorage.getItem(TOKEN_KEY)).catch((err) => {
+  el.conn.textContent = explain(err);
+});

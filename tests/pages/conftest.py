@@ -1,0 +1,196 @@
+"""Fixtures of the page tests: Debian's Chromium driven by Playwright, and a demo server.
+
+Playwright's async API lives on one event loop, and a browser is worth keeping for
+the whole session, so the page tests, the browser and the servers all run on the
+session's loop (``pytestmark = pytest.mark.asyncio(loop_scope="session")`` in each
+test module). The servers are in-process, started like ``tests/conftest.py``'s
+``start_server`` (same secret, so its ``HOST``/``MOD``/``token`` work), in demo mode on
+the memory backend.
+
+Playwright never downloads a browser here: it drives ``/usr/bin/chromium`` (Debian's
+``chromium`` package, which ``scripts/test`` installs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestServer
+from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, async_playwright
+
+from livecommerce.client import Client
+from livecommerce.config import Limits, Settings
+from livecommerce.http import create_app
+from tests.conftest import HOST, ROOT, SECRET, LiveServer, free_port
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+
+
+@pytest.fixture(scope="session")
+def chromium_path() -> str:
+    """Debian's Chromium; a clear error (not a skip) when it is missing."""
+    if not CHROMIUM.is_file():
+        raise RuntimeError(f"{CHROMIUM} is missing: apt-get install chromium (scripts/test does)")
+    return str(CHROMIUM)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def browser(chromium_path: str) -> AsyncIterator[Browser]:
+    """One headless Chromium for the session."""
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(
+            executable_path=chromium_path, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        await chromium.close()
+
+
+PageServerFactory = Callable[..., Awaitable[LiveServer]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def page_server() -> AsyncIterator[PageServerFactory]:
+    """Start demo servers on free ports: ``await page_server(hold_s=4, limits={...})``
+    overrides settings; each is closed after the test."""
+    servers: list[TestServer] = []
+
+    async def start(**overrides: Any) -> LiveServer:
+        limits = overrides.pop("limits", None) or {}
+        settings = Settings(
+            secret=SECRET,
+            demo=True,
+            presence_interval_ms=200,
+            limits=Limits(connect_timeout_s=2.0, **limits),
+        )
+        settings = replace(settings, **overrides)
+        server = TestServer(create_app(settings), host="127.0.0.1", port=free_port())
+        await server.start_server()
+        servers.append(server)
+        assert server.port is not None
+        return LiveServer(server.port, server.app)
+
+    yield start
+    for server in reversed(servers):
+        await server.close()
+
+
+PageFactory = Callable[..., Awaitable[Page]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def open_page(browser: Browser) -> AsyncIterator[PageFactory]:
+    """Open pages, each in its own browser context (its own sessionStorage, so its
+    own sign-in): ``await open_page(url, width=390, height=844, init_script=...)``;
+    ``before(page)`` runs before the page loads (to route its WebSocket, say).
+
+    The test fails if a page logs an error or throws an uncaught exception.
+    """
+    contexts: list[BrowserContext] = []
+    errors: list[str] = []
+
+    async def open_(
+        url: str,
+        *,
+        width: int = 1280,
+        height: int = 800,
+        scale: float = 1,
+        init_script: str | None = None,
+        before: Callable[[Page], Awaitable[None]] | None = None,
+        wait_live: bool = True,
+    ) -> Page:
+        context = await browser.new_context(
+            viewport={"width": width, "height": height}, device_scale_factor=scale
+        )
+        contexts.append(context)
+        page = await context.new_page()
+
+        def console(msg: ConsoleMessage) -> None:
+            if msg.type == "error":
+                errors.append(f"{url}: console: {msg.text}")
+
+        page.on("pageerror", lambda exc: errors.append(f"{url}: {exc}"))
+        page.on("console", console)
+        if init_script:
+            await page.add_init_script(init_script)
+        if before:
+            await before(page)
+        await page.goto(url)
+        if wait_live:
+            await wait_live_page(page)
+        return page
+
+    yield open_
+    for context in contexts:
+        await context.close()
+    assert not errors, "\n".join(errors)
+
+
+async def wait_live_page(page: Page) -> None:
+    """Until the page is connected and has the room's snapshot."""
+    await page.wait_for_function(
+        "() => window.__live && window.__live.client.state === 'live'"
+        " && window.__live.client.roomState('demo')?.joined"
+    )
+
+
+ClientsFactory = Callable[..., Awaitable[Client]]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def clients() -> AsyncIterator[ClientsFactory]:
+    """Python clients: ``await clients(server, token)``; closed after the test."""
+    opened: list[Client] = []
+
+    async def open_client(server: LiveServer, tok: str | None = None, **kw: Any) -> Client:
+        client = Client(f"ws://127.0.0.1:{server.port}/ws", token=tok, **kw)
+        await client.connect()
+        opened.append(client)
+        return client
+
+    yield open_client
+    for client in opened:
+        await client.close()
+
+
+# A small picture of a mug, so screenshots show a product image (no external assets).
+MUG_IMAGE = (
+    "data:image/svg+xml,"
+    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 80 80'>"
+    "<rect width='80' height='80' fill='%23efe9e1'/>"
+    "<path d='M54 32h5a8 8 0 0 1 0 16h-5' fill='none' stroke='%23556070' stroke-width='4'/>"
+    "<rect x='20' y='24' width='34' height='36' rx='5' fill='%23556070'/>"
+    "<circle cx='30' cy='36' r='1.6' fill='%23c9cfd8'/><circle cx='42' cy='44' r='1.6' "
+    "fill='%23c9cfd8'/><circle cx='34' cy='52' r='1.6' fill='%23c9cfd8'/></svg>"
+)
+
+
+async def put_product(
+    server: LiveServer, sku: str, title: str, price: int, image: str | None = None
+) -> None:
+    """Add a product to the demo room's lineup, as its host."""
+    url = f"http://127.0.0.1:{server.port}/api/rooms/demo/products/{sku}"
+    body: dict[str, Any] = {"title": title, "price": price}
+    if image:
+        body["image"] = image
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(url, json=body, headers={"Authorization": f"Bearer {HOST}"}) as resp,
+    ):
+        assert resp.status == 200, await resp.text()
+
+
+def screenshot_path(name: str) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    return SCREENSHOTS / f"{name}.png"
+
+
+def page_url(server: LiveServer, path: str = "watch.html?room=demo") -> str:
+    return f"http://127.0.0.1:{server.port}/{path}"
