@@ -38,7 +38,8 @@ MAX_ID = 2**53
 
 @dataclass(frozen=True)
 class Field:
-    """One command field: its kind (``int``, ``str`` or ``room``) and its bounds.
+    """One command field: its kind (``int``, ``str``, ``id``, ``room``, ``terms`` or
+    ``action``) and its bounds.
 
     For ``int`` the bounds are the inclusive value range; for ``str`` ``hi`` is the
     maximum length; ``room`` must match ``ROOM_ID`` in full.
@@ -56,6 +57,14 @@ class Field:
             return type(value) is str and len(value) <= self.hi
         if self.kind == "id":
             return type(value) is str and 0 < len(value) <= self.hi
+        if self.kind == "terms":  # a list of at most lo terms, each 1 to hi characters
+            return (
+                type(value) is list
+                and len(value) <= self.lo
+                and all(type(t) is str and 0 < len(t) <= self.hi for t in value)
+            )
+        if self.kind == "action":
+            return value in ("block", "mask", "flag")
         return type(value) is str and ROOM_ID.fullmatch(value) is not None
 
 
@@ -82,6 +91,13 @@ SPEC: dict[str, dict[str, Field]] = {
     "mod.ban": {"room": ROOM, "user": USER},
     "mod.unban": {"room": ROOM, "user": USER},
     "mod.slow": {"room": ROOM, "seconds": Field("int", True, 0, 3600)},
+    "mod.filter": {
+        "room": ROOM,
+        "add": Field("terms", False, 100, 64),
+        "remove": Field("terms", False, 100, 64),
+        "action": Field("action", False),
+    },
+    "mod.approve": {"room": ROOM, "msg_id": Field("str", True, hi=64)},
     "pin": {"room": ROOM, "sku": ID},
     "unpin": {"room": ROOM, "sku": ID},
     "sale.start": {
@@ -171,14 +187,29 @@ def valid_value(field: Field) -> st.SearchStrategy[Any]:
         return st.one_of(st.integers(field.lo, field.hi), st.sampled_from([field.lo, field.hi]))
     if field.kind == "id":
         return st.one_of(st.text(min_size=1, max_size=30), st.just("é" * field.hi))
+    if field.kind == "terms":
+        return st.lists(st.text(min_size=1, max_size=field.hi), max_size=field.lo)
+    if field.kind == "action":
+        return st.sampled_from(["block", "mask", "flag"])
     return st.one_of(st.text(max_size=30), st.just("é" * field.hi))
 
 
 def invalid_values(field: Field) -> st.SearchStrategy[Any]:
     """Values of a wrong type or out of range for ``field`` (never None: that is 'missing')."""
     not_none = json_values.filter(lambda v: v is not None)
-    wrong_type = not_none.filter(lambda v: type(v) is not (int if field.kind == "int" else str))
-    if field.kind == "int":
+    wanted = {"int": int, "terms": list}.get(field.kind, str)
+    wrong_type = not_none.filter(lambda v: type(v) is not wanted)
+    bad: st.SearchStrategy[Any]
+    if field.kind == "terms":
+        bad = st.one_of(
+            st.just([""]),
+            st.just(["x" * (field.hi + 1)]),
+            st.just(["x"] * (field.lo + 1)),
+            st.lists(st.integers(), min_size=1, max_size=3),
+        )
+    elif field.kind == "action":
+        bad = st.text(max_size=10).filter(lambda v: v not in ("block", "mask", "flag"))
+    elif field.kind == "int":
         bad = st.one_of(
             st.sampled_from([True, False, field.lo - 1, field.hi + 1, float(field.lo)]),
             st.integers(max_value=field.lo - 1),
@@ -315,6 +346,12 @@ def boundary_values(field: Field) -> tuple[list[Any], list[Any]]:
     elif field.kind == "id":
         good = ["x", "é" * field.hi]
         bad = ["", "x" * (field.hi + 1), 1, True, ["x"], {"x": "y"}]
+    elif field.kind == "terms":
+        good = [[], ["x"], ["é" * field.hi] * field.lo]
+        bad = [[""], ["x" * (field.hi + 1)], ["x"] * (field.lo + 1), "x", [1], {"x": "y"}]
+    elif field.kind == "action":
+        good = ["block", "mask", "flag"]
+        bad = ["", "Block", "allow", 1, ["block"]]
     else:
         good = ["a", "0", "a" * 64, "a-_9", "0-"]
         bad = ["", "A", "Demo", "-a", "_a", "a" * 65, "a{b}", "{a}", "a b", "a\n", "é", 1, True]
@@ -355,6 +392,8 @@ VALID: dict[str, dict[str, Any]] = {
     "mod.ban": {"room": "demo", "user": "u1"},
     "mod.unban": {"room": "demo", "user": "u1"},
     "mod.slow": {"room": "demo", "seconds": 0},
+    "mod.filter": {"room": "demo", "add": ["spam"], "remove": [], "action": "mask"},
+    "mod.approve": {"room": "demo", "msg_id": "m1"},
     "pin": {"room": "demo", "sku": "mug-01"},
     "unpin": {"room": "demo", "sku": "mug-01"},
     "sale.start": {

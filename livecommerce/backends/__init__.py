@@ -29,9 +29,17 @@ Sink = Callable[[bytes, str | None], None]
 """Receives a room's lines in publish order: ``(line, None)`` for a room event,
 ``(line, user_id)`` for an event private to that user."""
 
+STAFF = ""
+"""The private target of events for a room's staff (host, moderators, admins): no user
+id is empty, so no user gets them by name."""
+
 Kind = Literal["plain", "chat", "chat.deleted", "announcement", "pin", "unpin"]
 Refusal = tuple[Literal["banned", "muted", "slow_mode"], int]
 """A refused chat: the error code and until when (ms; 0 for a ban)."""
+
+
+MODLOG_SIZE = 10_000
+FLAGGED_SIZE = 500
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +132,16 @@ class Counters(Protocol):
         """Record that ``node`` has ``count`` viewers in ``room`` now; return the sum over
         nodes that reported within the last few seconds (a node that died drops out)."""
 
+    async def count(self, room: str, figures: dict[str, int]) -> None:
+        """Add to the room's figures (``chats``, ...; the inventory adds ``orders``,
+        ``units_sold`` and ``revenue``, and the same per product as ``<name>:<sku>``)."""
+
+    async def note_viewers(self, room: str, viewers: int) -> int:
+        """Keep the room's peak of viewers; return it."""
+
+    async def figures(self, room: str) -> dict[str, int]:
+        """The room's figures as counted so far (absent ones are 0)."""
+
 
 class ModerationStore(Protocol):
     """Mutes, bans and slow mode, shared by every process of a room."""
@@ -146,6 +164,34 @@ class ModerationStore(Protocol):
 
     async def set_slow(self, room: str, seconds: int) -> None:
         """Set the room's slow mode (0 = off)."""
+
+    async def slow(self, room: str) -> int:
+        """The room's slow mode in seconds (0 = off)."""
+
+    async def change_filter(
+        self, room: str, add: list[str], remove: list[str], action: str
+    ) -> dict[str, str]:
+        """Add terms with ``action`` (replacing a term's action) and remove terms;
+        return every term of the room's word filter with its action."""
+
+    async def filter_terms(self, room: str) -> dict[str, str]:
+        """The room's word filter: term -> action."""
+
+    async def flag(self, room: str, msg_id: str, entry: bytes) -> None:
+        """Queue a flagged message for review (``entry`` is its JSON)."""
+
+    async def unflag(self, room: str, msg_id: str) -> bool:
+        """Take a message off the review queue; True if it was there."""
+
+    async def flagged(self, room: str) -> list[bytes]:
+        """The review queue, oldest first."""
+
+    async def log_action(self, room: str, entry: bytes) -> None:
+        """Append to the room's moderation log (kept across restarts on Redis; the
+        last ``MODLOG_SIZE`` entries)."""
+
+    async def actions(self, room: str, limit: int) -> list[bytes]:
+        """The last ``limit`` entries of the moderation log, oldest first."""
 
 
 class InventoryStore(Protocol):

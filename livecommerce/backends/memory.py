@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from livecommerce.backends import (
+    FLAGGED_SIZE,
+    MODLOG_SIZE,
     Backends,
     DeadLetter,
     Kind,
@@ -158,6 +160,7 @@ class MemoryEventLog:
 
 class MemoryCounters:
     def __init__(self) -> None:
+        self._figures: dict[str, dict[str, int]] = {}
         self._likes: dict[str, int] = {}
         self._presence: dict[str, dict[str, tuple[int, int]]] = {}
 
@@ -173,6 +176,19 @@ class MemoryCounters:
             del nodes[name]
         return sum(c for c, _ in nodes.values())
 
+    async def count(self, room: str, figures: dict[str, int]) -> None:
+        mine = self._figures.setdefault(room, {})
+        for name, n in figures.items():
+            mine[name] = mine.get(name, 0) + n
+
+    async def note_viewers(self, room: str, viewers: int) -> int:
+        mine = self._figures.setdefault(room, {})
+        mine["peak_viewers"] = max(mine.get("peak_viewers", 0), viewers)
+        return mine["peak_viewers"]
+
+    async def figures(self, room: str) -> dict[str, int]:
+        return dict(self._figures.get(room, {}))
+
 
 class MemoryModerationStore:
     def __init__(self) -> None:
@@ -180,6 +196,44 @@ class MemoryModerationStore:
         self._mutes: dict[tuple[str, str], int] = {}
         self._slow: dict[str, int] = {}
         self._last_chat: dict[tuple[str, str], int] = {}
+        self._filters: dict[str, dict[str, str]] = {}
+        self._flagged: dict[str, dict[str, bytes]] = {}
+        self._log: dict[str, deque[bytes]] = {}
+
+    async def slow(self, room: str) -> int:
+        return self._slow.get(room, 0)
+
+    async def change_filter(
+        self, room: str, add: list[str], remove: list[str], action: str
+    ) -> dict[str, str]:
+        terms = self._filters.setdefault(room, {})
+        for term in remove:
+            terms.pop(term, None)
+        for term in add:
+            terms[term] = action
+        return dict(terms)
+
+    async def filter_terms(self, room: str) -> dict[str, str]:
+        return dict(self._filters.get(room, {}))
+
+    async def flag(self, room: str, msg_id: str, entry: bytes) -> None:
+        queue = self._flagged.setdefault(room, {})
+        queue[msg_id] = entry
+        while len(queue) > FLAGGED_SIZE:
+            del queue[next(iter(queue))]
+
+    async def unflag(self, room: str, msg_id: str) -> bool:
+        return self._flagged.get(room, {}).pop(msg_id, None) is not None
+
+    async def flagged(self, room: str) -> list[bytes]:
+        return list(self._flagged.get(room, {}).values())
+
+    async def log_action(self, room: str, entry: bytes) -> None:
+        self._log.setdefault(room, deque(maxlen=MODLOG_SIZE)).append(entry)
+
+    async def actions(self, room: str, limit: int) -> list[bytes]:
+        entries = self._log.get(room, deque())
+        return list(entries)[-limit:] if limit > 0 else []
 
     async def admit_chat(
         self, room: str, user: str, now_ms: int, *, slow_exempt: bool = False
@@ -336,8 +390,11 @@ class MemoryOutboxStore:
 class MemoryInventoryStore:
     """A :class:`Ledger` per room; events go through the memory event log."""
 
-    def __init__(self, log: MemoryEventLog, outbox: MemoryOutboxStore) -> None:
+    def __init__(
+        self, log: MemoryEventLog, outbox: MemoryOutboxStore, counters: MemoryCounters
+    ) -> None:
         self._log = log
+        self._counters = counters
         self._products: dict[str, dict[str, Product]] = {}
         self._ledgers: dict[str, Ledger] = {}
         self._outbox = outbox
@@ -389,6 +446,7 @@ class MemoryInventoryStore:
         outcomes = [ledger.reserve(sale_id, a, now=now_ms, hold_ms=hold_ms) for a in attempts]
         for out in outcomes:
             if out.created and out.order is not None:
+                await self._counters.count(room, {"orders": 1, f"orders:{out.order.sku}": 1})
                 entry = {k: str(v) for k, v in out.order.to_dict().items() if v is not None}
                 self._outbox.append(room, entry)
         return [replace(o, order=None if o.order is None else replace(o.order)) for o in outcomes]
@@ -399,6 +457,8 @@ class MemoryInventoryStore:
             return None, False
         was_held = ledger.orders[order_id].status == "held"
         order, sold_out = ledger.pay(order_id)
+        if was_held and order is not None:
+            await self._count_sold(order, 1)
         if sold_out is not None:
             await self._ended(sold_out, now_ms)
         return (None if order is None else replace(order)), was_held
@@ -443,12 +503,30 @@ class MemoryInventoryStore:
             if len(self._events) >= MAX_EVENT_IDS:  # forget the oldest (insertion order)
                 del self._events[next(iter(self._events))]
             self._events[(room, event_id)] = None
+        before = ledger.orders[order_id].status
         done = ledger.settle(order_id, kind)
+        if done.order is not None and done.applied:
+            if before == "held" and done.order.status == "paid":
+                await self._count_sold(done.order, 1)
+            elif before == "paid":
+                await self._count_sold(done.order, -1)
         if done.sold_out is not None:
             await self._ended(done.sold_out, now_ms)
         if done.late:
             self._late.setdefault(room, {})[order_id] = now_ms
         return replace(done, order=None if done.order is None else replace(done.order))
+
+    async def _count_sold(self, order: Order, sign: int) -> None:
+        units, revenue = sign * order.qty, sign * order.qty * order.price
+        await self._counters.count(
+            order.room,
+            {
+                "units_sold": units,
+                f"units_sold:{order.sku}": units,
+                "revenue": revenue,
+                f"revenue:{order.sku}": revenue,
+            },
+        )
 
     async def set_payment_url(self, order_id: str, url: str) -> Order | None:
         ledger = self._ledgers.get(room_of_order(order_id))
@@ -473,12 +551,13 @@ def memory_backends(settings: Settings) -> Backends:
         history_size=settings.history_size, recent_size=settings.limits.recent_chats
     )
     outbox = MemoryOutboxStore()
+    counters = MemoryCounters()
     return Backends(
         engine="memory",
         rooms=MemoryRoomStore(),
         log=log,
-        counters=MemoryCounters(),
+        counters=counters,
         moderation=MemoryModerationStore(),
-        inventory=MemoryInventoryStore(log, outbox),
+        inventory=MemoryInventoryStore(log, outbox, counters),
         outbox=outbox,
     )

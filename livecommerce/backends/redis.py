@@ -20,7 +20,16 @@ from redis.asyncio.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from livecommerce.backends import Backends, Kind, LogHead, LogSnapshot, Refusal, Sink
+from livecommerce.backends import (
+    FLAGGED_SIZE,
+    MODLOG_SIZE,
+    Backends,
+    Kind,
+    LogHead,
+    LogSnapshot,
+    Refusal,
+    Sink,
+)
 from livecommerce.config import Settings
 from livecommerce.rooms.state import STATUSES, Room, Status
 
@@ -343,10 +352,42 @@ class RedisEventLog:
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
 
 
+PEAK = """
+-- KEYS: 1 the room's figures (hash)
+-- ARGV: 1 viewers now
+-- Keeps the highest count seen as peak_viewers; returns it.
+local peak = tonumber(redis.call('HGET', KEYS[1], 'peak_viewers') or '0')
+local now = tonumber(ARGV[1])
+if now > peak then
+  redis.call('HSET', KEYS[1], 'peak_viewers', now)
+  return now
+end
+return peak
+"""
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class RedisCounters:
     def __init__(self, r: aioredis.Redis) -> None:
         self._r = r
         self._presence = r.register_script(PRESENCE)
+        self._peak = r.register_script(PEAK)
+
+    async def count(self, room: str, figures: dict[str, int]) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for name, n in figures.items():
+                pipe.hincrby(key(room, "stats"), name, n)
+            await pipe.execute()
+
+    async def note_viewers(self, room: str, viewers: int) -> int:
+        return int(await self._peak(keys=[key(room, "stats")], args=[viewers]))
+
+    async def figures(self, room: str) -> dict[str, int]:
+        raw = await self._r.hgetall(key(room, "stats"))
+        return {_s(k): int(v) for k, v in raw.items()}
 
     async def add_likes(self, room: str, n: int) -> int:
         return int(await self._r.incrby(key(room, "likes"), n))
@@ -356,10 +397,36 @@ class RedisCounters:
         return int(await self._presence(keys=[key(room, "presence")], args=args))
 
 
+FLAG = """
+-- KEYS: 1 the review queue (zset msg id -> order of arrival); its messages are in
+--       the hash named after it with ':msgs'
+-- ARGV: 1 msg id, 2 entry, 3 most entries kept
+local n = redis.call('INCR', KEYS[1] .. ':n')
+redis.call('ZADD', KEYS[1], n, ARGV[1])
+redis.call('HSET', KEYS[1] .. ':msgs', ARGV[1], ARGV[2])
+local over = redis.call('ZCARD', KEYS[1]) - tonumber(ARGV[3])
+if over > 0 then
+  for _, id in ipairs(redis.call('ZRANGE', KEYS[1], 0, over - 1)) do
+    redis.call('HDEL', KEYS[1] .. ':msgs', id)
+  end
+  redis.call('ZREMRANGEBYRANK', KEYS[1], 0, over - 1)
+end
+return 1
+"""
+
+UNFLAG = """
+-- KEYS: 1 the review queue; ARGV: 1 msg id. Returns 1 if it was queued.
+redis.call('HDEL', KEYS[1] .. ':msgs', ARGV[1])
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+
+
 class RedisModerationStore:
     def __init__(self, r: aioredis.Redis) -> None:
         self._r = r
         self._admit = r.register_script(ADMIT_CHAT)
+        self._flag = r.register_script(FLAG)
+        self._unflag = r.register_script(UNFLAG)
 
     async def admit_chat(
         self, room: str, user: str, now_ms: int, *, slow_exempt: bool = False
@@ -384,6 +451,47 @@ class RedisModerationStore:
 
     async def set_slow(self, room: str, seconds: int) -> None:
         await self._r.hset(key(room, "mod"), "slow", seconds)
+
+    async def slow(self, room: str) -> int:
+        return int(await self._r.hget(key(room, "mod"), "slow") or 0)
+
+    async def change_filter(
+        self, room: str, add: list[str], remove: list[str], action: str
+    ) -> dict[str, str]:
+        async with self._r.pipeline(transaction=True) as pipe:
+            if remove:
+                pipe.hdel(key(room, "filter"), *remove)
+            if add:
+                pipe.hset(key(room, "filter"), mapping=dict.fromkeys(add, action))
+            pipe.hgetall(key(room, "filter"))
+            *_, terms = await pipe.execute()
+        return {_s(k): _s(v) for k, v in terms.items()}
+
+    async def filter_terms(self, room: str) -> dict[str, str]:
+        raw = await self._r.hgetall(key(room, "filter"))
+        return {_s(k): _s(v) for k, v in raw.items()}
+
+    async def flag(self, room: str, msg_id: str, entry: bytes) -> None:
+        await self._flag(keys=[key(room, "flagged")], args=[msg_id, entry, FLAGGED_SIZE])
+
+    async def unflag(self, room: str, msg_id: str) -> bool:
+        return bool(await self._unflag(keys=[key(room, "flagged")], args=[msg_id]))
+
+    async def flagged(self, room: str) -> list[bytes]:
+        ids: Any = await self._r.zrange(key(room, "flagged"), 0, -1)
+        if not ids:
+            return []
+        raw: list[Any] = await self._r.hmget(key(room, "flagged:msgs"), ids)
+        return [bytes(e) for e in raw if e is not None]
+
+    async def log_action(self, room: str, entry: bytes) -> None:
+        await self._r.xadd(key(room, "modlog"), {"e": entry}, maxlen=MODLOG_SIZE, approximate=True)
+
+    async def actions(self, room: str, limit: int) -> list[bytes]:
+        if limit <= 0:
+            return []
+        raw: Any = await self._r.xrevrange(key(room, "modlog"), count=limit)
+        return [bytes(fields[b"e"]) for _, fields in reversed(raw or [])]
 
 
 @asynccontextmanager

@@ -58,10 +58,21 @@ local function end_sale(p, room, sid, reason, now, maxlen, fresh)
 end
 
 -- Pay a hold (the caller checked it is held); end its sale once every unit is paid.
+-- Count paid units and revenue in the room's figures (negative for a refund).
+local function count_sold(p, o, sign)
+  local qty, price, sku = tonumber(o[2]), tonumber(o[3]), o[4]
+  local st = p .. 'stats'
+  redis.call('HINCRBY', st, 'units_sold', sign * qty)
+  redis.call('HINCRBY', st, 'units_sold:' .. sku, sign * qty)
+  redis.call('HINCRBY', st, 'revenue', sign * qty * price)
+  redis.call('HINCRBY', st, 'revenue:' .. sku, sign * qty * price)
+end
+
 local function pay_hold(p, room, oid, now, maxlen, fresh)
   local ok = p .. 'ordr:' .. oid
-  local o = redis.call('HMGET', ok, 'sale', 'qty')
+  local o = redis.call('HMGET', ok, 'sale', 'qty', 'price', 'sku')
   local qty = tonumber(o[2])
+  count_sold(p, o, 1)
   redis.call('HSET', ok, 'status', 'paid')
   redis.call('ZREM', p .. 'holds', oid)
   local sk = p .. 'sale:' .. o[1]
@@ -162,6 +173,8 @@ for i = 6, #ARGV, 4 do
                  'created_at', num(now), 'expires_at', num(expires))
       redis.call('ZADD', p .. 'uord:' .. user, now, oid)
       redis.call('ZADD', p .. 'holds', expires, oid)
+      redis.call('HINCRBY', p .. 'stats', 'orders', 1)
+      redis.call('HINCRBY', p .. 'stats', 'orders:' .. s[6], 1)
       redis.call('XADD', p .. 'outbox', '*', 'id', oid, 'room', room, 'sale', sid,
                  'sku', s[6], 'title', s[7], 'qty', qty, 'price', s[5], 'user', user,
                  'created_at', num(now), 'expires_at', num(expires))
@@ -217,14 +230,15 @@ if status == 'held' then
   return {'cancelled', 1, 0, 0}
 end
 if status == 'paid' and kind ~= 'paid' then
-  local o = redis.call('HMGET', KEYS[1], 'sale', 'qty', 'user')
+  local o = redis.call('HMGET', KEYS[1], 'sale', 'qty', 'price', 'sku', 'user')
   local qty = tonumber(o[2])
   redis.call('HSET', KEYS[1], 'status', 'refunded')
+  count_sold(p, o, -1)
   local sk = p .. 'sale:' .. o[1]
   if redis.call('HGET', sk, 'status') == 'active' then
     redis.call('HINCRBY', sk, 'sold', -qty)
     redis.call('HINCRBY', sk, 'remaining', qty)
-    redis.call('HINCRBY', p .. 'units:' .. o[1], o[3], -qty)
+    redis.call('HINCRBY', p .. 'units:' .. o[1], o[5], -qty)
   end
   return {'refunded', 1, 0, 0}
 end

@@ -177,6 +177,16 @@ async def get_order(request: web.Request) -> web.Response:
     )
 
 
+async def modlog(request: web.Request) -> web.Response:
+    """The room's moderation log, oldest first (host, moderators, admins)."""
+    raw = request.query.get("limit", "200")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise Error("bad_request", "limit: 1 to 10000")
+    who = principal(request)
+    entries = await request.app[SERVICE].modlog(who, room_id(request), int(raw))
+    return json_response({"entries": entries})
+
+
 async def healthz(request: web.Request) -> web.Response:
     if not request.app[READY][0]:
         return json_response({"status": "starting"}, 503)
@@ -245,6 +255,7 @@ def setup(app: web.Application, static_dir: Path) -> None:
     r.add_get("/api/rooms/{room}", get_room)
     r.add_put("/api/rooms/{room}/products/{sku}", put_product)
     r.add_get("/api/rooms/{room}/products", list_products)
+    r.add_get("/api/rooms/{room}/modlog", modlog)
     r.add_get("/api/orders/{order}", get_order)
     if app[SETTINGS].demo:
         r.add_post("/api/demo/token", demo_token)

@@ -203,6 +203,23 @@ async def _slow(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, A
     return {}
 
 
+async def _filter(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    a = cmd.args
+    terms = await svc.change_filter(
+        conn.principal,
+        cmd.room,
+        add=list(a.get("add") or []),
+        remove=list(a.get("remove") or []),
+        action=a.get("action"),
+    )
+    return {"terms": terms}
+
+
+async def _approve(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.approve(conn.principal, cmd.room, cmd.args["msg_id"])
+    return {}
+
+
 async def _pin(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
     if cmd.op == "pin":
         await svc.pin(conn.principal, cmd.room, cmd.args["sku"])
@@ -250,6 +267,8 @@ HANDLERS: dict[str, Handler] = {
     "mod.ban": _ban,
     "mod.unban": _ban,
     "mod.slow": _slow,
+    "mod.filter": _filter,
+    "mod.approve": _approve,
     "pin": _pin,
     "unpin": _pin,
     "sale.start": _sale_start,

@@ -40,6 +40,13 @@ def _is_id(v: Any) -> bool:
     return type(v) is str and 0 < len(v) <= 64
 
 
+def _is_terms(v: Any) -> bool:
+    return type(v) is list and len(v) <= 100 and all(type(t) is str and 0 < len(t) <= 64 for t in v)
+
+
+FILTER_ACTIONS: Final = ("block", "mask", "flag")
+
+
 def _is_room(v: Any) -> bool:
     return type(v) is str and ROOM_ID.fullmatch(v) is not None
 
@@ -64,6 +71,13 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
     "mod.ban": (_ROOM, _USER),
     "mod.unban": (_ROOM, _USER),
     "mod.slow": (_ROOM, ("seconds", _is_int(0, 3600), True)),
+    "mod.filter": (
+        _ROOM,
+        ("add", _is_terms, False),
+        ("remove", _is_terms, False),
+        ("action", lambda v: v in FILTER_ACTIONS, False),
+    ),
+    "mod.approve": (_ROOM, ("msg_id", _is_str(64), True)),
     "pin": (_ROOM, ("sku", _is_id, True)),
     "unpin": (_ROOM, ("sku", _is_id, True)),
     "sale.start": (

@@ -18,15 +18,35 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-from livecommerce.backends import Backends, LogHead
+from livecommerce.backends import STAFF, Backends, LogHead
 from livecommerce.errors import Error
-from livecommerce.protocol import encode_event, line_seq, loads, text_frame
+from livecommerce.protocol import dumps, encode_event, line_seq, loads, text_frame
 
 log = logging.getLogger(__name__)
 
 _SALE_STARTED = b'"type":"sale.started"'
+
+
+FIGURES = ("orders", "units_sold", "revenue")
+
+
+def stats_fields(figures: dict[str, int], *, viewers: int, peak: int, likes: int) -> dict[str, Any]:
+    """The ``stats`` event's fields from the room's counted figures."""
+    products: dict[str, dict[str, int]] = {}
+    for name, n in figures.items():
+        figure, _, sku = name.partition(":")
+        if sku and figure in FIGURES:
+            products.setdefault(sku, dict.fromkeys(FIGURES, 0))[figure] = n
+    return {
+        "viewers": viewers,
+        "peak_viewers": max(peak, viewers),
+        "likes": likes,
+        "chats": figures.get("chats", 0),
+        **{f: figures.get(f, 0) for f in FIGURES},
+        "products": dict(sorted(products.items())),
+    }
 
 
 class Subscriber(Protocol):
@@ -45,12 +65,14 @@ class Subscriber(Protocol):
 class Membership:
     """One subscriber in one room."""
 
-    __slots__ = ("buffer", "conn", "floor")
+    __slots__ = ("buffer", "conn", "floor", "staff")
 
-    def __init__(self, conn: Subscriber) -> None:
+    def __init__(self, conn: Subscriber, *, staff: bool = False) -> None:
         self.conn = conn
         self.buffer: list[bytes] | None = []
         self.floor = 0
+        self.staff = staff
+        """Host, moderator or admin of the room: gets the staff's private events."""
 
     def push(self, frame: bytes, lines: list[bytes], last_seq: int) -> None:
         if self.buffer is not None:
@@ -88,6 +110,7 @@ class Channel:
         self.viewers_sent = -1
         self.sales_open = False
         self.stock_sent: dict[str, int] = {}
+        self.stats_sent: bytes | None = None
         self.next_presence = 0.0
         self.ready = asyncio.Event()
         self.closing = False
@@ -131,8 +154,9 @@ class Hub:
     def channel(self, room: str) -> Channel | None:
         return self._channels.get(room)
 
-    async def attach(self, room: str, conn: Subscriber) -> Membership:
-        """Add ``conn`` to ``room``, buffering until :meth:`Membership.go_live`.
+    async def attach(self, room: str, conn: Subscriber, *, staff: bool = False) -> Membership:
+        """Add ``conn`` to ``room``, buffering until :meth:`Membership.go_live`;
+        ``staff`` members also get the events private to the room's staff.
 
         Raises:
             Error: ``internal`` when the room's subscription cannot be made.
@@ -150,7 +174,9 @@ class Hub:
                 if ch.task is not None and ch.task.done() and ch.task.exception():
                     raise Error("internal", f"room {room!r} is unavailable")
                 continue
-            membership = ch.members[conn] = Membership(conn)
+            membership = ch.members[conn] = Membership(conn, staff=staff)
+            if staff:
+                ch.stats_sent = None  # the newcomer gets the figures at the next second
             return membership
 
     def detach(self, room: str, conn: Subscriber) -> None:
@@ -226,6 +252,8 @@ class Hub:
             ch.next_presence = now + self.presence_s
             ch.sales_open = True  # look again once in a while, whatever we missed
             await self._presence(ch, now, lines)
+            if any(m.staff for m in ch.members.values()):
+                await self._stats(ch, now)
         if lines:
             frame = text_frame(b"\n".join(lines))
             last_seq = ch.head.seq
@@ -299,7 +327,27 @@ class Hub:
                 lines.extend(await self._repair(ch, head.seq + 1))
                 ch.head = LogHead(max(ch.head.seq, head.seq), ch.head.epoch)
 
+    async def _stats(self, ch: Channel, now: float) -> None:
+        """The room's figures to its staff, when they changed (at most once a second)."""
+        peak = await self._counters.note_viewers(ch.room, ch.viewers)
+        figures = await self._counters.figures(ch.room)
+        likes = ch.likes_sent if ch.likes_sent >= 0 else 0
+        body = stats_fields(figures, viewers=ch.viewers, peak=peak, likes=likes)
+        if dumps(body) == ch.stats_sent:
+            return
+        ch.stats_sent = dumps(body)
+        frame = text_frame(encode_event("stats", ch.room, int(now * 1000), body))
+        for conn, membership in list(ch.members.items()):
+            if membership.staff:
+                conn.write(frame)
+
     def _deliver_private(self, ch: Channel, line: bytes, user: str) -> None:
+        if user == STAFF:
+            frame = text_frame(line)
+            for conn, membership in list(ch.members.items()):
+                if membership.staff:
+                    conn.write(frame)
+            return
         targets = [c for c in ch.members if c.user_id == user]
         if not targets:
             return

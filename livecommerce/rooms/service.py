@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from livecommerce.auth import Principal, Role
-from livecommerce.backends import Backends, RoomStore
+from livecommerce.backends import STAFF, Backends, ModerationStore, RoomStore
 from livecommerce.config import Settings
 from livecommerce.errors import Error
 from livecommerce.inventory.batcher import ReservationBatcher
@@ -33,8 +33,10 @@ from livecommerce.inventory.rules import (
     order_id,
 )
 from livecommerce.moderation.rules import RateLimiter, refusal
+from livecommerce.moderation.wordfilter import Term, WordFilter
 from livecommerce.orders.sandbox import checkout_path
-from livecommerce.protocol import ROOM_ID, encode_event, fragment, loads
+from livecommerce.protocol import ROOM_ID, dumps, encode_event, fragment, loads
+from livecommerce.protocol.codec import FILTER_ACTIONS
 from livecommerce.rooms.hub import Hub, Membership, Subscriber
 from livecommerce.rooms.state import Room, Status, clean_text
 
@@ -130,6 +132,38 @@ class RoomCache:
             log.warning("reading room %s failed: %r", room_id, exc)
 
 
+class FilterCache:
+    """Each room's compiled word filter, read again at most once a second (another
+    process's change is seen within a second; this process's at once)."""
+
+    def __init__(
+        self, store: ModerationStore, *, ttl_s: float = 1.0, clock: Callable[[], float]
+    ) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._filters: dict[str, tuple[float, WordFilter]] = {}
+
+    async def get(self, room: str) -> WordFilter:
+        now = self._clock()
+        cached = self._filters.get(room)
+        if cached is not None and now - cached[0] < self._ttl_s:
+            return cached[1]
+        terms = await self._store.filter_terms(room)
+        words = WordFilter(Term(t, a) for t, a in terms.items() if a in FILTER_ACTIONS)  # type: ignore[arg-type]
+        if len(self._filters) > 10_000:
+            self._filters.clear()
+        self._filters[room] = (now, words)
+        return words
+
+    def forget(self, room: str) -> None:
+        self._filters.pop(room, None)
+
+
+def _terms(terms: dict[str, str]) -> list[dict[str, str]]:
+    return [{"text": t, "action": a} for t, a in sorted(terms.items())]
+
+
 @dataclass(frozen=True, slots=True)
 class Joined:
     """The outcome of a join: the reply's data, the lines to replay after it, and the
@@ -168,6 +202,7 @@ class RoomService:
             clock=clock,
         )
         self._rooms = RoomCache(backends.rooms, clock=clock)
+        self._filters = FilterCache(backends.moderation, clock=clock)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex()
 
@@ -289,7 +324,8 @@ class RoomService:
         room = await self.room(room_id)
         if await self.backends.moderation.is_banned(room.id, who.id):
             raise Error("banned", "you are banned from this room")
-        membership = await self.hub.attach(room.id, conn)
+        staff = who.role_in(room.id, room.host) in MODERATORS
+        membership = await self.hub.attach(room.id, conn, staff=staff)
         try:
             snap = await self.backends.log.snapshot(room.id)
             replay: list[bytes] = []
@@ -303,10 +339,15 @@ class RoomService:
             likes = await self.backends.counters.add_likes(room.id, 0)
             sales = await self.backends.inventory.active_sales(room.id)
             orders = await self.backends.inventory.user_orders(room.id, who.id)
+            moderation = self.backends.moderation
+            slow = await moderation.slow(room.id)
+            if staff:
+                flagged = [loads(e) for e in await moderation.flagged(room.id)]
+                terms = await moderation.filter_terms(room.id)
         except BaseException:
             self.hub.detach(room.id, conn)
             raise
-        snapshot = {
+        snapshot: dict[str, Any] = {
             "room": room.id,
             "title": room.title,
             "host": room.host,
@@ -320,7 +361,11 @@ class RoomService:
             "recent": [fragment(line) for line in snap.recent],
             "announcement": None if snap.announcement is None else fragment(snap.announcement),
             "orders": [o.public() for o in orders],
+            "slow": slow,
         }
+        if staff:
+            snapshot["flagged"] = flagged
+            snapshot["filter"] = _terms(terms)
         return Joined({"snapshot": snapshot, "recovered": recovered}, replay, membership, floor)
 
     def leave(self, room_id: str, conn: Subscriber) -> None:
@@ -338,6 +383,10 @@ class RoomService:
         text = clean_text(text, self.settings.limits.chat_max_chars)
         room.require_live()
         staff = who.role_in(room.id, room.host) in MODERATORS
+        words = await self._filters.get(room.id)
+        verdict = words.check(text)
+        if verdict.action == "block":  # before admission, so a refused message uses no slot
+            raise Error("blocked_content", "this message has a blocked word")
         refused = await self.backends.moderation.admit_chat(
             room.id, who.id, self.now_ms(), slow_exempt=staff
         )
@@ -345,9 +394,14 @@ class RoomService:
             raise refusal(*refused)
         msg_id = self.new_id()
         user = {"id": who.id, "name": who.name}
-        seq = await self._publish(
-            room.id, "chat", {"msg_id": msg_id, "user": user, "text": text}, kind="chat", ref=msg_id
-        )
+        chat = {"msg_id": msg_id, "user": user, "text": verdict.text}
+        seq = await self._publish(room.id, "chat", chat, kind="chat", ref=msg_id)
+        flagged = [t.text for t in words.terms if t.action == "flag" and t.text in verdict.matched]
+        if flagged:
+            entry = {**chat, "seq": seq, "terms": flagged, "ts": self.now_ms()}
+            await self.backends.moderation.flag(room.id, msg_id, dumps(entry))
+            await self._to_staff(room.id, "chat.flagged", entry)
+        await self.backends.counters.count(room.id, {"chats": 1})
         return {"msg_id": msg_id, "seq": seq}
 
     async def like(self, who: Principal, room_id: str, count: int) -> None:
@@ -360,9 +414,11 @@ class RoomService:
     async def announce(self, who: Principal, room_id: str, text: str) -> int:
         room = await self._room_as(who, room_id, MODERATORS)
         text = clean_text(text, self.settings.limits.chat_max_chars)
-        return await self._publish(
+        seq = await self._publish(
             room.id, "announcement", {"text": text, "by": who.id}, kind="announcement"
         )
+        await self._log(who, room.id, "announce", None, {"text": text})
+        return seq
 
     # -- moderation ------------------------------------------------------------------
 
@@ -373,6 +429,75 @@ class RoomService:
         )
         if not seq:
             raise Error("not_found", f"no message {msg_id!r} in the room's history")
+        await self._log(who, room.id, "delete", msg_id)
+        if await self.backends.moderation.unflag(room.id, msg_id):
+            await self._reviewed(who, room.id, msg_id, "deleted")
+
+    async def approve(self, who: Principal, room_id: str, msg_id: str) -> None:
+        """Take a flagged message off the review queue, leaving it published."""
+        room = await self._room_as(who, room_id, MODERATORS)
+        if not await self.backends.moderation.unflag(room.id, msg_id):
+            raise Error("not_found", f"message {msg_id!r} is not waiting for review")
+        await self._log(who, room.id, "approve", msg_id)
+        await self._reviewed(who, room.id, msg_id, "approved")
+
+    async def _reviewed(self, who: Principal, room: str, msg_id: str, action: str) -> None:
+        await self._to_staff(
+            room, "chat.reviewed", {"msg_id": msg_id, "action": action, "by": who.id}
+        )
+
+    async def change_filter(
+        self,
+        who: Principal,
+        room_id: str,
+        *,
+        add: list[str],
+        remove: list[str],
+        action: str | None,
+    ) -> list[dict[str, str]]:
+        """Change the room's word filter; every term with its action."""
+        room = await self._room_as(who, room_id, MODERATORS)
+        if add and action is None:
+            raise Error("bad_request", "action (block, mask or flag) is needed to add terms")
+        for term in add:
+            try:
+                WordFilter([Term(term, "block")])
+            except ValueError:
+                raise Error("bad_request", f"term {term!r} has no letters or digits") from None
+        terms = await self.backends.moderation.change_filter(room.id, add, remove, action or "")
+        self._filters.forget(room.id)
+        if add or remove:
+            details = {"add": add, "remove": remove, "action": action}
+            await self._log(who, room.id, "filter", None, details)
+        return _terms(terms)
+
+    async def modlog(self, who: Principal, room_id: str, limit: int) -> list[dict[str, Any]]:
+        """The room's moderation log, oldest first (staff only)."""
+        room = await self._room_as(who, room_id, MODERATORS)
+        return [loads(e) for e in await self.backends.moderation.actions(room.id, limit)]
+
+    async def _log(
+        self,
+        who: Principal,
+        room: str,
+        action: str,
+        target: str | None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Keep a moderation action in the room's log and show it to the staff live."""
+        entry = {
+            "at": self.now_ms(),
+            "by": {"id": who.id, "name": who.name},
+            "action": action,
+            "target": target,
+            "details": details or {},
+        }
+        await self.backends.moderation.log_action(room, dumps(entry))
+        await self._to_staff(room, "mod.logged", {"entry": entry})
+
+    async def _to_staff(self, room: str, type_: str, fields: dict[str, Any]) -> None:
+        line = encode_event(type_, room, self.now_ms(), fields)
+        await self.backends.log.send_private(room, STAFF, line)
 
     async def _tell(self, room: str, user: str, fields: dict[str, Any]) -> None:
         line = encode_event("moderation", room, self.now_ms(), fields)
@@ -385,6 +510,7 @@ class RoomService:
         until = self.now_ms() + seconds * 1000
         await self.backends.moderation.mute(room.id, user, until)
         await self._tell(room.id, user, {"action": "muted", "until": until})
+        await self._log(who, room.id, "mute", user, {"seconds": seconds, "until": until})
 
     async def ban(self, who: Principal, room_id: str, user: str, banned: bool) -> None:
         room = await self._room_as(who, room_id, MODERATORS)
@@ -393,10 +519,14 @@ class RoomService:
         changed = await self.backends.moderation.set_banned(room.id, user, banned)
         if changed and banned:
             await self._tell(room.id, user, {"action": "banned", "until": None})
+        if changed:
+            await self._log(who, room.id, "ban" if banned else "unban", user)
 
     async def slow(self, who: Principal, room_id: str, seconds: int) -> None:
         room = await self._room_as(who, room_id, MODERATORS)
         await self.backends.moderation.set_slow(room.id, seconds)
+        await self._publish(room.id, "room.slow", {"seconds": seconds})
+        await self._log(who, room.id, "slow", None, {"seconds": seconds})
 
     # -- commerce --------------------------------------------------------------------
 
