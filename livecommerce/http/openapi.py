@@ -247,6 +247,25 @@ def document(*, demo: bool) -> dict[str, Any]:
                 "responses": {"200": _json(_ref("Order"), "The order"), **_errors(401, 404)},
             }
         },
+        "/api/rooms/{room}/modlog": {
+            "get": {
+                "summary": "The room's moderation log, oldest first (host, moderators)",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "room", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    },
+                ],
+                "responses": {
+                    "200": _json({"type": "object"}, "The entries"),
+                    **_errors(400, 401, 403, 404),
+                },
+            }
+        },
         "/api/orders/events": {
             "post": {
                 "summary": "A signed callback of the order system (Standard Webhooks)",
