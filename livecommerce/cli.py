@@ -162,9 +162,10 @@ def _banner(settings: Settings, port: int) -> str:
         lines += [
             "",
             "Demo room 'demo' is live. Open, each in its own window:",
-            f"  viewer:     {base}/?room=demo&role=viewer",
-            f"  host:       {base}/?room=demo&role=host",
-            f"  moderator:  {base}/?room=demo&role=moderator",
+            f"  viewer:     {base}/watch.html?room=demo",
+            f"  host:       {base}/studio.html?room=demo",
+            f"  moderator:  {base}/console.html?room=demo",
+            f"  protocol playground: {base}/?room=demo",
             "",
             "Demo sign-in (any role: viewer, host, moderator, admin):",
             f'  curl -s -X POST {base}/api/demo/token -d \'{{"role": "host"}}\'',

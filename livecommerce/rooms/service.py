@@ -398,7 +398,7 @@ class RoomService:
         seq = await self._publish(room.id, "chat", chat, kind="chat", ref=msg_id)
         flagged = [t.text for t in words.terms if t.action == "flag" and t.text in verdict.matched]
         if flagged:
-            entry = {**chat, "seq": seq, "terms": flagged, "ts": self.now_ms()}
+            entry = {**chat, "chat_seq": seq, "terms": flagged, "ts": self.now_ms()}
             await self.backends.moderation.flag(room.id, msg_id, dumps(entry))
             await self._to_staff(room.id, "chat.flagged", entry)
         await self.backends.counters.count(room.id, {"chats": 1})

@@ -1,0 +1,224 @@
+/**
+ * Page pieces shared by the staff pages (studio, console): the connection banner,
+ * a confirmation dialog, short status notes and {@link ChatList}, a chat list that
+ * stays smooth in a busy room.
+ *
+ * @module ui
+ */
+
+/**
+ * @param {string} id
+ * @returns {HTMLElement}
+ */
+export function byId(id) {
+  const found = document.getElementById(id);
+  if (!found) throw new Error(`#${id} is missing`);
+  return found;
+}
+
+/**
+ * Show the connection's state in the banner (`<p class="conn" role="status">`):
+ * hidden while live, "Reconnecting…" with a spinner while the client resumes.
+ * @param {HTMLElement} banner
+ * @param {string} state a {@link import("./client.js").ConnectionState}
+ * @param {{reason?: string}} [detail]
+ */
+export function showConnection(banner, state, detail = {}) {
+  banner.dataset.state = state;
+  if (state === "live") banner.textContent = "Connected";
+  else if (state === "reconnecting") banner.textContent = "Reconnecting…";
+  else if (state === "connecting") banner.textContent = "Connecting…";
+  else if (state === "idle") banner.textContent = "Not connected";
+  else if (detail.reason === "banned") banner.textContent = "Banned from this server.";
+  else if (detail.reason === "unauthorized") {
+    banner.textContent = "The server refused the sign-in. Sign in again.";
+  } else banner.textContent = "Disconnected. Reload to try again.";
+}
+
+/**
+ * Ask before doing something that cannot be undone, in a modal `<dialog>`.
+ * @param {{title: string, text: string, confirm: string, danger?: boolean}} what
+ * @returns {Promise<boolean>} true when confirmed
+ */
+export function confirmAction(what) {
+  const dialog = document.createElement("dialog");
+  dialog.className = "confirm";
+  dialog.setAttribute("aria-labelledby", "confirm-title");
+  dialog.setAttribute("aria-describedby", "confirm-text");
+  const form = document.createElement("form");
+  form.method = "dialog";
+  const title = document.createElement("h2");
+  title.id = "confirm-title";
+  title.textContent = what.title;
+  const text = document.createElement("p");
+  text.id = "confirm-text";
+  text.textContent = what.text;
+  const row = document.createElement("div");
+  row.className = "confirm-actions";
+  const cancel = document.createElement("button");
+  cancel.type = "submit";
+  cancel.value = "cancel";
+  cancel.className = "btn btn-quiet";
+  cancel.textContent = "Cancel";
+  const ok = document.createElement("button");
+  ok.type = "submit";
+  ok.value = "confirm";
+  ok.className = what.danger ? "btn btn-danger" : "btn";
+  ok.textContent = what.confirm;
+  row.append(cancel, ok);
+  form.append(title, text, row);
+  dialog.append(form);
+  document.body.append(dialog);
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => {
+      resolve(dialog.returnValue === "confirm");
+      dialog.remove();
+    });
+    dialog.showModal();
+    cancel.focus(); // the safe choice is the default
+  });
+}
+
+/** @type {WeakMap<HTMLElement, number>} */
+const noteTimers = new WeakMap();
+
+/**
+ * A short status line (`role="status"` element) that clears itself.
+ * @param {HTMLElement} target
+ * @param {string} text
+ * @param {"ok" | "error" | "info"} [kind]
+ * @param {number} [ms] how long it stays; 0 keeps it
+ */
+export function note(target, text, kind = "info", ms = 6000) {
+  target.textContent = text;
+  target.dataset.kind = kind;
+  clearTimeout(noteTimers.get(target));
+  if (text && ms > 0) {
+    noteTimers.set(target, window.setTimeout(() => { target.textContent = ""; }, ms));
+  }
+}
+
+/**
+ * A chat list built to stay smooth in a busy room (the same approach as the viewer
+ * page's feed):
+ *
+ * - incoming messages wait in a queue and are put on the page once per animation
+ *   frame, in one DocumentFragment;
+ * - at most `max` messages stay in the DOM; older ones are removed;
+ * - while the reader has scrolled up, new messages are held back (at most `max`)
+ *   and the "new messages" button offers to jump back down;
+ * - deleted messages vanish wherever they are (on screen or still queued).
+ */
+export class ChatList {
+  /**
+   * @param {HTMLElement} list the `<ol>` that scrolls
+   * @param {HTMLElement} jump the "new messages" button
+   * @param {{max: number, render: (ev: any) => HTMLElement}} options `render`
+   *   builds one message's element (it must set `data-msg-id`).
+   */
+  constructor(list, jump, options) {
+    this.list = list;
+    this.jump = jump;
+    this.max = options.max;
+    this.render = options.render;
+    /** @type {any[]} chat events not rendered yet */
+    this.queue = [];
+    /** @type {Map<string, HTMLElement>} msg_id -> its element */
+    this.nodes = new Map();
+    this.following = true;
+    this._frame = 0;
+    list.addEventListener("scroll", () => this._onScroll(), { passive: true });
+    jump.addEventListener("click", () => this.follow());
+  }
+
+  /** @param {any} ev a `chat` event */
+  push(ev) {
+    this.queue.push(ev);
+    if (this.queue.length > this.max * 2) this.queue.splice(0, this.queue.length - this.max);
+    this._schedule();
+  }
+
+  /** @param {string} msgId @returns {HTMLElement | undefined} its element, if shown */
+  node(msgId) {
+    return this.nodes.get(msgId);
+  }
+
+  /** Remove a message, rendered or queued. @param {string} msgId */
+  remove(msgId) {
+    const node = this.nodes.get(msgId);
+    if (node) {
+      node.remove();
+      this.nodes.delete(msgId);
+      return;
+    }
+    const at = this.queue.findIndex((ev) => ev.msg_id === msgId);
+    if (at >= 0) {
+      this.queue.splice(at, 1);
+      this._updateJump();
+    }
+  }
+
+  /** Replace everything with `events` (a snapshot's `recent`). @param {any[]} events */
+  reset(events) {
+    this.list.replaceChildren();
+    this.nodes.clear();
+    this.queue = [];
+    for (const ev of events) this.push(ev);
+    this.follow();
+  }
+
+  /** Jump to the newest messages and keep following them. */
+  follow() {
+    this.following = true;
+    this._schedule();
+  }
+
+  _schedule() {
+    if (!this._frame) this._frame = requestAnimationFrame(() => this._flush());
+  }
+
+  _flush() {
+    this._frame = 0;
+    if (this.queue.length > this.max) this.queue.splice(0, this.queue.length - this.max);
+    if (!this.following) {
+      this._updateJump();
+      return;
+    }
+    if (this.queue.length) {
+      const fragment = document.createDocumentFragment();
+      for (const ev of this.queue) {
+        if (this.nodes.has(ev.msg_id)) continue; // already shown (a replay)
+        const node = this.render(ev);
+        this.nodes.set(ev.msg_id, node);
+        fragment.append(node);
+      }
+      this.queue = [];
+      this.list.append(fragment);
+      let extra = this.list.childElementCount - this.max;
+      while (extra-- > 0) {
+        const first = /** @type {HTMLElement} */ (this.list.firstElementChild);
+        this.nodes.delete(first.dataset.msgId ?? "");
+        first.remove();
+      }
+    }
+    // Only scroll when the list is on screen (a hidden tab has no layout to scroll).
+    if (this.list.clientHeight) this.list.scrollTop = this.list.scrollHeight;
+    this._updateJump();
+  }
+
+  _onScroll() {
+    const l = this.list;
+    const atBottom = l.scrollHeight - l.scrollTop - l.clientHeight < 24;
+    if (atBottom && !this.following) this.follow();
+    else if (!atBottom) this.following = false;
+    this._updateJump();
+  }
+
+  _updateJump() {
+    const waiting = this.following ? 0 : this.queue.length;
+    this.jump.hidden = this.following;
+    this.jump.textContent = waiting
+      ? `${waiting >= this.max ? `${this.max}+` : waiting} new message${waiting === 1 ? "" : "s"} ↓`
+      : "Back to the newest ↓";
+  }
+}
