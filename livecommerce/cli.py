@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -209,7 +211,9 @@ async def serve(settings: Settings, *, banner: bool = True, parent: int | None =
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     watcher = loop.create_task(_orphaned(parent, stop)) if parent else None
+    collector = loop.create_task(_collect_after_churn(app, stop))
     await stop.wait()
+    collector.cancel()
     if watcher:
         watcher.cancel()
     log.info("shutting down")
@@ -252,7 +256,6 @@ def run_workers(settings: Settings, log_level: str) -> int:
     """
     import multiprocessing
     import secrets
-    import time
     from dataclasses import replace
 
     _log_setup(log_level)
@@ -321,6 +324,40 @@ def reconcile(settings: Settings, rooms: list[str] | None, shop_export: str | No
     from livecommerce.orders.tools import reconcile_main
 
     return asyncio.run(reconcile_main(settings, rooms, shop_export))
+
+
+CHURN_COLLECT = 2_000
+"""Closed connections after which the next check runs a full collection."""
+
+
+async def _collect_after_churn(
+    app: web.Application, stop: asyncio.Event, *, every_s: float = 30, churn: int = CHURN_COLLECT
+) -> None:
+    """Run a full collection after many connections closed.
+
+    With the raised thresholds a full collection almost never comes by itself, and a
+    closed connection leaves cyclic garbage (aiohttp's objects; about 11 KB each,
+    measured: RSS 272 -> 382 MiB after 10,000 buyers came and went, no collection in
+    between). Collected every 30 s at most, once enough closed, the pause is bounded by
+    the live heap instead of growing with every crowd that ever came.
+    """
+    from livecommerce.http.keys import CONNECTIONS, METRICS
+
+    collected_at = 0
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+        closed = app[METRICS]["connections_total"] - len(app[CONNECTIONS])
+        if closed - collected_at >= churn:
+            started = time.perf_counter()
+            found = gc.collect()
+            collected_at = closed
+            log.info(
+                "full collection after %d closed connections: %d objects, %.0f ms",
+                closed,
+                found,
+                (time.perf_counter() - started) * 1000,
+            )
 
 
 async def _orphaned(parent: int, stop: asyncio.Event) -> None:

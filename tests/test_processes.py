@@ -203,3 +203,40 @@ def test_workers_need_redis() -> None:
     done = run_cli("serve", "--demo", "--workers", "2")
     assert done.returncode == 2
     assert "redis" in done.stderr
+
+
+async def test_a_full_collection_follows_a_crowd_that_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from collections import Counter
+
+    from aiohttp import web
+
+    from livecommerce import cli
+    from livecommerce.http.keys import CONNECTIONS, METRICS
+
+    import gc
+
+    calls: list[int] = []
+
+    def collect() -> int:
+        calls.append(1)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
+    app = web.Application()
+    app[METRICS] = Counter()
+    app[CONNECTIONS] = set()
+    stop = asyncio.Event()
+    task = asyncio.create_task(cli._collect_after_churn(app, stop, every_s=0.01, churn=100))
+    app[METRICS]["connections_total"] = 99
+    await asyncio.sleep(0.05)
+    assert calls == []  # 99 closed: not yet
+    app[METRICS]["connections_total"] = 150
+    await asyncio.sleep(0.05)
+    assert calls == [1]  # once, not at every check
+    app[METRICS]["connections_total"] = 260
+    await asyncio.sleep(0.05)
+    assert calls == [1, 1]
+    stop.set()
+    await asyncio.wait_for(task, 1)
