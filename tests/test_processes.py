@@ -208,14 +208,13 @@ def test_workers_need_redis() -> None:
 async def test_a_full_collection_follows_a_crowd_that_left(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import gc
     from collections import Counter
 
     from aiohttp import web
 
     from livecommerce import cli
     from livecommerce.http.keys import CONNECTIONS, METRICS
-
-    import gc
 
     calls: list[int] = []
 
