@@ -11,6 +11,8 @@ outbox: a room joins it when its first sale starts, before any hold can exist.
 
 from __future__ import annotations
 
+import asyncio
+from collections import deque
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -79,6 +81,7 @@ class RedisOutboxStore:
     def __init__(self, r: aioredis.Redis) -> None:
         self._r = r
         self._grouped: set[str] = set()
+        self._kept: dict[str, deque[OutboxEntry]] = {}
         self._bury = r.register_script(BURY)
         self._redrive = r.register_script(REDRIVE)
 
@@ -110,16 +113,20 @@ class RedisOutboxStore:
         ]
 
     async def read(self, consumer: str, count: int, *, block_ms: int) -> list[OutboxEntry]:
-        streams = await self._streams()
-        if not streams:
-            return []
-        got: Any = await self._r.xreadgroup(
-            GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms or None
-        )
-        out: list[OutboxEntry] = []
-        for stream, raw in got or []:  # COUNT is per stream: keep the first ``count``
-            out += await self._entries(stream, raw)
-        return out[:count]
+        # XREADGROUP's COUNT is per stream: what one call hands over beyond ``count`` is
+        # pending on this consumer already, so it is kept here for the next read.
+        kept = self._kept.setdefault(consumer, deque())
+        if not kept:
+            streams = await self._streams()
+            if not streams:  # no room has an outbox yet: wait as a blocking read would
+                await asyncio.sleep(block_ms / 1000)
+                return []
+            got: Any = await self._r.xreadgroup(
+                GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms or None
+            )
+            for stream, raw in got or []:
+                kept.extend(await self._entries(stream, raw))
+        return [kept.popleft() for _ in range(min(count, len(kept)))]
 
     async def reclaim(self, consumer: str, *, min_idle_ms: int, count: int) -> list[OutboxEntry]:
         out: list[OutboxEntry] = []
