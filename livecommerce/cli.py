@@ -128,6 +128,24 @@ def _order_options(p: argparse.ArgumentParser) -> None:
         help="failed deliveries before an order goes to the dead letters (default 10)",
     )
     p.add_argument("--currency", default=env("LIVECOMMERCE_CURRENCY", "USD"), help="ISO 4217 (USD)")
+    p.add_argument(
+        "--order-webhook-timeout-s",
+        type=float,
+        default=float(env("LIVECOMMERCE_ORDER_WEBHOOK_TIMEOUT_S", "10")),
+        help="seconds the order system has to answer a delivery (default 10)",
+    )
+    p.add_argument(
+        "--bridge-concurrency",
+        type=int,
+        default=int(env("LIVECOMMERCE_BRIDGE_CONCURRENCY", "64")),
+        help="deliveries in flight per bridge worker (default 64)",
+    )
+    p.add_argument(
+        "--bridge-claim-idle-s",
+        type=float,
+        default=float(env("LIVECOMMERCE_BRIDGE_CLAIM_IDLE_S", "60")),
+        help="take over a dead worker's deliveries after this many idle seconds (60)",
+    )
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -151,6 +169,9 @@ def _order_settings(args: argparse.Namespace) -> dict[str, Any]:
         "order_webhook_url": args.order_webhook_url or None,
         "order_webhook_secret": args.order_webhook_secret or None,
         "bridge_max_failures": args.order_webhook_max_attempts,
+        "bridge_timeout_s": args.order_webhook_timeout_s,
+        "bridge_concurrency": args.bridge_concurrency,
+        "bridge_claim_idle_s": args.bridge_claim_idle_s,
         "currency": args.currency,
     }
 

@@ -77,7 +77,11 @@ class Settings:
     bridge_max_failures: int = 10
     """Failed deliveries of one order before it goes to the dead letters."""
     bridge_timeout_s: float = 10.0
+    """Seconds the order system has to answer one delivery."""
     bridge_concurrency: int = 64
+    """Deliveries in flight per bridge worker."""
+    bridge_claim_idle_s: float = 60.0
+    """A delivery untouched this long belongs to a dead worker and is taken over."""
     currency: str = "USD"
     """ISO 4217 code of every price (prices are in its smallest unit)."""
     workers: int = 1
@@ -111,6 +115,8 @@ class Settings:
             parse_secret(self.order_webhook_secret)
         if self.bridge_max_failures < 1 or self.bridge_concurrency < 1:
             raise ConfigError("bridge_max_failures and bridge_concurrency must be at least 1")
+        if not (0 < self.bridge_timeout_s <= 300 and 0 < self.bridge_claim_idle_s <= 86400):
+            raise ConfigError("bridge timeouts must be positive (timeout at most 300 s)")
         if len(self.currency) != 3 or not self.currency.isalpha() or not self.currency.isupper():
             raise ConfigError("currency must be an ISO 4217 code such as USD")
         if not 1 <= self.workers <= 64:

@@ -44,7 +44,7 @@ async def test_ack_ends_an_entry_and_failures_are_counted(backends: Backends) ->
     box = backends.outbox
     await orders(backends, 2)
     a, b = await box.read("w1", 2, block_ms=0)
-    await box.ack(a)
+    await box.ack([a])
     assert await box.failed(b) == 1
     assert await box.failed(b) == 2
     assert await box.backlog() == 1
@@ -80,15 +80,15 @@ async def test_buried_entries_are_listed_and_can_be_redriven(backends: Backends)
     [back] = await box.read("w1", 10, block_ms=0)
     assert back.fields == a.fields and back.failures == 0 and back.id != a.id
     assert not await box.redrive(dead.id)
-    await box.ack(b)
-    await box.ack(back)
+    await box.ack([b])
+    await box.ack([back])
     assert await box.backlog() == 0
 
 
 async def test_read_waits_for_a_new_entry(backends: Backends) -> None:
     box = backends.outbox
     await orders(backends, 1)
-    await box.ack((await box.read("w1", 1, block_ms=0))[0])
+    await box.ack(await box.read("w1", 1, block_ms=0))
     waiting = asyncio.create_task(box.read("w1", 5, block_ms=3000))
     await asyncio.sleep(0.1)
     assert not waiting.done()

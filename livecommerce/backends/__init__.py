@@ -314,8 +314,8 @@ class OutboxStore(Protocol):
     async def touch(self, consumer: str, entries: list[OutboxEntry]) -> None:
         """Keep ``entries`` claimed by ``consumer`` (resets their idle time)."""
 
-    async def ack(self, entry: OutboxEntry) -> None:
-        """The entry was delivered: it is done with."""
+    async def ack(self, entries: list[OutboxEntry]) -> None:
+        """The entries were delivered: they are done with."""
 
     async def failed(self, entry: OutboxEntry) -> int:
         """Count a failed delivery of the entry; return its failures so far."""

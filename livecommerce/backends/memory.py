@@ -348,10 +348,11 @@ class MemoryOutboxStore:
         self._failures.pop(k, None)
         self._entries[k[0]][k[1]] = None
 
-    async def ack(self, entry: OutboxEntry) -> None:
-        k = self._key(entry.id)
-        if k in self._pending:
-            self._done(k)
+    async def ack(self, entries: list[OutboxEntry]) -> None:
+        for entry in entries:
+            k = self._key(entry.id)
+            if k in self._pending:
+                self._done(k)
 
     async def failed(self, entry: OutboxEntry) -> int:
         k = self._key(entry.id)

@@ -146,11 +146,21 @@ class RedisOutboxStore:
         for room, ids in by_room.items():
             await self._r.xclaim(key(room, "outbox"), GROUP, consumer, 0, ids, justid=True)
 
-    async def ack(self, entry: OutboxEntry) -> None:
-        eid = entry.id.rpartition("/")[2]
-        async with self._r.pipeline(transaction=True) as pipe:
-            pipe.xack(key(entry.room, "outbox"), GROUP, eid)
-            pipe.hdel(key(entry.room, "outbox:failures"), eid)
+    async def ack(self, entries: list[OutboxEntry]) -> None:
+        if not entries:
+            return
+        by_room: dict[str, list[str]] = {}
+        failed: dict[str, list[str]] = {}
+        for e in entries:
+            eid = e.id.rpartition("/")[2]
+            by_room.setdefault(e.room, []).append(eid)
+            if e.failures:  # only failed entries have a count to clear
+                failed.setdefault(e.room, []).append(eid)
+        async with self._r.pipeline(transaction=False) as pipe:
+            for room, ids in by_room.items():
+                pipe.xack(key(room, "outbox"), GROUP, *ids)
+            for room, ids in failed.items():
+                pipe.hdel(key(room, "outbox:failures"), *ids)
             await pipe.execute()
 
     async def failed(self, entry: OutboxEntry) -> int:

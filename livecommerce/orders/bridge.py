@@ -2,7 +2,8 @@
 
 A :class:`Bridge` is one worker of the consumer group (any number run, in ``serve``
 processes or in ``livecommerce bridge``). It reads new entries, posts each as a signed
-``order.held`` webhook, and acknowledges it only after a 2xx answer. A failed delivery
+``order.held`` webhook, and acknowledges it only after a 2xx answer (the acknowledgements
+of one reading loop go together). A failed delivery
 is retried with exponential backoff and full jitter; after ``max_failures`` it is buried
 in the dead letters, without holding up the others. Entries of a worker that died are
 taken over once idle for ``claim_idle_s``; a worker keeps touching its own so that they
@@ -23,7 +24,7 @@ import random
 import socket
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -93,6 +94,9 @@ class BridgeSettings:
     claim_idle_s: float = 60.0
     """An entry pending this long untouched belongs to a dead worker: taken over."""
     read_block_ms: int = 1000
+    """Longest wait for new entries (also the longest delay of an acknowledgement)."""
+    stop_grace_s: float = 5.0
+    """On stop, how long deliveries under way may take to finish."""
     currency: str = "USD"
 
 
@@ -129,6 +133,7 @@ class Bridge:
         self._rng = rng
         self._inflight: dict[str, tuple[OutboxEntry, asyncio.Task[None]]] = {}
         self._stopping = asyncio.Event()
+        self._acked: list[OutboxEntry] = []
         self.delivered = 0
         self.failures = 0
         self.buried = 0
@@ -139,8 +144,8 @@ class Bridge:
         return self._rng() * cap
 
     def stop(self) -> None:
-        """Make :meth:`run` return within about ``read_block_ms``. Deliveries under way
-        are abandoned: their entries stay pending and another worker takes them over."""
+        """Make :meth:`run` stop reading. Deliveries under way get ``stop_grace_s`` to
+        finish; the rest stay pending, and another worker takes them over."""
         self._stopping.set()
 
     async def run(self) -> None:
@@ -169,11 +174,28 @@ class Bridge:
                     continue
                 for entry in entries:
                     self._start(entry)
+                await self._flush_acks()
         finally:
+            if self._inflight:
+                tasks = [t for _, t in self._inflight.values()]
+                await asyncio.wait(tasks, timeout=self._s.stop_grace_s)
             for _, task in self._inflight.values():
                 task.cancel()
             if self._inflight:
-                await asyncio.wait([t for _, t in self._inflight.values()], timeout=5.0)
+                await asyncio.wait([t for _, t in self._inflight.values()], timeout=1.0)
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        """Acknowledge the delivered entries in one store call (one per reading loop:
+        per-entry acknowledgements were 43 % of a bridge's CPU)."""
+        if not self._acked:
+            return
+        batch, self._acked = self._acked, []
+        try:
+            await self._outbox.ack(batch)
+        except Exception:  # delivered, not acknowledged: try again next time
+            self._acked[:0] = batch
+            log.exception("acknowledging %d entries failed", len(batch))
 
     async def _claim(self) -> None:
         """Touch this worker's entries, then take over those of dead workers."""
@@ -225,11 +247,12 @@ class Bridge:
                 status, answer, reason = 0, b"", type(exc).__name__
             if 200 <= status < 300:
                 await self._on_delivered(data["id"], payment_url_of(answer))
-                await self._outbox.ack(entry)
+                self._acked.append(entry)
                 self.delivered += 1
                 return
             self.failures += 1
             failures = await self._outbox.failed(entry)
+            entry = replace(entry, failures=failures)  # the count to clear on success
             if failures >= self._s.max_failures:
                 log.warning("burying %s after %d failures (%s)", entry.id, failures, reason)
                 await self._outbox.bury(entry, reason, int(self._clock() * 1000))
@@ -279,6 +302,8 @@ def make_bridge(
         settings=BridgeSettings(
             concurrency=settings.bridge_concurrency,
             max_failures=settings.bridge_max_failures,
+            claim_idle_s=settings.bridge_claim_idle_s,
+            stop_grace_s=settings.drain_timeout_s,
             currency=settings.currency,
         ),
     )
