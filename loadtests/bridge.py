@@ -20,9 +20,7 @@ the default: 64 deliveries in flight each, the command's fixed
 :class:`~livecommerce.orders.bridge.Bridge` (``--mode inproc``, ``--concurrency`` in
 flight) on the stores ``livecommerce bridge`` opens. Two more, to find where the time
 goes: ``--mode bare`` posts the same signed webhooks with a bare aiohttp client,
-``--concurrency`` in flight per process, and no Redis (the yardstick); ``--ack-batch``
-(inproc) wraps the store so that the acknowledgements of one loop iteration go as one
-``XACK`` per room (an experiment, not the server's code).
+``--concurrency`` in flight per process, and no Redis (the yardstick).
 
 The start is a gate: the entries are written, minus the last of each room, before the
 workers start, with the consumer group created at the end of each stream (so they look
@@ -193,56 +191,15 @@ async def _receiver(secret: str, verify: Verify, expected: int, pipe: Connection
 # -- the bridge workers -------------------------------------------------------------------
 
 
-class BatchedAcks:
-    """An experiment (``--ack-batch``), not the server's code: the Redis outbox store
-    with the acknowledgements of one loop iteration sent together, one ``XACK`` and one
-    ``HDEL`` per room in one round trip, instead of a ``MULTI``/``EXEC`` per order."""
-
-    def __init__(self, store: Any, r: aioredis.Redis) -> None:
-        self._store = store
-        self._r = r
-        self._waiting: dict[str, list[tuple[str, asyncio.Future[None]]]] = {}
-        self._flush: asyncio.Task[None] | None = None
-
-    def __getattr__(self, name: str) -> Any:  # everything else: the store's own
-        return getattr(self._store, name)
-
-    async def ack(self, entry: Any) -> None:
-        done = asyncio.get_running_loop().create_future()
-        self._waiting.setdefault(entry.room, []).append((entry.id.rpartition("/")[2], done))
-        if self._flush is None:
-            self._flush = asyncio.create_task(self._send())
-        await done
-
-    async def _send(self) -> None:
-        await asyncio.sleep(0)  # let the other deliveries of this iteration join
-        batch, self._waiting, self._flush = self._waiting, {}, None
-        try:
-            async with self._r.pipeline(transaction=False) as pipe:
-                for room, items in batch.items():
-                    ids = [i for i, _ in items]
-                    pipe.xack(key(room, "outbox"), GROUP, *ids)
-                    pipe.hdel(key(room, "outbox:failures"), *ids)
-                await pipe.execute()
-        except Exception as exc:
-            for items in batch.values():
-                for _, done in items:
-                    done.set_exception(exc)
-            return
-        for items in batch.values():
-            for _, done in items:
-                done.set_result(None)
-
-
 def inproc_worker(
-    redis_url: str, hook: str, secret: str, concurrency: int, ack_batch: bool, pipe: Connection
+    redis_url: str, hook: str, secret: str, concurrency: int, pipe: Connection
 ) -> None:
     """One in-process :class:`Bridge` (the worker of ``--mode inproc``)."""
-    uvloop.run(_inproc_worker(redis_url, hook, secret, concurrency, ack_batch, pipe))
+    uvloop.run(_inproc_worker(redis_url, hook, secret, concurrency, pipe))
 
 
 async def _inproc_worker(
-    redis_url: str, hook: str, secret: str, concurrency: int, ack_batch: bool, pipe: Connection
+    redis_url: str, hook: str, secret: str, concurrency: int, pipe: Connection
 ) -> None:
     # the stores as `livecommerce bridge` opens them (a blocking pool of 64 connections)
     from livecommerce.backends.redis import open_redis_backends
@@ -254,8 +211,6 @@ async def _inproc_worker(
     async with open_redis_backends(settings) as backends:
         transport = HttpTransport(hook, connections=concurrency)
         outbox: Any = backends.outbox
-        if ack_batch:
-            outbox = BatchedAcks(outbox, outbox._r)
 
         async def delivered(oid: str, payment_url: str | None) -> None:
             pass
@@ -349,7 +304,7 @@ class Worker:
                 args: tuple[Any, ...] = (hook, secret, ids, opts.concurrency, theirs)
             else:
                 target = inproc_worker
-                args = (opts.redis_url, hook, secret, opts.concurrency, opts.ack_batch, theirs)
+                args = (opts.redis_url, hook, secret, opts.concurrency, theirs)
             self.proc = ctx.Process(target=target, args=args, daemon=True)
             self.proc.start()
             theirs.close()
@@ -496,7 +451,6 @@ class Options:
     redis_pid: int | None
     quiet_below: float | None
     quiet_wait: float
-    ack_batch: bool
     keep: bool
     json: str | None
 
@@ -672,7 +626,6 @@ def figures(opts: Options, out: Outcome) -> dict[str, Any]:
         "mode": opts.mode,
         "in_flight_per_worker": opts.concurrency if opts.mode != "cli" else 64,
         "verify": opts.verify,
-        "ack_batch_experiment": opts.ack_batch,
         "fill_s": round(out.fill_s, 2),
         "delivered": delivered,
         "undelivered": opts.entries - delivered,
@@ -732,7 +685,7 @@ def table(fig: dict[str, Any]) -> str:
             "setup",
             f"{fig['entries']} entries in {fig['rooms']} rooms (written in {fig['fill_s']} s); "
             f"{fig['workers']} workers ({fig['mode']}, {fig['in_flight_per_worker']} in flight "
-            f"each{', acks batched (experiment)' if fig['ack_batch_experiment'] else ''}); "
+            f"each); "
             f"receiver verifies: {fig['verify']}",
         ),
         (
@@ -824,12 +777,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quiet-wait", type=float, default=300.0, help="most seconds to wait for it (300)"
     )
-    p.add_argument(
-        "--ack-batch",
-        action="store_true",
-        help="inproc only, an experiment: acknowledge in batches (one XACK per room and "
-        "loop iteration) instead of the store's MULTI/EXEC per order",
-    )
     p.add_argument("--keep", action="store_true", help="leave the entries in Redis afterwards")
     p.add_argument("--json", metavar="PATH", help="also write the figures as JSON to PATH")
     return p
@@ -857,7 +804,6 @@ def options(argv: Sequence[str] | None = None) -> Options:
             "--quiet-below must be above 0 and at most 200",
         ),
         (0 <= a.quiet_wait <= 3600, "--quiet-wait must be 0 to 3600"),
-        (not a.ack_batch or a.mode == "inproc", "--ack-batch needs --mode inproc"),
     ]
     for ok, message in checks:
         if not ok:
@@ -874,7 +820,6 @@ def options(argv: Sequence[str] | None = None) -> Options:
         redis_pid=a.redis_pid,
         quiet_below=a.quiet_below,
         quiet_wait=a.quiet_wait,
-        ack_batch=a.ack_batch,
         keep=a.keep,
         json=a.json,
     )
