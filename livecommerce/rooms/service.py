@@ -360,7 +360,7 @@ class RoomService:
             "sales": [s.public() for s in sales],
             "recent": [fragment(line) for line in snap.recent],
             "announcement": None if snap.announcement is None else fragment(snap.announcement),
-            "orders": [o.public() for o in orders],
+            "orders": [self.pay_link(o).public() for o in orders],
             "slow": slow,
         }
         if staff:
@@ -609,10 +609,13 @@ class RoomService:
         outcome = await self.batcher.reserve(room.id, sale_id, attempt)
         if outcome.error == "not_found":
             raise Error("not_found", f"no sale {sale_id!r}")
-        order = outcome.result()
+        return self.pay_link(outcome.result())
+
+    def pay_link(self, order: Order) -> Order:
+        """The order with its payment page: the sandbox's is known before the bridge
+        delivers the order, so every view of a hold has it at once."""
         if order.payment_url is None and self.settings.order_webhook_url is None:
-            # the sandbox's page is known before the bridge delivers the order
-            order = replace(order, payment_url=checkout_path(order.id))
+            return replace(order, payment_url=checkout_path(order.id))
         return order
 
     async def get_order(self, who: Principal, oid: str) -> Order:
@@ -620,10 +623,11 @@ class RoomService:
         order = await self.backends.inventory.order(oid)
         if order is None or (order.user != who.id and who.role != "admin"):
             raise Error("not_found", "no such order")  # others' orders do not exist
-        return order
+        return self.pay_link(order)
 
     async def _order_updated(self, order: Order) -> None:
-        line = encode_event("order.updated", order.room, self.now_ms(), {"order": order.public()})
+        fields = {"order": self.pay_link(order).public()}
+        line = encode_event("order.updated", order.room, self.now_ms(), fields)
         await self.backends.log.send_private(order.room, order.user, line)
 
     async def confirm_payment(self, oid: str) -> Order:
