@@ -23,7 +23,7 @@
 import { LiveClient } from "/js/client.js";
 import { clock, count, formatSeconds, timeOfDay } from "/js/format.js";
 import { explain, Session } from "/js/session.js";
-import { byId, ChatList, note, showConnection } from "/js/ui.js";
+import { byId, ChatList, messageParts, note, showConnection } from "/js/ui.js";
 
 // -- configuration ---------------------------------------------------------------
 
@@ -591,13 +591,7 @@ class RoomPanel {
       time.dateTime = new Date(ev.ts).toISOString();
       body.append(time, " ");
     }
-    const who = document.createElement("span");
-    who.className = "msg-user";
-    who.textContent = ev.user.name;
-    const text = document.createElement("span");
-    text.className = "msg-text";
-    text.textContent = ev.text;
-    body.append(who, " ", text);
+    body.append(...messageParts(ev));
     li.append(body);
     if (this.moderator && ev.user.id !== me?.id) {
       const actions = document.createElement("span");

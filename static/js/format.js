@@ -1,6 +1,7 @@
 /**
- * Formatting shared by the staff pages (studio, console): prices, durations,
- * counts, times of day, and an estimate of the server's clock for countdowns.
+ * Formatting shared by the viewer page (watch) and the staff pages (studio,
+ * console): prices, durations, counts, times of day, and an estimate of the
+ * server's clock for countdowns.
  *
  * Prices travel as integers in the smallest currency unit (cents for USD); only
  * these helpers convert to and from what a person reads or types.

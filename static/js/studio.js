@@ -21,7 +21,7 @@
 import { LiveClient } from "/js/client.js";
 import { clock, count, currencyOf, formatDuration, Money, timeOfDay } from "/js/format.js";
 import { explain, Session } from "/js/session.js";
-import { byId, ChatList, confirmAction, note, showConnection } from "/js/ui.js";
+import { byId, ChatList, confirmAction, messageNode, note, showConnection } from "/js/ui.js";
 
 // -- configuration ---------------------------------------------------------------
 
@@ -103,7 +103,7 @@ const view = {
 
 // -- the connection ----------------------------------------------------------------
 
-const feed = new ChatList(el.feed, el.jump, { max: MAX_MESSAGES, render: messageNode });
+const feed = new ChatList(el.feed, el.jump, { max: MAX_MESSAGES, render: chatLine });
 
 const client = new LiveClient({
   onEvent,
@@ -787,22 +787,13 @@ function stopCamera(why = "Camera off") {
 // -- chat and announcements ------------------------------------------------------------------
 
 /**
- * One chat line. Text is always set as text, never parsed as HTML.
+ * One chat line ({@link messageNode}: text is always set as text, never parsed as
+ * HTML), with its time of day as a tooltip.
  * @param {{msg_id: string, ts?: number, user: {id: string, name: string}, text: string}} ev
  * @returns {HTMLElement}
  */
-function messageNode(ev) {
-  const li = document.createElement("li");
-  li.className = "msg";
-  li.dataset.msgId = ev.msg_id;
-  if (view.user && ev.user.id === view.user.id) li.classList.add("mine");
-  const who = document.createElement("span");
-  who.className = "msg-user";
-  who.textContent = ev.user.name;
-  const text = document.createElement("span");
-  text.className = "msg-text";
-  text.textContent = ev.text;
-  li.append(who, " ", text);
+function chatLine(ev) {
+  const li = messageNode(ev, Boolean(view.user && ev.user.id === view.user.id));
   if (ev.ts) li.title = timeOfDay(ev.ts);
   return li;
 }

@@ -1,7 +1,7 @@
 /**
- * Page pieces shared by the staff pages (studio, console): the connection banner,
- * a confirmation dialog, short status notes and {@link ChatList}, a chat list that
- * stays smooth in a busy room.
+ * Page pieces shared by the viewer page (watch) and the staff pages (studio,
+ * console): the connection banner, a confirmation dialog, short status notes, chat
+ * lines and {@link ChatList}, a chat list that stays smooth in a busy room.
  *
  * @module ui
  */
@@ -17,22 +17,34 @@ export function byId(id) {
 }
 
 /**
+ * What the connection banner says once the connection is closed for good, by the
+ * `reason` of the state detail; any other reason: "Disconnected. Reload to try again."
+ * @type {ReadonlyMap<string, string>}
+ */
+export const CLOSED_TEXT = new Map([
+  ["banned", "Banned from this server."],
+  ["unauthorized", "The server refused the sign-in. Sign in again."],
+]);
+
+/**
  * Show the connection's state in the banner (`<p class="conn" role="status">`):
  * hidden while live, "Reconnecting…" with a spinner while the client resumes.
  * @param {HTMLElement} banner
  * @param {string} state a {@link import("./client.js").ConnectionState}
  * @param {{reason?: string}} [detail]
+ * @param {ReadonlyMap<string, string>} [closedText] the page's own wording of
+ *   {@link CLOSED_TEXT}
  */
-export function showConnection(banner, state, detail = {}) {
+export function showConnection(banner, state, detail = {}, closedText = CLOSED_TEXT) {
   banner.dataset.state = state;
   if (state === "live") banner.textContent = "Connected";
   else if (state === "reconnecting") banner.textContent = "Reconnecting…";
   else if (state === "connecting") banner.textContent = "Connecting…";
   else if (state === "idle") banner.textContent = "Not connected";
-  else if (detail.reason === "banned") banner.textContent = "Banned from this server.";
-  else if (detail.reason === "unauthorized") {
-    banner.textContent = "The server refused the sign-in. Sign in again.";
-  } else banner.textContent = "Disconnected. Reload to try again.";
+  else {
+    const text = closedText.get(detail.reason ?? "");
+    banner.textContent = text ?? "Disconnected. Reload to try again.";
+  }
 }
 
 /**
@@ -83,10 +95,11 @@ export function confirmAction(what) {
 const noteTimers = new WeakMap();
 
 /**
- * A short status line (`role="status"` element) that clears itself.
+ * A short status line (`role="status"` element) that clears itself; its kind is
+ * in `data-kind`, for the page's CSS.
  * @param {HTMLElement} target
  * @param {string} text
- * @param {"ok" | "error" | "info"} [kind]
+ * @param {"ok" | "error" | "info" | "pending"} [kind]
  * @param {number} [ms] how long it stays; 0 keeps it
  */
 export function note(target, text, kind = "info", ms = 6000) {
@@ -99,32 +112,76 @@ export function note(target, text, kind = "info", ms = 6000) {
 }
 
 /**
- * A chat list built to stay smooth in a busy room (the same approach as the viewer
- * page's feed):
+ * The author's name and the text of a chat message, both set as text (never parsed
+ * as HTML): `<span class="msg-user">`, a space, `<span class="msg-text">`.
+ * @param {{user: {name: string}, text: string}} ev a `chat` event
+ * @returns {(HTMLElement | string)[]} to append to the message's element
+ */
+export function messageParts(ev) {
+  const who = document.createElement("span");
+  who.className = "msg-user";
+  who.textContent = ev.user.name;
+  const text = document.createElement("span");
+  text.className = "msg-text";
+  text.textContent = ev.text;
+  return [who, " ", text];
+}
+
+/**
+ * One chat line, `<li class="msg" data-msg-id>`, for {@link ChatList}'s `render`.
+ * @param {{msg_id: string, user: {name: string}, text: string}} ev a `chat` event
+ * @param {boolean} mine the reader wrote it (class `mine`)
+ * @returns {HTMLElement}
+ */
+export function messageNode(ev, mine) {
+  const li = document.createElement("li");
+  li.className = "msg";
+  li.dataset.msgId = ev.msg_id;
+  if (mine) li.classList.add("mine");
+  li.append(...messageParts(ev));
+  return li;
+}
+
+/**
+ * What a {@link ChatList} did, for tests and the curious: chat events received,
+ * messages rendered, events skipped (dropped from the queue unrendered, as more
+ * than `max` arrived), messages deleted, and frames flushed.
+ * @typedef {{received: number, rendered: number, skipped: number, deleted: number,
+ *   frames: number}} ChatStats
+ */
+
+/**
+ * A chat list built to stay smooth in a busy room:
  *
  * - incoming messages wait in a queue and are put on the page once per animation
- *   frame, in one DocumentFragment;
- * - at most `max` messages stay in the DOM; older ones are removed;
- * - while the reader has scrolled up, new messages are held back (at most `max`)
- *   and the "new messages" button offers to jump back down;
+ *   frame, in one DocumentFragment (many messages, one layout);
+ * - at most `max` messages stay in the DOM; older ones are removed, and a frame
+ *   that brings more than `max` only renders the newest `max`;
+ * - while the reader has scrolled up, new messages are held back (at most `max`
+ *   of them) and the "new messages" button offers to jump back down, so the text
+ *   being read neither moves nor gets trimmed away;
  * - deleted messages vanish wherever they are (on screen or still queued).
  */
 export class ChatList {
   /**
    * @param {HTMLElement} list the `<ol>` that scrolls
    * @param {HTMLElement} jump the "new messages" button
-   * @param {{max: number, render: (ev: any) => HTMLElement}} options `render`
-   *   builds one message's element (it must set `data-msg-id`).
+   * @param {{max: number, render: (ev: any) => HTMLElement, stats?: ChatStats}} options
+   *   `render` builds one message's element (it must set `data-msg-id`, as
+   *   {@link messageNode} does); `stats` is where to count (by default a new object).
    */
   constructor(list, jump, options) {
     this.list = list;
     this.jump = jump;
     this.max = options.max;
     this.render = options.render;
+    /** @type {ChatStats} */
+    this.stats = options.stats ?? { received: 0, rendered: 0, skipped: 0, deleted: 0, frames: 0 };
     /** @type {any[]} chat events not rendered yet */
     this.queue = [];
     /** @type {Map<string, HTMLElement>} msg_id -> its element */
     this.nodes = new Map();
+    /** The reader is at the bottom: new messages scroll into view. */
     this.following = true;
     this._frame = 0;
     list.addEventListener("scroll", () => this._onScroll(), { passive: true });
@@ -133,8 +190,9 @@ export class ChatList {
 
   /** @param {any} ev a `chat` event */
   push(ev) {
+    this.stats.received += 1;
     this.queue.push(ev);
-    if (this.queue.length > this.max * 2) this.queue.splice(0, this.queue.length - this.max);
+    if (this.queue.length > this.max * 2) this._dropOldQueued();
     this._schedule();
   }
 
@@ -149,11 +207,13 @@ export class ChatList {
     if (node) {
       node.remove();
       this.nodes.delete(msgId);
+      this.stats.deleted += 1;
       return;
     }
     const at = this.queue.findIndex((ev) => ev.msg_id === msgId);
     if (at >= 0) {
       this.queue.splice(at, 1);
+      this.stats.deleted += 1;
       this._updateJump();
     }
   }
@@ -173,13 +233,22 @@ export class ChatList {
     this._schedule();
   }
 
+  /** Keep the newest `max` queued events; count the others as skipped. */
+  _dropOldQueued() {
+    const drop = this.queue.length - this.max;
+    this.stats.skipped += drop;
+    this.queue.splice(0, drop);
+  }
+
   _schedule() {
     if (!this._frame) this._frame = requestAnimationFrame(() => this._flush());
   }
 
   _flush() {
     this._frame = 0;
-    if (this.queue.length > this.max) this.queue.splice(0, this.queue.length - this.max);
+    this.stats.frames += 1;
+    // At most `max` wait: to be rendered now, or held back while the reader is up the list.
+    if (this.queue.length > this.max) this._dropOldQueued();
     if (!this.following) {
       this._updateJump();
       return;
@@ -191,6 +260,7 @@ export class ChatList {
         const node = this.render(ev);
         this.nodes.set(ev.msg_id, node);
         fragment.append(node);
+        this.stats.rendered += 1;
       }
       this.queue = [];
       this.list.append(fragment);
@@ -206,6 +276,10 @@ export class ChatList {
     this._updateJump();
   }
 
+  /**
+   * Scroll events are dispatched before animation-frame callbacks, so the position
+   * seen here is the one the last flush left (the bottom) or the reader's own.
+   */
   _onScroll() {
     const l = this.list;
     const atBottom = l.scrollHeight - l.scrollTop - l.clientHeight < 24;

@@ -8,13 +8,16 @@
  * - the pinned product and the featured flash sale (countdown, stock bar, Buy);
  * - the viewer's own orders (hold countdown, "Pay" link, live status);
  * - the chat, rendered in batches once per animation frame and capped at
- *   `max_messages` elements, see {@link ChatFeed};
+ *   `max_messages` elements, see {@link ChatList} (`/js/ui.js`);
  * - likes (floating hearts, capped, see {@link HeartLayer}) and viewers;
  * - the connection state ("Reconnecting…"); {@link LiveClient} resumes the room.
  *
  * Query parameters: `room` (default `demo`), `max_messages` (chat messages kept on
  * the page, default 200), `name` (the display name used by the demo sign-in),
  * `currency` (ISO code used to format prices, default USD).
+ *
+ * Money, durations and the server's clock come from `/js/format.js`; the connection
+ * banner, status lines and chat lines from `/js/ui.js`, as on the staff pages.
  *
  * For tests and debugging, `window.__live` exposes `{client, view, feed, hearts,
  * stats}`; the page never reads it.
@@ -23,13 +26,15 @@
  */
 
 import { LikeBatcher, LiveClient, newOrderKey, placeOrder } from "/js/client.js";
+import { clock, currencyOf, formatDuration, Money } from "/js/format.js";
+import { byId, ChatList, messageNode, note, showConnection } from "/js/ui.js";
 
 // -- configuration ---------------------------------------------------------------
 
 const params = new URLSearchParams(location.search);
 const ROOM = params.get("room") || "demo";
 const MAX_MESSAGES = positiveInt(params.get("max_messages"), 200);
-const CURRENCY = /^[A-Z]{3}$/.test(params.get("currency") ?? "") ? params.get("currency") : "USD";
+const money = new Money(currencyOf(params.get("currency")));
 /** Hearts on screen at once; taps beyond that still count, they just don't float. */
 const MAX_HEARTS = 24;
 /** Most hearts one `likes` event from other viewers adds. */
@@ -51,67 +56,24 @@ function positiveInt(text, fallback) {
 
 // -- DOM -------------------------------------------------------------------------
 
-const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 const el = {
-  title: $("title"), showStatus: $("show-status"), viewers: $("viewers"), likes: $("likes"),
-  me: $("me"), signIn: $("sign-in"), conn: $("conn"), playerLive: $("player-live"),
-  hearts: $("hearts"), shop: $("shop"), noProduct: $("no-product"), product: $("product"),
-  productMedia: $("product-media"), productTitle: $("product-title"),
-  productPrice: $("product-price"), sale: $("sale"), saleTimerLabel: $("sale-timer-label"),
-  saleCountdown: $("sale-countdown"), saleTitle: $("sale-title"), salePrice: $("sale-price"),
-  saleListPrice: $("sale-list-price"), stockBar: $("stock-bar"), stockFill: $("stock-fill"),
-  stockText: $("stock-text"), qty: /** @type {HTMLSelectElement} */ ($("qty")),
-  buy: /** @type {HTMLButtonElement} */ ($("buy")), buyResult: $("buy-result"),
-  orders: $("orders"), orderList: $("order-list"), announcement: $("announcement"),
-  feed: $("feed"), jump: $("jump"), composer: $("composer"),
-  composerGuest: $("composer-guest"), signInChat: $("sign-in-chat"),
-  composerRow: $("composer-row"), chatText: /** @type {HTMLInputElement} */ ($("chat-text")),
-  chatSend: /** @type {HTMLButtonElement} */ ($("chat-send")), like: $("like"),
-  hint: $("composer-hint"),
-};
-
-// -- formatting and time -----------------------------------------------------------
-
-const money = new Intl.NumberFormat(undefined, { style: "currency", currency: CURRENCY });
-
-/**
- * Prices are integers in the smallest unit; dividing is only for display.
- * @param {number} cents
- * @returns {string}
- */
-function formatPrice(cents) {
-  return money.format(cents / 100);
-}
-
-/**
- * @param {number} ms a duration
- * @returns {string} `m:ss`, or `h:mm:ss` from an hour on.
- */
-function formatDuration(ms) {
-  const total = Math.max(0, Math.ceil(ms / 1000));
-  const h = Math.floor(total / 3600);
-  const m = Math.floor((total % 3600) / 60);
-  const s = String(total % 60).padStart(2, "0");
-  return h ? `${h}:${String(m).padStart(2, "0")}:${s}` : `${m}:${s}`;
-}
-
-/**
- * The server's clock, estimated from the `ts` of events: `ts` was taken before the
- * event travelled, so the largest `ts - now` seen recently is the best estimate of
- * the offset. Countdowns use it; statuses always come from the server.
- */
-const clock = {
-  offset: 0,
-  samples: /** @type {number[]} */ ([]),
-  /** @param {number} ts an event's server time, unix ms */
-  observe(ts) {
-    this.samples.push(ts - Date.now());
-    if (this.samples.length > 20) this.samples.shift();
-    this.offset = Math.max(...this.samples);
-  },
-  now() {
-    return Date.now() + this.offset;
-  },
+  title: byId("title"), showStatus: byId("show-status"), viewers: byId("viewers"),
+  likes: byId("likes"), me: byId("me"), signIn: byId("sign-in"), conn: byId("conn"),
+  playerLive: byId("player-live"), hearts: byId("hearts"), shop: byId("shop"),
+  noProduct: byId("no-product"), product: byId("product"), productMedia: byId("product-media"),
+  productTitle: byId("product-title"), productPrice: byId("product-price"), sale: byId("sale"),
+  saleTimerLabel: byId("sale-timer-label"), saleCountdown: byId("sale-countdown"),
+  saleTitle: byId("sale-title"), salePrice: byId("sale-price"),
+  saleListPrice: byId("sale-list-price"), stockBar: byId("stock-bar"),
+  stockFill: byId("stock-fill"), stockText: byId("stock-text"),
+  qty: /** @type {HTMLSelectElement} */ (byId("qty")),
+  buy: /** @type {HTMLButtonElement} */ (byId("buy")), buyResult: byId("buy-result"),
+  orders: byId("orders"), orderList: byId("order-list"), announcement: byId("announcement"),
+  feed: byId("feed"), jump: byId("jump"), composer: byId("composer"),
+  composerGuest: byId("composer-guest"), signInChat: byId("sign-in-chat"),
+  composerRow: byId("composer-row"), chatText: /** @type {HTMLInputElement} */ (byId("chat-text")),
+  chatSend: /** @type {HTMLButtonElement} */ (byId("chat-send")), like: byId("like"),
+  hint: byId("composer-hint"),
 };
 
 // -- state -----------------------------------------------------------------------
@@ -132,168 +94,10 @@ const view = {
   buying: false, mutedUntil: 0, banned: false,
 };
 
-/** Figures for tests and the curious. */
+/** Figures for tests and the curious: the chat's (see {@link ChatList}) and the joins'. */
 const stats = {
   received: 0, rendered: 0, skipped: 0, deleted: 0, frames: 0, joins: 0, recovered: false,
 };
-
-// -- chat --------------------------------------------------------------------------
-
-/**
- * The chat list, built to stay smooth in a busy room:
- *
- * - incoming messages wait in a queue and are put on the page once per animation
- *   frame, in one DocumentFragment (many messages, one layout);
- * - at most `max` messages stay in the DOM; older ones are removed, and a frame
- *   that brings more than `max` only renders the newest `max`;
- * - while the viewer has scrolled up to read, new messages are held back (at most
- *   `max` of them) and a "new messages" button offers to jump back down, so the
- *   text being read neither moves nor gets trimmed away;
- * - deleted messages vanish wherever they are (on screen or still queued).
- */
-class ChatFeed {
-  /**
-   * @param {HTMLElement} list the `<ol>` that scrolls
-   * @param {HTMLElement} jump the "new messages" button
-   * @param {number} max messages kept in the DOM
-   */
-  constructor(list, jump, max) {
-    this.list = list;
-    this.jump = jump;
-    this.max = max;
-    /** @type {object[]} chat events not rendered yet */
-    this.queue = [];
-    /** @type {Map<string, HTMLElement>} msg_id -> its element, for deletion */
-    this.nodes = new Map();
-    /** The viewer is at the bottom: new messages scroll into view. */
-    this.following = true;
-    this._frame = 0;
-    list.addEventListener("scroll", () => this._onScroll(), { passive: true });
-    jump.addEventListener("click", () => this.follow());
-  }
-
-  /** @param {object} ev a `chat` event */
-  push(ev) {
-    stats.received += 1;
-    this.queue.push(ev);
-    if (this.queue.length > this.max * 2) this._dropOldQueued();
-    this._schedule();
-  }
-
-  /** Remove a message, rendered or queued. @param {string} msgId */
-  remove(msgId) {
-    const node = this.nodes.get(msgId);
-    if (node) {
-      node.remove();
-      this.nodes.delete(msgId);
-      stats.deleted += 1;
-      return;
-    }
-    const at = this.queue.findIndex((ev) => ev.msg_id === msgId);
-    if (at >= 0) {
-      this.queue.splice(at, 1);
-      stats.deleted += 1;
-      this._updateJump();
-    }
-  }
-
-  /** Replace everything with `events` (a snapshot's `recent`). @param {object[]} events */
-  reset(events) {
-    this.list.replaceChildren();
-    this.nodes.clear();
-    this.queue = [];
-    for (const ev of events) this.push(ev);
-    this.follow();
-  }
-
-  /** Jump to the newest messages and keep following them. */
-  follow() {
-    this.following = true;
-    this._schedule();
-  }
-
-  _dropOldQueued() {
-    const drop = this.queue.length - this.max;
-    stats.skipped += drop;
-    this.queue.splice(0, drop);
-  }
-
-  _schedule() {
-    if (!this._frame) this._frame = requestAnimationFrame(() => this._flush());
-  }
-
-  _flush() {
-    this._frame = 0;
-    stats.frames += 1;
-    if (!this.following) {
-      // Reading older messages: hold new ones back; keep at most `max` of them.
-      if (this.queue.length > this.max) this._dropOldQueued();
-      this._updateJump();
-      return;
-    }
-    if (this.queue.length > this.max) this._dropOldQueued();
-    if (this.queue.length) {
-      const fragment = document.createDocumentFragment();
-      for (const ev of this.queue) {
-        if (this.nodes.has(ev.msg_id)) continue; // already shown (a replay)
-        const node = messageNode(ev);
-        this.nodes.set(ev.msg_id, node);
-        fragment.append(node);
-        stats.rendered += 1;
-      }
-      this.queue = [];
-      this.list.append(fragment);
-      let extra = this.list.childElementCount - this.max;
-      while (extra-- > 0) {
-        const first = /** @type {HTMLElement} */ (this.list.firstElementChild);
-        this.nodes.delete(first.dataset.msgId ?? "");
-        first.remove();
-      }
-    }
-    this.list.scrollTop = this.list.scrollHeight;
-    this._updateJump();
-  }
-
-  /**
-   * Scroll events are dispatched before animation-frame callbacks, so the position
-   * seen here is the one the last flush left (the bottom) or the viewer's own.
-   */
-  _onScroll() {
-    const l = this.list;
-    const atBottom = l.scrollHeight - l.scrollTop - l.clientHeight < 24;
-    if (atBottom && !this.following) this.follow();
-    else if (!atBottom) this.following = false;
-    this._updateJump();
-  }
-
-  _updateJump() {
-    const waiting = this.following ? 0 : this.queue.length;
-    this.jump.hidden = this.following;
-    this.jump.textContent = waiting
-      ? `${waiting >= this.max ? `${this.max}+` : waiting} new message${waiting === 1 ? "" : "s"} ↓`
-      : "Back to the newest ↓";
-  }
-}
-
-/**
- * One chat line. Text is always set as text, never parsed as HTML.
- * @param {{msg_id: string, user: {id: string, name: string}, text: string}} ev
- * @returns {HTMLElement}
- */
-function messageNode(ev) {
-  const li = document.createElement("li");
-  li.className = "msg";
-  li.dataset.msgId = ev.msg_id;
-  if (view.user && ev.user.id === view.user.id) li.classList.add("mine");
-  const who = document.createElement("span");
-  who.className = "msg-user";
-  who.textContent = ev.user.name;
-  const text = document.createElement("span");
-  text.className = "msg-text";
-  text.textContent = ev.text;
-  li.append(who, " ", text);
-  return li;
-}
 
 // -- hearts ------------------------------------------------------------------------
 
@@ -336,7 +140,11 @@ class HeartLayer {
 
 // -- the connection ----------------------------------------------------------------
 
-const feed = new ChatFeed(el.feed, el.jump, MAX_MESSAGES);
+const feed = new ChatList(el.feed, el.jump, {
+  max: MAX_MESSAGES,
+  render: (ev) => messageNode(ev, Boolean(view.user && ev.user.id === view.user.id)),
+  stats,
+});
 const hearts = new HeartLayer(el.hearts, MAX_HEARTS);
 
 const client = new LiveClient({
@@ -350,33 +158,27 @@ const client = new LiveClient({
 });
 
 const likes = new LikeBatcher(client, ROOM, {
-  onError: (err) => hint(explain(err)),
+  onError: (err) => note(el.hint, explain(err)),
 });
 
 window.__live = { client, view, feed, hearts, stats };
+
+/** The banner's wording when the connection is closed for good (see `showConnection`). */
+const CLOSED_TEXT = new Map([["banned", "You are banned from this server."]]);
 
 /**
  * @param {string} state
  * @param {{reason?: string, delay?: number}} detail
  */
 function onState(state, detail) {
-  el.conn.dataset.state = state;
-  if (state === "live") {
-    el.conn.textContent = "Connected";
-  } else if (state === "reconnecting") {
-    el.conn.textContent = "Reconnecting…";
-  } else if (state === "closed") {
-    if (detail.reason === "unauthorized" && view.token) {
-      // The stored sign-in no longer works: carry on as a guest.
-      forgetSignIn();
-      start(null).catch(() => {});
-      return;
-    }
-    el.conn.textContent =
-      detail.reason === "banned" ? "You are banned from this server." : "Disconnected. Reload to try again.";
-  } else {
-    el.conn.textContent = "Connecting…";
+  if (state === "closed" && detail.reason === "unauthorized" && view.token) {
+    // The stored sign-in no longer works: carry on as a guest.
+    el.conn.dataset.state = state;
+    forgetSignIn();
+    start(null).catch(() => {});
+    return;
   }
+  showConnection(el.conn, state, detail, CLOSED_TEXT);
   renderControls();
 }
 
@@ -484,10 +286,10 @@ function onEvent(ev) {
     case "moderation":
       if (ev.action === "muted") {
         view.mutedUntil = ev.until ?? 0;
-        hint(`A moderator muted you until ${new Date(ev.until).toLocaleTimeString()}.`);
+        note(el.hint, `A moderator muted you until ${new Date(ev.until).toLocaleTimeString()}.`);
       } else if (ev.action === "banned") {
         view.banned = true;
-        hint("A moderator removed you from this room.");
+        note(el.hint, "A moderator removed you from this room.");
       }
       renderControls();
       break;
@@ -538,9 +340,9 @@ async function signIn() {
   el.signInChat.setAttribute("disabled", "");
   try {
     await start(await fetchDemoToken());
-    hint("");
+    note(el.hint, "");
   } catch (err) {
-    hint(explain(err));
+    note(el.hint, explain(err));
   } finally {
     el.signIn.disabled = false;
     el.signInChat.removeAttribute("disabled");
@@ -692,7 +494,7 @@ function renderShop() {
   el.noProduct.hidden = Boolean(p) || Boolean(featuredSale());
   if (p) {
     el.productTitle.textContent = p.title;
-    el.productPrice.textContent = formatPrice(p.price);
+    el.productPrice.textContent = money.format(p.price);
     renderImage(p);
   }
   renderSale();
@@ -728,9 +530,9 @@ function renderSale() {
   if (!shown) return;
   el.saleTitle.textContent = shown.title;
   el.saleTitle.hidden = view.pinned?.sku === shown.sku; // the product card says it already
-  el.salePrice.textContent = formatPrice(shown.price);
+  el.salePrice.textContent = money.format(shown.price);
   const list = view.pinned?.sku === shown.sku ? view.pinned.price : null;
-  el.saleListPrice.textContent = list && list > shown.price ? formatPrice(list) : "";
+  el.saleListPrice.textContent = list && list > shown.price ? money.format(list) : "";
   const options = Math.max(1, Math.min(shown.limit_per_user, MAX_QTY_CHOICE));
   if (el.qty.options.length !== options) {
     el.qty.replaceChildren(
@@ -783,7 +585,7 @@ function orderNode(order) {
   const title = order.title ?? titleOf(order.sku);
   const what = document.createElement("span");
   what.className = "order-what";
-  what.textContent = `${order.qty} × ${title} · ${formatPrice(order.price * order.qty)}`;
+  what.textContent = `${order.qty} × ${title} · ${money.format(order.price * order.qty)}`;
   const status = document.createElement("span");
   status.className = "order-status";
   const labels = { held: "Reserved", paid: "Paid", expired: "Expired", cancelled: "Cancelled" };
@@ -858,20 +660,13 @@ function renderControls() {
 }
 
 /**
+ * The outcome of "Buy", under the button; it stays until the next one. (Short
+ * messages under the composer, `note(el.hint, ...)`, clear themselves.)
  * @param {string} text
  * @param {"ok" | "error" | "pending" | "info"} kind
  */
 function buyResult(text, kind) {
-  el.buyResult.textContent = text;
-  el.buyResult.dataset.kind = kind;
-}
-
-let hintTimer = 0;
-/** A short message under the composer; clears itself. @param {string} text */
-function hint(text) {
-  el.hint.textContent = text;
-  clearTimeout(hintTimer);
-  if (text) hintTimer = setTimeout(() => { el.hint.textContent = ""; }, 6000);
+  note(el.buyResult, text, kind, 0);
 }
 
 /** @param {{text: string} | null} ev the latest announcement */
@@ -913,13 +708,13 @@ el.composer.addEventListener("submit", async (e) => {
     feed.follow();
   } catch (err) {
     if (!el.chatText.value) el.chatText.value = text; // give it back to edit or resend
-    hint(explain(err));
+    note(el.hint, explain(err));
   }
 });
 
 el.like.addEventListener("click", () => {
   if (!view.user) {
-    hint("Sign in to send likes.");
+    note(el.hint, "Sign in to send likes.");
     return;
   }
   if (client.state !== "live" || view.status !== "live") return;

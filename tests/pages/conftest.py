@@ -9,6 +9,9 @@ the memory backend.
 
 Playwright never downloads a browser here: it drives ``/usr/bin/chromium`` (Debian's
 ``chromium`` package, which ``scripts/test`` installs).
+
+What the tests do on pages and in the room (sign in, sales, screenshots, ...) is in
+``helpers.py``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 import pytest_asyncio
 from aiohttp.test_utils import TestServer
@@ -27,11 +29,11 @@ from playwright.async_api import Browser, BrowserContext, ConsoleMessage, Page, 
 from livecommerce.client import Client
 from livecommerce.config import Limits, Settings
 from livecommerce.http import create_app
-from tests.conftest import HOST, ROOT, SECRET, LiveServer, free_port
+from tests.conftest import SECRET, LiveServer, free_port
+from tests.pages.helpers import wait_live_page
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
-SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 
 
 @pytest.fixture(scope="session")
@@ -87,9 +89,11 @@ PageFactory = Callable[..., Awaitable[Page]]
 
 @pytest_asyncio.fixture(loop_scope="session")
 async def open_page(browser: Browser) -> AsyncIterator[PageFactory]:
-    """Open pages, each in its own browser context (its own sessionStorage, so its
-    own sign-in): ``await open_page(url, width=390, height=844, init_script=...)``;
-    ``before(page)`` runs before the page loads (to route its WebSocket, say).
+    """Open pages of a server, each in its own browser context (its own
+    sessionStorage, so its own sign-in): ``await open_page(server)`` (the viewer
+    page of the demo room), ``await open_page(server, "studio.html?room=demo",
+    width=390, height=844, init_script=...)``; ``before(page)`` runs before the page
+    loads (to route its WebSocket, say).
 
     The test fails if a page logs an error or throws an uncaught exception.
     """
@@ -97,7 +101,8 @@ async def open_page(browser: Browser) -> AsyncIterator[PageFactory]:
     errors: list[str] = []
 
     async def open_(
-        url: str,
+        server: LiveServer,
+        path: str = "watch.html?room=demo",
         *,
         width: int = 1280,
         height: int = 800,
@@ -111,6 +116,7 @@ async def open_page(browser: Browser) -> AsyncIterator[PageFactory]:
         )
         contexts.append(context)
         page = await context.new_page()
+        url = f"http://127.0.0.1:{server.port}/{path}"
 
         def console(msg: ConsoleMessage) -> None:
             if msg.type == "error":
@@ -133,14 +139,6 @@ async def open_page(browser: Browser) -> AsyncIterator[PageFactory]:
     assert not errors, "\n".join(errors)
 
 
-async def wait_live_page(page: Page) -> None:
-    """Until the page is connected and has the room's snapshot."""
-    await page.wait_for_function(
-        "() => window.__live && window.__live.client.state === 'live'"
-        " && window.__live.client.roomState('demo')?.joined"
-    )
-
-
 ClientsFactory = Callable[..., Awaitable[Client]]
 
 
@@ -158,39 +156,3 @@ async def clients() -> AsyncIterator[ClientsFactory]:
     yield open_client
     for client in opened:
         await client.close()
-
-
-# A small picture of a mug, so screenshots show a product image (no external assets).
-MUG_IMAGE = (
-    "data:image/svg+xml,"
-    "<svg xmlns='http://www.w3.org/2000/svg' viewBox='0 0 80 80'>"
-    "<rect width='80' height='80' fill='%23efe9e1'/>"
-    "<path d='M54 32h5a8 8 0 0 1 0 16h-5' fill='none' stroke='%23556070' stroke-width='4'/>"
-    "<rect x='20' y='24' width='34' height='36' rx='5' fill='%23556070'/>"
-    "<circle cx='30' cy='36' r='1.6' fill='%23c9cfd8'/><circle cx='42' cy='44' r='1.6' "
-    "fill='%23c9cfd8'/><circle cx='34' cy='52' r='1.6' fill='%23c9cfd8'/></svg>"
-)
-
-
-async def put_product(
-    server: LiveServer, sku: str, title: str, price: int, image: str | None = None
-) -> None:
-    """Add a product to the demo room's lineup, as its host."""
-    url = f"http://127.0.0.1:{server.port}/api/rooms/demo/products/{sku}"
-    body: dict[str, Any] = {"title": title, "price": price}
-    if image:
-        body["image"] = image
-    async with (
-        aiohttp.ClientSession() as session,
-        session.put(url, json=body, headers={"Authorization": f"Bearer {HOST}"}) as resp,
-    ):
-        assert resp.status == 200, await resp.text()
-
-
-def screenshot_path(name: str) -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS / f"{name}.png"
-
-
-def page_url(server: LiveServer, path: str = "watch.html?room=demo") -> str:
-    return f"http://127.0.0.1:{server.port}/{path}"

@@ -19,21 +19,11 @@ from playwright.async_api import Page, expect
 from livecommerce.client import ClientError
 from livecommerce.http.keys import SERVICE
 from tests.conftest import HOST, LiveServer, token
-from tests.pages.conftest import (
-    MUG_IMAGE,
-    ClientsFactory,
-    PageFactory,
-    PageServerFactory,
-    page_url,
-    put_product,
-    screenshot_path,
-    wait_live_page,
-)
-from tests.pages.test_watch import Link, sign_in
+from tests.pages import helpers
+from tests.pages.conftest import ClientsFactory, PageFactory, PageServerFactory
+from tests.pages.helpers import MUG, MUG_IMAGE
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-MUG = "Stoneware mug, speckled"
 
 
 async def api(server: LiveServer, path: str, tok: str | None = None) -> Any:
@@ -50,11 +40,11 @@ async def open_studio(
     open_page: PageFactory, server: LiveServer, query: str = "room=demo", **kw: Any
 ) -> Page:
     """The studio, signed in with the demo sign-in ("Sign in as host")."""
-    page = await open_page(page_url(server, f"studio.html?{query}"), wait_live=False, **kw)
+    page = await open_page(server, f"studio.html?{query}", wait_live=False, **kw)
     await page.get_by_role("button", name="Sign in as host").click()
     await expect(page.locator("#me")).to_have_text("Signed in as Demo Host")
     if "room=demo" in query:
-        await wait_live_page(page)
+        await helpers.wait_live_page(page)
         await expect(page.locator("#product-list .product-item")).not_to_have_count(0)
     return page
 
@@ -63,12 +53,12 @@ async def open_console(
     open_page: PageFactory, server: LiveServer, *, admin: bool = False, **kw: Any
 ) -> Page:
     """The console, signed in with the demo sign-in; it opens the room "demo"."""
-    page = await open_page(page_url(server, "console.html"), wait_live=False, **kw)
+    page = await open_page(server, "console.html", wait_live=False, **kw)
     name = "Sign in as admin" if admin else "Sign in as moderator"
     await page.get_by_role("button", name=name).click()
     await expect(page.locator("#me")).to_contain_text("Signed in as Demo")
     if not admin:  # the demo moderator's token covers "demo": it opens by itself
-        await wait_live_page(page)
+        await helpers.wait_live_page(page)
     return page
 
 
@@ -136,7 +126,7 @@ async def test_studio_creates_a_show_edits_the_lineup_goes_live_and_ends(
     assert len((await api(server, f"/api/rooms/{rid}/products"))["products"]) == 1
 
     # Pinning works before the show; a viewer page sees the pinned product.
-    viewer = await open_page(page_url(server, f"watch.html?room={rid}"), wait_live=False)
+    viewer = await open_page(server, f"watch.html?room={rid}", wait_live=False)
     await item.get_by_role("button", name="Pin Court sneaker, white").click()
     await expect(item).to_have_attribute("data-pinned", "true")
     await expect(viewer.locator("#product-title")).to_have_text("Court sneaker, white")
@@ -182,11 +172,11 @@ async def test_host_sale_from_the_studio_viewers_buy_and_figures_follow(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server()
-    await put_product(server, "mug-01", MUG, 1800, MUG_IMAGE)
+    await helpers.put_product(server, "mug-01", MUG, 1800, MUG_IMAGE)
     studio = await open_studio(open_page, server)
-    ana = await open_page(page_url(server, "watch.html?room=demo&name=Ana"))
-    other = await open_page(page_url(server), width=390, height=844)
-    await sign_in(ana, "Ana")
+    ana = await open_page(server, "watch.html?room=demo&name=Ana")
+    other = await open_page(server, width=390, height=844)
+    await helpers.sign_in(ana, "Ana")
 
     mug = studio.locator('#product-list [data-sku="mug-01"]')
     await mug.get_by_role("button", name=f"Pin {MUG}").click()
@@ -280,10 +270,10 @@ async def test_console_deletes_mutes_and_bans_and_viewers_see_it(
     server = await page_server()
     console = await open_console(open_page, server)
     room = console.locator("#room-demo")
-    bo = await open_page(page_url(server, "watch.html?room=demo&name=Bo"))
-    cy = await open_page(page_url(server, "watch.html?room=demo&name=Cy"), width=390, height=844)
-    await sign_in(bo, "Bo")
-    await sign_in(cy, "Cy")
+    bo = await open_page(server, "watch.html?room=demo&name=Bo")
+    cy = await open_page(server, "watch.html?room=demo&name=Cy", width=390, height=844)
+    await helpers.sign_in(bo, "Bo")
+    await helpers.sign_in(cy, "Cy")
 
     await page_chat(bo, "Is the blue one in stock?")
     await page_chat(bo, "buy followers at example.test")
@@ -359,8 +349,8 @@ async def test_console_filter_flags_approve_slow_mode_and_log(
     server = await page_server()
     console = await open_console(open_page, server)
     room = console.locator("#room-demo")
-    viewer = await open_page(page_url(server, "watch.html?room=demo&name=Dee"))
-    await sign_in(viewer, "Dee")
+    viewer = await open_page(server, "watch.html?room=demo&name=Dee")
+    await helpers.sign_in(viewer, "Dee")
 
     # The word filter: add a term per action.
     for term, action in (("spam", "flag"), ("darn", "mask"), ("scam", "block")):
@@ -534,16 +524,9 @@ async def test_studio_and_console_show_reconnecting_and_resume(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server()
-    links = {"studio": Link(), "console": Link()}
-
-    def router(link: Link) -> Any:
-        async def route(page: Page) -> None:
-            await page.route_web_socket(re.compile(r"/ws$"), link.route)
-
-        return route
-
-    studio = await open_studio(open_page, server, before=router(links["studio"]))
-    console = await open_console(open_page, server, before=router(links["console"]))
+    links = {"studio": helpers.Link(), "console": helpers.Link()}
+    studio = await open_studio(open_page, server, before=links["studio"].install)
+    console = await open_console(open_page, server, before=links["console"].install)
     bo = await clients(server, token("demo-viewer-bo", name="Bo"))
     cy = await clients(server, token("demo-viewer-cy", name="Cy"))
     await bo.request("chat", room="demo", text="before the drop")
@@ -561,14 +544,14 @@ async def test_studio_and_console_show_reconnecting_and_resume(
     for who, text in ((cy, "while away 1"), (bo, "while away 2"), (cy, "while away 3")):
         await who.request("chat", room="demo", text=text)
         said.append(text)
-    await studio.screenshot(path=screenshot_path("studio-reconnecting"))
-    await console.screenshot(path=screenshot_path("console-reconnecting"))
+    await helpers.screenshot(studio, "studio-reconnecting")
+    await helpers.screenshot(console, "console-reconnecting")
 
     for link in links.values():
         link.up = True
     for page in (studio, console):
         await expect(page.locator("#conn")).to_be_hidden(timeout=15_000)
-        await wait_live_page(page)
+        await helpers.wait_live_page(page)
     # Resumed with since/epoch: every message once, in order, on both pages.
     await bo.request("chat", room="demo", text="after the resume")
     said.append("after the resume")
@@ -584,19 +567,7 @@ async def test_screenshots_studio_and_console_desktop_and_phone(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server()
-    await put_product(server, "mug-01", MUG, 1800, MUG_IMAGE)
-    host = await clients(server, HOST)
-    await host.request("pin", room="demo", sku="mug-01")
-    sale = await host.request(
-        "sale.start",
-        room="demo",
-        sku="mug-01",
-        price=1200,
-        stock=50,
-        limit_per_user=3,
-        duration_s=15 * 60,
-    )
-    await host.request("announce", room="demo", text="Free shipping on every order tonight!")
+    sale = await helpers.dress_room(server, clients)
     mod = await clients(server, token("mod-1", "moderator", rooms=["demo"], name="Mo"))
     await mod.request("mod.filter", room="demo", add=["spam"], action="flag")
     await mod.request("mod.filter", room="demo", add=["darn"], action="mask")
@@ -609,12 +580,10 @@ async def test_screenshots_studio_and_console_desktop_and_phone(
         ("Gus", "What size is it? 350 ml?"),
     ]
     for name, text in lines:
-        client = await clients(server, token(f"demo-viewer-{name.lower()}", name=name))
-        await client.request("chat", room="demo", text=text)
-        await client.request("like", room="demo", count=9)
+        client = await helpers.chatter(server, clients, name, text, likes=9)
         if name in ("Bo", "Dee", "Gus"):
             reply = await client.request(
-                "order", room="demo", sale=sale["sale"]["id"], qty=2, key=f"{name}-1"
+                "order", room="demo", sale=sale["id"], qty=2, key=f"{name}-1"
             )
             if name != "Gus":
                 await server.app[SERVICE].confirm_payment(reply["order"]["id"])
@@ -627,12 +596,12 @@ async def test_screenshots_studio_and_console_desktop_and_phone(
     await expect(studio.locator("#st-revenue")).to_have_text("$48.00")
     await expect(studio.locator("#feed .msg")).to_have_count(len(lines))
     await studio.wait_for_function("document.querySelector('#preview').videoWidth > 0")
-    await studio.screenshot(path=screenshot_path("studio-desktop"))
+    await helpers.screenshot(studio, "studio-desktop")
 
     phone = await open_studio(open_page, server, width=390, height=844, scale=2)
     await expect(phone.locator("#st-units")).to_have_text("4")
-    await phone.screenshot(path=screenshot_path("studio-phone"))
-    await phone.screenshot(path=screenshot_path("studio-phone-full"), full_page=True)
+    await helpers.screenshot(phone, "studio-phone")
+    await helpers.screenshot(phone, "studio-phone-full", full_page=True)
     # Phone layout: one column, nothing wider than the screen.
     assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
     boxes = {}
@@ -650,18 +619,18 @@ async def test_screenshots_studio_and_console_desktop_and_phone(
     await expect(console.locator("#room-demo .log-entry")).to_have_count(4)
     await console.locator("#room-demo").get_by_role("button", name="10 s", exact=True).click()
     await expect(console.locator("#room-demo .log-entry")).to_have_count(5)
-    await console.screenshot(path=screenshot_path("console-desktop"))
+    await helpers.screenshot(console, "console-desktop")
     await (
         console.locator("#room-demo .msg", has_text="Lisbon")
         .get_by_role("button", name="Mute or ban Bo")
         .click()
     )
     await expect(console.get_by_role("dialog", name="Moderate Bo")).to_be_visible()
-    await console.screenshot(path=screenshot_path("console-desktop-dialog"))
+    await helpers.screenshot(console, "console-desktop-dialog")
     await console.keyboard.press("Escape")
 
     phone_console = await open_console(open_page, server, width=390, height=844, scale=2)
     await expect(phone_console.locator("#room-demo .flag-item")).to_have_count(1)
-    await phone_console.screenshot(path=screenshot_path("console-phone"))
-    await phone_console.screenshot(path=screenshot_path("console-phone-full"), full_page=True)
+    await helpers.screenshot(phone_console, "console-phone")
+    await helpers.screenshot(phone_console, "console-phone-full", full_page=True)
     assert await phone_console.evaluate("document.documentElement.scrollWidth") <= 390

@@ -19,58 +19,24 @@ from playwright.async_api import Page, WebSocketRoute, expect
 from livecommerce.client import Client, ClientError
 from livecommerce.http.keys import SERVICE
 from tests.conftest import HOST, MOD, token
-from tests.pages.conftest import (
-    MUG_IMAGE,
-    ClientsFactory,
-    PageFactory,
-    PageServerFactory,
-    page_url,
-    put_product,
-    screenshot_path,
-    wait_live_page,
-)
+from tests.pages import helpers
+from tests.pages.conftest import ClientsFactory, PageFactory, PageServerFactory
+from tests.pages.helpers import MUG, MUG_IMAGE
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-MUG = "Stoneware mug, speckled"
-
-
-async def open_sale(
-    host: Client, *, stock: int = 20, limit: int = 2, duration_s: int = 90, pin: bool = True
-) -> dict[str, Any]:
-    if pin:
-        await host.request("pin", room="demo", sku="mug-01")
-    reply = await host.request(
-        "sale.start",
-        room="demo",
-        sku="mug-01",
-        price=1200,
-        stock=stock,
-        limit_per_user=limit,
-        duration_s=duration_s,
-    )
-    sale: dict[str, Any] = reply["sale"]
-    return sale
-
-
-async def sign_in(page: Page, name: str) -> None:
-    """Press "Sign in" (demo sign-in) and wait until the page is back, signed in."""
-    await page.locator("#sign-in").click()
-    await expect(page.locator("#me")).to_have_text(f"Signed in as {name}")
-    await wait_live_page(page)
 
 
 async def test_guest_sees_pinned_product_and_live_sale(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server()
-    guest = await open_page(page_url(server))
+    guest = await open_page(server)
     await expect(guest.locator("#title")).to_have_text("Demo live show")
     await expect(guest.locator("#no-product")).to_be_visible()
     await expect(guest.locator("#composer-guest")).to_contain_text("Sign in to chat and buy")
     await expect(guest.locator("#chat-text")).to_be_hidden()
 
-    await put_product(server, "mug-01", MUG, 1800, MUG_IMAGE)
+    await helpers.put_product(server, "mug-01", MUG, 1800, MUG_IMAGE)
     host = await clients(server, HOST)
     await host.request("pin", room="demo", sku="mug-01")
     await expect(guest.locator("#product-title")).to_have_text(MUG)
@@ -78,7 +44,7 @@ async def test_guest_sees_pinned_product_and_live_sale(
     await expect(guest.locator("#product-media img")).to_have_attribute("src", MUG_IMAGE)
     await expect(guest.locator("#sale")).to_be_hidden()
 
-    sale = await open_sale(host, pin=False, stock=20, duration_s=90)
+    sale = await helpers.open_sale(host, pin=False, stock=20, duration_s=90)
     await expect(guest.locator("#sale")).to_be_visible()
     await expect(guest.locator("#sale-price")).to_have_text("$12.00")
     await expect(guest.locator("#sale-list-price")).to_have_text("$18.00")
@@ -96,7 +62,7 @@ async def test_guest_sees_pinned_product_and_live_sale(
     await expect(guest.locator("#stock-bar")).to_have_attribute("aria-valuenow", "18")
 
     # A guest who arrives now gets all of it from the join snapshot.
-    late = await open_page(page_url(server), width=390, height=844)
+    late = await open_page(server, width=390, height=844)
     await expect(late.locator("#product-title")).to_have_text(MUG)
     await expect(late.locator("#stock-text")).to_have_text("18 of 20 left")
     await expect(late.locator("#sale-countdown")).to_have_text(re.compile(r"^1:[0-2]\d$"))
@@ -114,14 +80,14 @@ async def test_viewer_buys_holds_and_others_see_the_stock_fall(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server(hold_s=4)
-    await put_product(server, "mug-01", MUG, 1800)
+    await helpers.put_product(server, "mug-01", MUG, 1800)
     host = await clients(server, HOST)
-    sale = await open_sale(host, stock=5, limit=2, duration_s=120)
+    sale = await helpers.open_sale(host, stock=5, limit=2, duration_s=120)
 
-    ana = await open_page(page_url(server, "watch.html?room=demo&name=Ana"))
-    other = await open_page(page_url(server), width=390, height=844)
+    ana = await open_page(server, "watch.html?room=demo&name=Ana")
+    other = await open_page(server, width=390, height=844)
     await expect(other.locator("#stock-text")).to_have_text("5 of 5 left")
-    await sign_in(ana, "Ana")
+    await helpers.sign_in(ana, "Ana")
     buy = ana.locator("#buy")
     await expect(buy).to_have_text("Buy now")
     await expect(buy).to_be_enabled()
@@ -209,16 +175,16 @@ async def test_buy_retries_with_the_same_key_when_the_reply_is_lost(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server()
-    await put_product(server, "mug-01", MUG, 1800)
+    await helpers.put_product(server, "mug-01", MUG, 1800)
     host = await clients(server, HOST)
-    await open_sale(host, stock=5, limit=2, duration_s=120)
+    await helpers.open_sale(host, stock=5, limit=2, duration_s=120)
     link = LoseFirstOrderReply()
 
     async def route(page: Page) -> None:
-        await page.route_web_socket(re.compile(r"/ws$"), link.route)
+        await page.route_web_socket(helpers.WS_PATH, link.route)
 
-    ana = await open_page(page_url(server, "watch.html?room=demo&name=Ana"), before=route)
-    await sign_in(ana, "Ana")
+    ana = await open_page(server, "watch.html?room=demo&name=Ana", before=route)
+    await helpers.sign_in(ana, "Ana")
     await ana.locator("#buy").click()
     await expect(ana.locator("#buy-result")).to_have_text(
         "Reserved 1! Complete payment before the timer runs out.", timeout=10_000
@@ -251,7 +217,7 @@ async def test_deleted_message_vanishes_from_every_page(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server()
-    pages = [await open_page(page_url(server)), await open_page(page_url(server, "watch.html"))]
+    pages = [await open_page(server), await open_page(server, "watch.html")]
     bo = await clients(server, token("demo-viewer-bo", name="Bo"))
     kept = await bo.request("chat", room="demo", text="Is the blue one in stock?")
     spam = await bo.request("chat", room="demo", text="buy followers at example.test")
@@ -267,7 +233,7 @@ async def test_deleted_message_vanishes_from_every_page(
         await expect(page.locator("#feed .msg-text")).to_have_text(["Is the blue one in stock?"])
         await expect(page.locator(f'[data-msg-id="{kept["msg_id"]}"]')).to_be_visible()
     # And it is not in the snapshot of someone who comes later.
-    late = await open_page(page_url(server))
+    late = await open_page(server)
     await expect(late.locator("#feed .msg-text")).to_have_text(["Is the blue one in stock?"])
 
 
@@ -275,7 +241,7 @@ async def test_chat_holds_new_messages_while_the_viewer_reads(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server()
-    page = await open_page(page_url(server, "watch.html?room=demo&max_messages=30"))
+    page = await open_page(server, "watch.html?room=demo&max_messages=30")
     fans = [await clients(server, token(f"fan-{i}", name=f"Fan {i}")) for i in range(15)]
     for n in range(39):  # three each: within the chat burst
         await fans[n % 15].request("chat", room="demo", text=f"line {n}")
@@ -304,41 +270,12 @@ async def test_chat_holds_new_messages_while_the_viewer_reads(
     )
 
 
-class Link:
-    """The page's WebSocket, routed through Playwright so that the test can cut it
-    like a dropped network: both ends are closed, and while the link is down every
-    new connection is refused (closed at once, the server never sees it)."""
-
-    def __init__(self) -> None:
-        self.up = True
-        self.open: list[tuple[WebSocketRoute, WebSocketRoute]] = []
-        self.refused = 0
-
-    async def route(self, ws: WebSocketRoute) -> None:
-        if not self.up:
-            self.refused += 1
-            await ws.close(code=1001, reason="network down")
-            return
-        self.open.append((ws, ws.connect_to_server()))
-
-    async def cut(self) -> None:
-        self.up = False
-        for page_side, server_side in self.open:
-            await server_side.close()
-            await page_side.close(code=1001, reason="network down")
-        self.open.clear()
-
-
 async def test_reconnect_resumes_without_losing_chat(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server()
-    link = Link()
-
-    async def route(page: Page) -> None:
-        await page.route_web_socket(re.compile(r"/ws$"), link.route)
-
-    page = await open_page(page_url(server), before=route)
+    link = helpers.Link()
+    page = await open_page(server, before=link.install)
     said: list[str] = []
 
     async def say(who: str, text: str) -> None:
@@ -362,7 +299,7 @@ async def test_reconnect_resumes_without_losing_chat(
             await asyncio.sleep(0.05)
     await expect(page.locator("#conn")).to_have_attribute("data-state", "reconnecting")
     assert await page.evaluate("window.__live.client.state") == "reconnecting"
-    await page.screenshot(path=screenshot_path("watch-reconnecting"))
+    await helpers.screenshot(page, "watch-reconnecting")
 
     link.up = True
     await expect(page.locator("#conn")).to_be_hidden(timeout=15_000)
@@ -395,7 +332,8 @@ async def test_busy_room_stays_smooth(
 ) -> None:
     server = await page_server()  # default limits
     page = await open_page(
-        page_url(server, f"watch.html?room=demo&max_messages={MAX_MESSAGES}"),
+        server,
+        f"watch.html?room=demo&max_messages={MAX_MESSAGES}",
         init_script=LONGTASK_OBSERVER,
     )
     fans = await asyncio.gather(
@@ -490,10 +428,7 @@ async def test_screenshots_desktop_and_phone(
     page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
 ) -> None:
     server = await page_server()
-    await put_product(server, "mug-01", MUG, 1800, MUG_IMAGE)
-    host = await clients(server, HOST)
-    await open_sale(host, stock=50, limit=3, duration_s=15 * 60)
-    await host.request("announce", room="demo", text="Free shipping on every order tonight!")
+    await helpers.dress_room(server, clients)
     lines = [
         ("Bo", "Hi from Lisbon!"),
         ("Cy", "Is the mug dishwasher safe?"),
@@ -504,12 +439,10 @@ async def test_screenshots_desktop_and_phone(
         ("Cy", "Love this show"),
     ]
     for name, text in lines:
-        client = await clients(server, token(f"demo-viewer-{name.lower()}", name=name))
-        await client.request("chat", room="demo", text=text)
-        await client.request("like", room="demo", count=7)
+        await helpers.chatter(server, clients, name, text, likes=7)
 
-    desktop = await open_page(page_url(server, "watch.html?room=demo&name=Ana"))
-    await sign_in(desktop, "Ana")
+    desktop = await open_page(server, "watch.html?room=demo&name=Ana")
+    await helpers.sign_in(desktop, "Ana")
     await desktop.locator("#chat-text").fill("Buying one now!")
     await desktop.locator("#chat-text").press("Enter")
     await expect(desktop.locator("#feed .msg.mine .msg-text")).to_have_text("Buying one now!")
@@ -520,16 +453,14 @@ async def test_screenshots_desktop_and_phone(
     await expect(desktop.locator("#hearts .heart")).not_to_have_count(0)
     await expect(desktop.locator("#likes")).to_have_text("50")
     await desktop.wait_for_function("window.__live.view.likes === 50")
-    await desktop.screenshot(path=screenshot_path("watch-desktop"))
+    await helpers.screenshot(desktop, "watch-desktop")
 
-    phone = await open_page(
-        page_url(server, "watch.html?room=demo&name=Ben"), width=390, height=844, scale=2
-    )
-    await sign_in(phone, "Ben")
+    phone = await open_page(server, "watch.html?room=demo&name=Ben", width=390, height=844, scale=2)
+    await helpers.sign_in(phone, "Ben")
     await phone.locator("#buy").click()
     await expect(phone.locator("#order-list .order")).to_have_attribute("data-status", "held")
-    await phone.screenshot(path=screenshot_path("watch-phone"))
-    await phone.screenshot(path=screenshot_path("watch-phone-full"), full_page=True)
+    await helpers.screenshot(phone, "watch-phone")
+    await helpers.screenshot(phone, "watch-phone-full", full_page=True)
     # Phone layout: video on top, then the shop card, then the chat; the message box
     # is fixed to the bottom of the screen.
     boxes = {}
@@ -541,6 +472,6 @@ async def test_screenshots_desktop_and_phone(
     assert boxes["#player"]["y"] < boxes["#shop"]["y"] < boxes["#feed"]["y"]
     assert boxes["#composer"]["y"] + boxes["#composer"]["height"] == pytest.approx(844, abs=1)
 
-    guest = await open_page(page_url(server), width=390, height=844, scale=2)
+    guest = await open_page(server, width=390, height=844, scale=2)
     await expect(guest.locator("#composer-guest")).to_be_visible()
-    await guest.screenshot(path=screenshot_path("watch-phone-guest"))
+    await helpers.screenshot(guest, "watch-phone-guest")
