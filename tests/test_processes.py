@@ -227,14 +227,21 @@ async def test_a_full_collection_follows_a_crowd_that_left(
     app[METRICS] = Counter()
     app[CONNECTIONS] = set()
     stop = asyncio.Event()
-    task = asyncio.create_task(cli._collect_after_churn(app, stop, every_s=0.01, churn=100))
+    task = asyncio.create_task(
+        cli._collect_after_churn(app, stop, every_s=0.01, churn=100, quiet=2)
+    )
     app[METRICS]["connections_total"] = 99
     await asyncio.sleep(0.05)
     assert calls == []  # 99 closed: not yet
     app[METRICS]["connections_total"] = 150
     await asyncio.sleep(0.05)
     assert calls == [1]  # once, not at every check
-    app[METRICS]["connections_total"] = 260
+    crowd: Any = {object(), object(), object()}
+    app[CONNECTIONS].update(crowd)  # a crowd is here: wait
+    app[METRICS]["connections_total"] = 263
+    await asyncio.sleep(0.05)
+    assert calls == [1]
+    app[CONNECTIONS].pop()  # it left (but for two)
     await asyncio.sleep(0.05)
     assert calls == [1, 1]
     stop.set()
