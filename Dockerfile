@@ -12,6 +12,10 @@
 # Without LIVECOMMERCE_SECRET (at least 32 bytes) the server refuses to start, unless
 # it runs with --demo.
 #
+# Live video (WHIP/WHEP, docs/media.md) sends media over UDP on ports the WebRTC stack
+# picks at random, and offers only the container's own addresses: run the container
+# with `--network host` for WebRTC, or serve viewers over HLS.
+#
 # The server serves the pages from `static/` next to the `livecommerce/` package
 # (livecommerce/http/app.py: STATIC_DIR = <package's parent>/static), so the package is
 # installed in editable mode from /app and `static/` is copied to /app/static.
