@@ -182,20 +182,34 @@ async def test_the_staff_get_live_figures(
     sale = await open_sale(host, server, stock=10, limit=5, price=500)
     viewer = await connect(server, token("v1"))
     await viewer.join("demo")
-    for i in range(3):
-        await viewer.request("chat", room="demo", text=f"c{i}")
-    await viewer.request("like", room="demo", count=7)
+    await viewer.request("chat", room="demo", text="before the pin")
+    await viewer.request("like", room="demo", count=3)
+    await host.request("pin", room="demo", sku="mug")
+    await viewer.next_event(is_type("product.pinned"))
+    await viewer.request("chat", room="demo", text="c1")
+    await viewer.request("chat", room="demo", text="c2")
+    await viewer.request("like", room="demo", count=4)
     paid = await viewer.request("order", room="demo", sale=sale["id"], qty=2, key="a")
     await viewer.request("order", room="demo", sale=sale["id"], qty=1, key="b")
     await server.app[SERVICE].confirm_payment(paid["order"]["id"])
 
-    def done(e: dict[str, Any]) -> bool:
-        return bool(e["type"] == "stats" and e["units_sold"] == 2 and e["chats"] == 3)
+    def done(e: dict[str, Any]) -> bool:  # likes count per tick, presence per second
+        if e["type"] != "stats" or e["units_sold"] != 2 or e["chats"] != 3:
+            return False
+        mug = e["products"].get("mug")
+        return bool(mug and mug["likes"] == 4 and mug["peak_viewers"] >= 2)
 
     stats = await host.next_event(done, timeout=10)
     assert stats["orders"] == 2 and stats["revenue"] == 1000 and stats["likes"] == 7
     assert stats["viewers"] == 2 and stats["peak_viewers"] >= 2
-    assert stats["products"] == {"mug": {"orders": 2, "units_sold": 2, "revenue": 1000}}
+    assert stats["products"]["mug"] == {
+        "peak_viewers": stats["products"]["mug"]["peak_viewers"],
+        "likes": 4,  # the 3 before the pin count for the room only
+        "chats": 2,
+        "orders": 2,
+        "units_sold": 2,
+        "revenue": 1000,
+    }
     with pytest.raises(TimeoutError):  # viewers never get them
         await viewer.next_event(is_type("stats"), timeout=1.5)
 

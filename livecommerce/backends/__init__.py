@@ -136,8 +136,9 @@ class Counters(Protocol):
         """Add to the room's figures (``chats``, ...; the inventory adds ``orders``,
         ``units_sold`` and ``revenue``, and the same per product as ``<name>:<sku>``)."""
 
-    async def note_viewers(self, room: str, viewers: int) -> int:
-        """Keep the room's peak of viewers; return it."""
+    async def note_viewers(self, room: str, viewers: int, *, sku: str | None = None) -> int:
+        """Keep the room's peak of viewers (with ``sku``: the peak while that product
+        was pinned); return it."""
 
     async def figures(self, room: str) -> dict[str, int]:
         """The room's figures as counted so far (absent ones are 0)."""

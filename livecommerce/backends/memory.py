@@ -181,10 +181,11 @@ class MemoryCounters:
         for name, n in figures.items():
             mine[name] = mine.get(name, 0) + n
 
-    async def note_viewers(self, room: str, viewers: int) -> int:
+    async def note_viewers(self, room: str, viewers: int, *, sku: str | None = None) -> int:
         mine = self._figures.setdefault(room, {})
-        mine["peak_viewers"] = max(mine.get("peak_viewers", 0), viewers)
-        return mine["peak_viewers"]
+        name = f"peak_viewers:{sku}" if sku else "peak_viewers"
+        mine[name] = max(mine.get(name, 0), viewers)
+        return mine[name]
 
     async def figures(self, room: str) -> dict[str, int]:
         return dict(self._figures.get(room, {}))

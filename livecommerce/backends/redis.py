@@ -354,12 +354,12 @@ class RedisEventLog:
 
 PEAK = """
 -- KEYS: 1 the room's figures (hash)
--- ARGV: 1 viewers now
--- Keeps the highest count seen as peak_viewers; returns it.
-local peak = tonumber(redis.call('HGET', KEYS[1], 'peak_viewers') or '0')
+-- ARGV: 1 viewers now, 2 the field (peak_viewers, or peak_viewers:<sku>)
+-- Keeps the highest count seen in the field; returns it.
+local peak = tonumber(redis.call('HGET', KEYS[1], ARGV[2]) or '0')
 local now = tonumber(ARGV[1])
 if now > peak then
-  redis.call('HSET', KEYS[1], 'peak_viewers', now)
+  redis.call('HSET', KEYS[1], ARGV[2], now)
   return now
 end
 return peak
@@ -382,8 +382,9 @@ class RedisCounters:
                 pipe.hincrby(key(room, "stats"), name, n)
             await pipe.execute()
 
-    async def note_viewers(self, room: str, viewers: int) -> int:
-        return int(await self._peak(keys=[key(room, "stats")], args=[viewers]))
+    async def note_viewers(self, room: str, viewers: int, *, sku: str | None = None) -> int:
+        name = f"peak_viewers:{sku}" if sku else "peak_viewers"
+        return int(await self._peak(keys=[key(room, "stats")], args=[viewers, name]))
 
     async def figures(self, room: str) -> dict[str, int]:
         raw = await self._r.hgetall(key(room, "stats"))

@@ -27,9 +27,18 @@ from livecommerce.protocol import dumps, encode_event, line_seq, loads, text_fra
 log = logging.getLogger(__name__)
 
 _SALE_STARTED = b'"type":"sale.started"'
+_PINNED = b'"type":"product.pinned"'
+_UNPINNED = b'"type":"product.unpinned"'
+
+
+def _pinned_sku(line: bytes) -> str | None:
+    sku = loads(line).get("product", {}).get("sku")
+    return sku if isinstance(sku, str) else None
 
 
 FIGURES = ("orders", "units_sold", "revenue")
+PRODUCT_FIGURES = ("peak_viewers", "likes", "chats", *FIGURES)
+"""Per product: the first three count while the product is pinned."""
 
 
 def stats_fields(figures: dict[str, int], *, viewers: int, peak: int, likes: int) -> dict[str, Any]:
@@ -37,8 +46,8 @@ def stats_fields(figures: dict[str, int], *, viewers: int, peak: int, likes: int
     products: dict[str, dict[str, int]] = {}
     for name, n in figures.items():
         figure, _, sku = name.partition(":")
-        if sku and figure in FIGURES:
-            products.setdefault(sku, dict.fromkeys(FIGURES, 0))[figure] = n
+        if sku and figure in PRODUCT_FIGURES:
+            products.setdefault(sku, dict.fromkeys(PRODUCT_FIGURES, 0))[figure] = n
     return {
         "viewers": viewers,
         "peak_viewers": max(peak, viewers),
@@ -111,6 +120,8 @@ class Channel:
         self.sales_open = False
         self.stock_sent: dict[str, int] = {}
         self.stats_sent: bytes | None = None
+        self.pinned: str | None = None
+        """The sku pinned now, as the room's lines said (likes and chats count for it)."""
         self.next_presence = 0.0
         self.ready = asyncio.Event()
         self.closing = False
@@ -192,6 +203,11 @@ class Hub:
         ch.likes_pending += n
         return True
 
+    def pinned(self, room: str) -> str | None:
+        """The sku pinned in ``room`` as this process last saw it (None if no channel)."""
+        ch = self._channels.get(room)
+        return None if ch is None else ch.pinned
+
     def viewers(self, room: str) -> int:
         ch = self._channels.get(room)
         return 0 if ch is None else max(ch.viewers, len(ch.members))
@@ -205,6 +221,8 @@ class Hub:
     async def _run(self, ch: Channel) -> None:
         try:
             ch.head = await self._log.subscribe(ch.room, ch.sink)
+            pin = (await self._log.snapshot(ch.room)).pinned
+            ch.pinned = _pinned_sku(pin) if pin else None
             ch.sales_open = bool(await self._inventory.stock(ch.room))
             ch.ready.set()
             loop = asyncio.get_running_loop()
@@ -239,9 +257,17 @@ class Hub:
     async def _tick(self, ch: Channel) -> None:
         now = self._clock()
         lines = await self._take_inbox(ch)
-        if any(_SALE_STARTED in line[:64] for line in lines):
-            ch.sales_open = True
         likes, ch.likes_pending = ch.likes_pending, 0
+        if likes and ch.pinned:  # this process's likes: the sum over processes is right
+            await self._counters.count(ch.room, {f"likes:{ch.pinned}": likes})
+        for line in lines:  # a pin changes what the next tick's likes count for
+            head = line[:64]
+            if _SALE_STARTED in head:
+                ch.sales_open = True
+            elif _PINNED in head:
+                ch.pinned = _pinned_sku(line)
+            elif _UNPINNED in head:
+                ch.pinned = None
         total = await self._counters.add_likes(ch.room, likes)
         if total != ch.likes_sent:
             ch.likes_sent = total
@@ -309,6 +335,8 @@ class Hub:
         ch.viewers = await self._counters.report_presence(
             ch.room, self.node, len(ch.members), int(now * 1000)
         )
+        if ch.pinned:
+            await self._counters.note_viewers(ch.room, ch.viewers, sku=ch.pinned)
         if ch.viewers != ch.viewers_sent:
             ch.viewers_sent = ch.viewers
             lines.append(

@@ -401,7 +401,10 @@ class RoomService:
             entry = {**chat, "chat_seq": seq, "terms": flagged, "ts": self.now_ms()}
             await self.backends.moderation.flag(room.id, msg_id, dumps(entry))
             await self._to_staff(room.id, "chat.flagged", entry)
-        await self.backends.counters.count(room.id, {"chats": 1})
+        figures = {"chats": 1}
+        if (sku := self.hub.pinned(room.id)) is not None:
+            figures[f"chats:{sku}"] = 1
+        await self.backends.counters.count(room.id, figures)
         return {"msg_id": msg_id, "seq": seq}
 
     async def like(self, who: Principal, room_id: str, count: int) -> None:
