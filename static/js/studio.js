@@ -846,14 +846,19 @@ function renderFigures() {
   el.stRevenue.textContent = s ? money.format(s.revenue) : "–";
   const skus = new Set([...view.products.keys(), ...Object.keys(s?.products ?? {})]);
   const rows = [...skus].map((sku) => {
-    const f = s?.products?.[sku] ?? { orders: 0, units_sold: 0, revenue: 0 };
+    const f = s?.products?.[sku]
+      ?? { peak_viewers: 0, likes: 0, chats: 0, orders: 0, units_sold: 0, revenue: 0 };
     const tr = document.createElement("tr");
     tr.dataset.sku = sku;
     const th = document.createElement("th");
     th.scope = "row";
     th.textContent = view.products.get(sku)?.title ?? sku;
     tr.append(th);
-    for (const value of [count(f.orders), count(f.units_sold), money.format(f.revenue)]) {
+    const values = [
+      count(f.peak_viewers), count(f.likes), count(f.chats),
+      count(f.orders), count(f.units_sold), money.format(f.revenue),
+    ];
+    for (const value of values) {
       const td = document.createElement("td");
       td.textContent = s ? value : "–";
       tr.append(td);
