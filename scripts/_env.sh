@@ -36,3 +36,14 @@ ensure_venv() {
         touch "$stamp"
     fi
 }
+
+ensure_axe() {
+    # axe-core (the accessibility engine the page tests run in the browser), from the
+    # npm registry into .cache/axe (not committed); only when it is missing.
+    local dir="$ROOT/.cache/axe"
+    [ -f "$dir/node_modules/axe-core/axe.min.js" ] && return 0
+    need_apt npm:npm
+    echo "installing axe-core into .cache/axe with npm" >&2
+    mkdir -p "$dir"
+    npm install --no-save --no-audit --no-fund --silent --prefix "$dir" axe-core@4 >&2
+}

@@ -606,7 +606,7 @@ class RoomPanel {
       more.type = "button";
       more.className = "act";
       more.dataset.act = "user";
-      more.textContent = "Mute/Ban…";
+      more.textContent = "Mute or ban…";
       more.setAttribute("aria-haspopup", "dialog");
       more.setAttribute("aria-label", `Mute or ban ${ev.user.name}`);
       actions.append(del, more);
