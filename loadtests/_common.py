@@ -1,26 +1,35 @@
-"""Pieces shared by the load tests (``fanout``, ``flash_sale``).
+"""Pieces shared by the load tests (``fanout``, ``flash_sale``, ``bridge``).
 
-The protocol client (one command, its reply), the pipe between a main process and its
-workers, and the readings of ``/proc``: the server's pid found from its port, a process's
-CPU seconds and resident memory, the machine's CPU by kind. Nothing here talks to any
-address but the one it is given; the tools check that it is 127.0.0.1.
+The protocol client (one command, its reply), the worker processes and the pipe between
+them and the main process, and the readings of ``/proc``: the server's pid found from its
+port, a process's CPU seconds and resident memory, the machine's CPU by kind (and waiting
+for it to be quiet), the readings around a measured window; then the command line's checks
+and the printing of the figures. Nothing here talks to any address but the one it is
+given; the tools check that it is 127.0.0.1.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import json
 import math
 import os
 import resource
+import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
+import uvloop
 
 from livecommerce.protocol import dumps, loads
 
@@ -153,6 +162,75 @@ def raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+@dataclass(slots=True)
+class ConnectReport:
+    """How one worker's connections came up (viewers connected and joined, or buyers
+    signed in and connected)."""
+
+    connected: int
+    failed: int
+    seconds: float
+    errors: dict[str, int]
+
+
+def run_worker(
+    index: int,
+    pipe: Connection,
+    work: Callable[[], Coroutine[Any, Any, None]],
+    deadline_s: float,
+    fds: int,
+) -> None:
+    """The body of a worker process: allow ``fds`` open files, run ``work()`` for at most
+    ``deadline_s`` seconds, and report a failure on ``pipe`` as ``error`` (then exit 1)."""
+    raise_fd_limit(fds)
+    try:
+        uvloop.run(bounded(work(), deadline_s))
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            pipe.send(("error", f"worker {index}: {type(exc).__name__}: {exc}"))
+        raise SystemExit(1) from None
+
+
+def spawn_worker(
+    ctx: SpawnContext, target: Callable[[Any, Connection], None], plan: Any
+) -> tuple[BaseProcess, Connection]:
+    """Start ``target(plan, pipe)`` in a new process; return it and our end of the pipe."""
+    ours, theirs = ctx.Pipe()
+    proc = ctx.Process(target=target, args=(plan, theirs), daemon=True)
+    proc.start()
+    theirs.close()
+    return proc, ours
+
+
+async def join_workers(
+    workers: Sequence[tuple[BaseProcess, Connection]], finished: bool, close_timeout_s: float
+) -> None:
+    """Wait for the workers to end (if the run ``finished``); terminate any still alive."""
+    for proc, _ in workers:
+        if finished:
+            await asyncio.to_thread(proc.join, close_timeout_s + 5)
+        if proc.is_alive():
+            proc.terminate()
+            await asyncio.to_thread(proc.join, 5)
+
+
+def lag_figures(lags: Sequence[float]) -> tuple[float, float]:
+    """``(p99, max)`` of sorted event-loop lags (0.0 for none)."""
+    return percentile(lags, 0.99) or 0.0, lags[-1] if lags else 0.0
+
+
+async def close_all(
+    sockets: Sequence[WS], readers: Sequence[asyncio.Task[None]], timeout_s: float
+) -> None:
+    """Close the sockets (for at most ``timeout_s`` seconds), then stop their readers."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
+    for task in readers:
+        task.cancel()
+    await asyncio.gather(*readers, return_exceptions=True)
+
+
 # -- processes: pid, CPU, memory ----------------------------------------------------------
 
 
@@ -223,6 +301,74 @@ def sum_cpu(pids: Sequence[int]) -> float:
     return sum(cpu_seconds(pid) for pid in pids)
 
 
+def busy_pct(before: dict[str, float], after: dict[str, float], wall: float) -> float:
+    """Percent of one core busy (not idle, not stolen) between two readings."""
+    spent = machine_pct(before, after, wall)
+    return round(sum(v for k, v in spent.items() if k not in ("idle", "steal")), 1)
+
+
+async def wait_quiet(below: float | None, most_s: float) -> dict[str, Any]:
+    """Wait until the machine's busy CPU over one second is under ``below`` % of a
+    core, for at most ``most_s`` seconds; say how it went (with no ``below``, just
+    measure one second: ``quiet`` is then None)."""
+    started = time.monotonic()
+    while True:
+        box0, t0 = machine_cpu(), time.monotonic()
+        await asyncio.sleep(1.0)
+        busy = busy_pct(box0, machine_cpu(), time.monotonic() - t0)
+        waited = round(time.monotonic() - started, 1)
+        if below is None or busy < below or waited >= most_s:
+            quiet = None if below is None else busy < below
+            return {"below_pct": below, "busy_pct": busy, "waited_s": waited, "quiet": quiet}
+
+
+@dataclass(slots=True)
+class Readings:
+    """What the main process read around the measured window (CPU in seconds)."""
+
+    wall_s: float = 0.0
+    server_cpu_s: float = 0.0
+    server_rss_mib: float = 0.0
+    redis_cpu_s: float = 0.0
+    own_cpu_s: float = 0.0
+    machine_pct: dict[str, float] = field(default_factory=dict)
+    metrics0: dict[str, float] = field(default_factory=dict)
+    metrics1: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """The readings at a window's start (see :func:`mark_start`)."""
+
+    box: dict[str, float]
+    server_cpu_s: float
+    own_cpu_s: float
+    wall: float
+    redis_cpu_s: float
+
+
+def mark_start(pids: Sequence[int], redis: Sequence[int]) -> Mark:
+    """Read the machine's CPU, the server's (``pids``), this process's, the clock
+    (``time.monotonic``) and Redis's (``redis``), in that order."""
+    box = machine_cpu()
+    cpu, own, wall = sum_cpu(pids), time.process_time(), time.monotonic()
+    return Mark(box, cpu, own, wall, sum_cpu(redis))
+
+
+def mark_end(r: Readings, start: Mark, pids: Sequence[int], redis: Sequence[int]) -> None:
+    """Read again, the other way round, and set ``r``'s window, CPU, machine and the
+    server's resident memory."""
+    cpu1, own1, wall1 = sum_cpu(pids), time.process_time(), time.monotonic()
+    redis1 = sum_cpu(redis)
+    box1 = machine_cpu()
+    r.wall_s = wall1 - start.wall
+    r.server_cpu_s = cpu1 - start.server_cpu_s
+    r.redis_cpu_s = redis1 - start.redis_cpu_s
+    r.own_cpu_s = own1 - start.own_cpu_s
+    r.machine_pct = machine_pct(start.box, box1, r.wall_s)
+    r.server_rss_mib = sum(rss_mib(pid) for pid in pids)
+
+
 # -- figures ----------------------------------------------------------------------------
 
 
@@ -235,3 +381,56 @@ def percentile(ordered: Sequence[float], q: float) -> float | None:
 
 def split_evenly(total: int, parts: int) -> list[int]:
     return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+# -- the command line and the output -----------------------------------------------------
+
+
+def quiet_checks(a: argparse.Namespace) -> list[tuple[bool, str]]:
+    """The checks of ``--quiet-below`` and ``--quiet-wait`` (for :func:`check_options`)."""
+    return [
+        (
+            a.quiet_below is None or 0 < a.quiet_below <= 200,
+            "--quiet-below must be above 0 and at most 200",
+        ),
+        (0 <= a.quiet_wait <= 3600, "--quiet-wait must be 0 to 3600"),
+    ]
+
+
+def check_options(p: argparse.ArgumentParser, checks: Sequence[tuple[bool, str]]) -> None:
+    """Exit through ``p.error`` with the message of the first check that fails."""
+    for ok, message in checks:
+        if not ok:
+            p.error(message)
+
+
+def print_figures(fig: dict[str, Any], table: str, json_path: str | None) -> None:
+    """Print ``table`` and the figures as JSON; also write the JSON to ``json_path``."""
+    text = json.dumps(fig, indent=2)
+    print(table)
+    print(text)
+    if json_path:
+        Path(json_path).write_text(text + "\n")
+
+
+def run_and_print(
+    prog: str,
+    run: Coroutine[Any, Any, dict[str, Any]],
+    table: Callable[[dict[str, Any]], str],
+    json_path: str | None,
+) -> int:
+    """A tool's ``main``: run ``run`` on uvloop and print its figures (exit status 0),
+    or say why it failed on stderr (exit status 1)."""
+    try:
+        fig = uvloop.run(run)
+    except (
+        TimeoutError,
+        RuntimeError,
+        ConnectionError,
+        CommandRefused,
+        aiohttp.ClientError,
+    ) as exc:
+        print(f"{prog}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print_figures(fig, table(fig), json_path)
+    return 0

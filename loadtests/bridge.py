@@ -60,7 +60,6 @@ import base64
 import contextlib
 import hashlib
 import hmac
-import json
 import multiprocessing
 import os
 import secrets
@@ -85,13 +84,17 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from loadtests._common import (
+    check_options,
     cpu_seconds,
     listening_pids,
     machine_cpu,
     machine_pct,
     percentile,
+    print_figures,
+    quiet_checks,
     receive,
     split_evenly,
+    wait_quiet,
 )
 
 PROG: Final = "bridge"
@@ -484,21 +487,6 @@ def _cpu(pid: int | None) -> float:
     return 0.0
 
 
-async def wait_quiet(below: float | None, most_s: float) -> dict[str, Any]:
-    """Wait until the machine's busy CPU over one second is under ``below`` % of a
-    core (at most ``most_s`` seconds; with no ``below``, just measure one second)."""
-    started = time.monotonic()
-    while True:
-        box0, t0 = machine_cpu(), time.monotonic()
-        await asyncio.sleep(1.0)
-        spent = machine_pct(box0, machine_cpu(), time.monotonic() - t0)
-        busy = round(sum(v for k, v in spent.items() if k not in ("idle", "steal")), 1)
-        waited = round(time.monotonic() - started, 1)
-        if below is None or busy < below or waited >= most_s:
-            quiet = None if below is None else busy < below
-            return {"below_pct": below, "busy_pct": busy, "waited_s": waited, "quiet": quiet}
-
-
 def redis_pid_of(url: str) -> int | None:
     port = urlsplit(url).port or 6379
     pids = listening_pids(port)
@@ -799,15 +787,9 @@ def options(argv: Sequence[str] | None = None) -> Options:
         (1 <= a.workers <= MAX_WORKERS, f"--workers must be 1 to {MAX_WORKERS}"),
         (1 <= a.concurrency <= 4096, "--concurrency must be 1 to 4096"),
         (0 < a.deadline <= 3600, "--deadline must be above 0 and at most 3600"),
-        (
-            a.quiet_below is None or 0 < a.quiet_below <= 200,
-            "--quiet-below must be above 0 and at most 200",
-        ),
-        (0 <= a.quiet_wait <= 3600, "--quiet-wait must be 0 to 3600"),
+        *quiet_checks(a),
     ]
-    for ok, message in checks:
-        if not ok:
-            p.error(message)
+    check_options(p, checks)
     return Options(
         redis_url=a.redis_url,
         entries=a.entries,
@@ -833,11 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     fig = figures(opts, out)
-    text = json.dumps(fig, indent=2)
-    print(table(fig))
-    print(text)
-    if opts.json:
-        Path(opts.json).write_text(text + "\n")
+    print_figures(fig, table(fig), opts.json)
     return 0
 
 

@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import math
 import multiprocessing
 import os
@@ -50,33 +49,36 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-import uvloop
 
 from livecommerce.protocol import dumps, loads
 from loadtests import _common
 from loadtests._common import (
     WS,
-    CommandRefused,
+    ConnectReport,
+    check_options,
+    close_all,
+    join_workers,
+    lag_figures,
     listening_pids,
-    machine_cpu,
-    machine_pct,
+    mark_end,
+    mark_start,
     open_socket,
     percentile,
     receive,
     request,
     rss_mib,
+    run_and_print,
+    run_worker,
     server_metrics,
     sleep_until,
+    spawn_worker,
     split_evenly,
 )
 from loadtests._common import bounded as _bounded
 from loadtests._common import error_name as _error_name
-from loadtests._common import raise_fd_limit as _raise_fd_limit
-from loadtests._common import sum_cpu as _sum_cpu
 
 CLOSE_SLOW: Final = 4009
 SERVER_USER_RATE: Final = 1.0
@@ -105,16 +107,6 @@ class WorkerPlan:
     connect_timeout_s: float
     deadline_s: float
     """Seconds after its start at which the worker gives up, whatever it was doing."""
-
-
-@dataclass(slots=True)
-class ConnectReport:
-    """How one worker's viewers connected and joined."""
-
-    connected: int
-    failed: int
-    seconds: float
-    errors: dict[str, int]
 
 
 @dataclass(slots=True)
@@ -275,13 +267,7 @@ async def connect_viewers(
 
 def worker(plan: WorkerPlan, pipe: Connection) -> None:
     """Entry point of a worker process."""
-    _raise_fd_limit(plan.viewers + 256)
-    try:
-        uvloop.run(_bounded(_worker(plan, pipe), plan.deadline_s))
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            pipe.send(("error", f"worker {plan.index}: {type(exc).__name__}: {exc}"))
-        raise SystemExit(1) from None
+    run_worker(plan.index, pipe, lambda: _worker(plan, pipe), plan.deadline_s, plan.viewers + 256)
 
 
 async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
@@ -304,7 +290,7 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
         await sleep_until(t1)
         cpu1, wall1 = time.process_time(), time.monotonic()
         tally.counting_closes = False
-        lags = await lag
+        lag_p99_ms, lag_max_ms = lag_figures(await lag)
         pipe.send(
             (
                 "result",
@@ -320,19 +306,14 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
                     open_at_end=sum(not ws.closed for ws in sockets),
                     cpu_s=cpu1 - cpu0,
                     wall_s=wall1 - wall0,
-                    lag_p99_ms=percentile(lags, 0.99) or 0.0,
-                    lag_max_ms=lags[-1] if lags else 0.0,
+                    lag_p99_ms=lag_p99_ms,
+                    lag_max_ms=lag_max_ms,
                 ),
             )
         )
         # Closing thousands of sockets costs the server CPU: not before it has been read.
         await receive(pipe, "close", deadline)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await asyncio.gather(*(ws.close() for ws in sockets), return_exceptions=True)
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await close_all(sockets, readers, _CLOSE_TIMEOUT_S)
 
 
 # -- the main process -------------------------------------------------------------------
@@ -423,17 +404,9 @@ class Options:
 
 
 @dataclass(slots=True)
-class Readings:
-    """What the main process read around the window (CPU in seconds)."""
+class Readings(_common.Readings):
+    """What the main process read around the window (CPU in seconds), and the chats."""
 
-    wall_s: float = 0.0
-    server_cpu_s: float = 0.0
-    server_rss_mib: float = 0.0
-    redis_cpu_s: float = 0.0
-    own_cpu_s: float = 0.0
-    machine_pct: dict[str, float] = field(default_factory=dict)
-    metrics0: dict[str, float] = field(default_factory=dict)
-    metrics1: dict[str, float] = field(default_factory=dict)
     chats_sent: int = 0
     chats_in_window: int = 0
 
@@ -472,11 +445,7 @@ def start_workers(
             connect_timeout_s=_CONNECT_TIMEOUT_S,
             deadline_s=deadline_s,
         )
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(plan, theirs), daemon=True)
-        proc.start()
-        theirs.close()
-        started.append((proc, ours))
+        started.append(spawn_worker(ctx, worker, plan))
     return started
 
 
@@ -521,17 +490,9 @@ async def measure(
         r = out.readings
         await sleep_until(t0)
         r.metrics0 = await server_metrics(http, out.base)
-        box0 = machine_cpu()
-        cpu0, own0, wall0 = _sum_cpu(out.pids), time.process_time(), time.monotonic()
-        redis0 = _sum_cpu(redis)
+        mark = mark_start(out.pids, redis)
         await sleep_until(t1)
-        cpu1, own1, wall1 = _sum_cpu(out.pids), time.process_time(), time.monotonic()
-        redis1 = _sum_cpu(redis)
-        box1 = machine_cpu()
-        r.wall_s = wall1 - wall0
-        r.server_cpu_s, r.redis_cpu_s, r.own_cpu_s = cpu1 - cpu0, redis1 - redis0, own1 - own0
-        r.machine_pct = machine_pct(box0, box1, r.wall_s)
-        r.server_rss_mib = sum(rss_mib(pid) for pid in out.pids)
+        mark_end(r, mark, out.pids, redis)
         r.metrics1 = await server_metrics(http, out.base)
         r.chats_sent, r.chats_in_window = await chats
     finally:
@@ -593,12 +554,7 @@ async def run(opts: Options) -> dict[str, Any]:
                     out.answers.update(s.answers)
             finished = True
         finally:
-            for proc, _ in workers:
-                if finished:
-                    await asyncio.to_thread(proc.join, _CLOSE_TIMEOUT_S + 5)
-                if proc.is_alive():
-                    proc.terminate()
-                    await asyncio.to_thread(proc.join, 5)
+            await join_workers(workers, finished, _CLOSE_TIMEOUT_S)
     return figures(opts, out)
 
 
@@ -821,9 +777,7 @@ def options(argv: Sequence[str] | None = None) -> Options:
         (0 < a.user_rate <= SERVER_USER_RATE, "--user-rate must be above 0 and at most 1"),
         (math.ceil(a.rate / a.user_rate) <= 1000, "--rate needs more than 1000 sender users"),
     ]
-    for ok, message in checks:
-        if not ok:
-            p.error(message)
+    check_options(p, checks)
     loopback_base(a.url)
     return Options(
         url=a.url,
@@ -845,23 +799,7 @@ def options(argv: Sequence[str] | None = None) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = options(argv)
-    try:
-        fig = uvloop.run(run(opts))
-    except (
-        TimeoutError,
-        RuntimeError,
-        ConnectionError,
-        CommandRefused,
-        aiohttp.ClientError,
-    ) as exc:
-        print(f"fanout: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    text = json.dumps(fig, indent=2)
-    print(table(fig))
-    print(text)
-    if opts.json:
-        Path(opts.json).write_text(text + "\n")
-    return 0
+    return run_and_print("fanout", run(opts), table, opts.json)
 
 
 if __name__ == "__main__":

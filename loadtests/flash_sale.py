@@ -52,7 +52,6 @@ import argparse
 import asyncio
 import contextlib
 import gc
-import json
 import multiprocessing
 import random
 import secrets
@@ -64,32 +63,39 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_pipes
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-import uvloop
 
 from livecommerce.protocol import dumps, loads
 from loadtests._common import (
     WS,
     CommandRefused,
+    ConnectReport,
+    Readings,
     bounded,
+    check_options,
+    close_all,
     demo_token,
     error_name,
+    join_workers,
+    lag_figures,
     listening_pids,
     loopback_base,
-    machine_cpu,
-    machine_pct,
+    mark_end,
+    mark_start,
     open_socket,
     percentile,
-    raise_fd_limit,
+    quiet_checks,
     receive,
     request,
     rss_mib,
+    run_and_print,
+    run_worker,
     server_metrics,
+    spawn_worker,
     split_evenly,
-    sum_cpu,
+    wait_quiet,
 )
 
 PROG: Final = "flash_sale"
@@ -146,16 +152,6 @@ class WorkerPlan:
     reply_timeout_s: float
     deadline_s: float
     """Seconds after its start at which the worker gives up, whatever it was doing."""
-
-
-@dataclass(slots=True)
-class ConnectReport:
-    """How one worker's buyers signed in and connected."""
-
-    connected: int
-    failed: int
-    seconds: float
-    errors: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -395,13 +391,9 @@ def collect(buyers: list[Buyer], failed: list[tuple[Buyer, int]]) -> list[Reply]
 
 def worker(plan: WorkerPlan, pipe: Connection) -> None:
     """Entry point of a worker process."""
-    raise_fd_limit(len(plan.buyers) + 256)
-    try:
-        uvloop.run(bounded(_worker(plan, pipe), plan.deadline_s))
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            pipe.send(("error", f"worker {plan.index}: {type(exc).__name__}: {exc}"))
-        raise SystemExit(1) from None
+    run_worker(
+        plan.index, pipe, lambda: _worker(plan, pipe), plan.deadline_s, len(plan.buyers) + 256
+    )
 
 
 async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
@@ -440,7 +432,7 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
         cpu1, wall1 = time.process_time(), time.monotonic()
         pipe.send(("done", burst.received))
         stop_lag.set()
-        lags = await lag
+        lag_p99_ms, lag_max_ms = lag_figures(await lag)
         pipe.send(
             (
                 "result",
@@ -453,19 +445,14 @@ async def _worker(plan: WorkerPlan, pipe: Connection) -> None:
                     closes=dict(burst.closes),
                     cpu_s=cpu1 - cpu0,
                     wall_s=wall1 - wall0,
-                    lag_p99_ms=percentile(lags, 0.99) or 0.0,
-                    lag_max_ms=lags[-1] if lags else 0.0,
+                    lag_p99_ms=lag_p99_ms,
+                    lag_max_ms=lag_max_ms,
                 ),
             )
         )
         # Closing thousands of sockets costs the server CPU: not before it has been read.
         await receive(pipe, "close", deadline)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_CLOSE_TIMEOUT_S):
-                await asyncio.gather(*(b.ws.close() for b in buyers), return_exceptions=True)
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await close_all([b.ws for b in buyers], readers, _CLOSE_TIMEOUT_S)
 
 
 # -- the main process -------------------------------------------------------------------
@@ -531,20 +518,6 @@ def make_plan(opts: Options) -> Plan:
 
 
 @dataclass(slots=True)
-class Readings:
-    """What the main process read around the burst (CPU in seconds)."""
-
-    wall_s: float = 0.0
-    server_cpu_s: float = 0.0
-    server_rss_mib: float = 0.0
-    redis_cpu_s: float = 0.0
-    own_cpu_s: float = 0.0
-    machine_pct: dict[str, float] = field(default_factory=dict)
-    metrics0: dict[str, float] = field(default_factory=dict)
-    metrics1: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
 class Outcome:
     """Everything a run gathered, before it is summed up by :func:`figures`."""
 
@@ -582,11 +555,7 @@ def start_workers(
             deadline_s=deadline_s,
         )
         first += n
-        ours, theirs = ctx.Pipe()
-        proc = ctx.Process(target=worker, args=(wplan, theirs), daemon=True)
-        proc.start()
-        theirs.close()
-        started.append((proc, ours))
+        started.append(spawn_worker(ctx, worker, wplan))
     return started
 
 
@@ -613,27 +582,6 @@ async def receive_all(pipes: list[Connection], kind: str, deadline: float) -> li
             got[index[id(conn)]] = msg
             pending.remove(conn)
     return got
-
-
-def busy_pct(before: dict[str, float], after: dict[str, float], wall: float) -> float:
-    """Percent of one core busy (not idle, not stolen) between two readings."""
-    spent = machine_pct(before, after, wall)
-    return round(sum(v for k, v in spent.items() if k not in ("idle", "steal")), 1)
-
-
-async def wait_quiet(below: float, most_s: float) -> dict[str, Any]:
-    """Wait until the machine's busy CPU over one second is under ``below`` % of a core,
-    for at most ``most_s`` seconds; say how it went."""
-    started = time.monotonic()
-    while True:
-        box0, t0 = machine_cpu(), time.monotonic()
-        await asyncio.sleep(1.0)
-        busy = busy_pct(box0, machine_cpu(), time.monotonic() - t0)
-        waited = round(time.monotonic() - started, 1)
-        if busy < below:
-            return {"below_pct": below, "busy_pct": busy, "waited_s": waited, "quiet": True}
-        if waited >= most_s:
-            return {"below_pct": below, "busy_pct": busy, "waited_s": waited, "quiet": False}
 
 
 async def host_command(
@@ -691,17 +639,9 @@ async def measure_burst(
     # at the burst's start, even when this process's loop would wake up late.
     await asyncio.sleep(max(0.0, t0 - time.monotonic() - 0.02))
     time.sleep(max(0.0, t0 - time.monotonic()))  # noqa: ASYNC251
-    box0 = machine_cpu()
-    cpu0, own0, wall0 = sum_cpu(out.pids), time.process_time(), time.monotonic()
-    redis0 = sum_cpu(redis)
-    await receive_all(pipes, "done", wall0 + opts.reply_timeout + 60.0 + opts.attempts / 1000)
-    cpu1, own1, wall1 = sum_cpu(out.pids), time.process_time(), time.monotonic()
-    redis1 = sum_cpu(redis)
-    box1 = machine_cpu()
-    r.wall_s = wall1 - wall0
-    r.server_cpu_s, r.redis_cpu_s, r.own_cpu_s = cpu1 - cpu0, redis1 - redis0, own1 - own0
-    r.machine_pct = machine_pct(box0, box1, r.wall_s)
-    r.server_rss_mib = sum(rss_mib(pid) for pid in out.pids)
+    start = mark_start(out.pids, redis)
+    await receive_all(pipes, "done", start.wall + opts.reply_timeout + 60.0 + opts.attempts / 1000)
+    mark_end(r, start, out.pids, redis)
     out.results = [m[1] for m in await receive_all(pipes, "result", time.monotonic() + 60.0)]
     r.metrics1 = await server_metrics(http, out.base)
 
@@ -756,12 +696,7 @@ async def run(opts: Options) -> dict[str, Any]:
                 out.stopped = True
             finished = True
         finally:
-            for proc, _ in workers:
-                if finished:
-                    await asyncio.to_thread(proc.join, _CLOSE_TIMEOUT_S + 5)
-                if proc.is_alive():
-                    proc.terminate()
-                    await asyncio.to_thread(proc.join, 5)
+            await join_workers(workers, finished, _CLOSE_TIMEOUT_S)
     return figures(opts, out)
 
 
@@ -1100,15 +1035,9 @@ def options(argv: Sequence[str] | None = None) -> Options:
         (1 <= a.batch <= 5000, "--batch must be 1 to 5000"),
         (0 <= a.rate <= 1_000_000, "--rate must be 0 to 1000000"),
         (0 < a.reply_timeout <= 600, "--reply-timeout must be above 0 and at most 600"),
-        (
-            a.quiet_below is None or 0 < a.quiet_below <= 200,
-            "--quiet-below must be above 0 and at most 200",
-        ),
-        (0 <= a.quiet_wait <= 3600, "--quiet-wait must be 0 to 3600"),
+        *quiet_checks(a),
     ]
-    for ok, message in checks:
-        if not ok:
-            p.error(message)
+    check_options(p, checks)
     loopback_base(a.url, PROG)
     return Options(
         url=a.url,
@@ -1135,23 +1064,7 @@ def options(argv: Sequence[str] | None = None) -> Options:
 
 def main(argv: Sequence[str] | None = None) -> int:
     opts = options(argv)
-    try:
-        fig = uvloop.run(run(opts))
-    except (
-        TimeoutError,
-        RuntimeError,
-        ConnectionError,
-        CommandRefused,
-        aiohttp.ClientError,
-    ) as exc:
-        print(f"{PROG}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    text = json.dumps(fig, indent=2)
-    print(table(fig))
-    print(text)
-    if opts.json:
-        Path(opts.json).write_text(text + "\n")
-    return 0
+    return run_and_print(PROG, run(opts), table, opts.json)
 
 
 if __name__ == "__main__":
