@@ -187,7 +187,7 @@ def _banner(settings: Settings, port: int) -> str:
             "Demo room 'demo' is live. Open, each in its own window:",
             f"  viewer:     {base}/watch.html?room=demo",
             f"  host:       {base}/studio.html?room=demo",
-            f"  moderator:  {base}/console.html?room=demo",
+            f"  moderator:  {base}/console.html?rooms=demo",
             f"  protocol playground: {base}/?room=demo",
             "",
             "Demo sign-in (any role: viewer, host, moderator, admin):",
