@@ -38,15 +38,8 @@ MAX_VIEWERS = web.AppKey("media_max_viewers", int)
 
 
 async def _host_room(request: web.Request) -> Room:
-    """The room, if the caller holds the host's rights in it (as ``_room_as``)."""
-    who = principal(request)
-    room = await request.app[SERVICE].room(room_id(request))
-    role = who.role_in(room.id, room.host)
-    if role not in HOSTS:
-        if role == "guest":
-            raise Error("unauthorized", "sign in as the room's host")
-        raise Error("forbidden", f"only the host of room {room.id!r} publishes its video")
-    return room
+    """The room, if the caller holds the host's rights in it."""
+    return await request.app[SERVICE].room_as(principal(request), room_id(request), HOSTS)
 
 
 async def _offer(request: web.Request) -> str:

@@ -361,9 +361,10 @@ class Hub:
         figures = await self._counters.figures(ch.room)
         likes = ch.likes_sent if ch.likes_sent >= 0 else 0
         body = stats_fields(figures, viewers=ch.viewers, peak=peak, likes=likes)
-        if dumps(body) == ch.stats_sent:
+        encoded = dumps(body)
+        if encoded == ch.stats_sent:
             return
-        ch.stats_sent = dumps(body)
+        ch.stats_sent = encoded
         frame = text_frame(encode_event("stats", ch.room, int(now * 1000), body))
         for conn, membership in list(ch.members.items()):
             if membership.staff:

@@ -237,7 +237,7 @@ class RoomService:
             raise Error("not_found", f"no room {room_id!r}")
         return room
 
-    async def _room_as(self, who: Principal, room_id: str, allowed: frozenset[Role]) -> Room:
+    async def room_as(self, who: Principal, room_id: str, allowed: frozenset[Role]) -> Room:
         """The room, if ``who`` holds one of ``allowed`` in it (rights before limits)."""
         room = await self.room(room_id)
         role = who.role_in(room.id, room.host)
@@ -288,7 +288,7 @@ class RoomService:
 
     async def start(self, who: Principal, room_id: str) -> None:
         """Go live. Starting a live room again is a no-op; an ended room cannot."""
-        room = await self._room_as(who, room_id, HOSTS)
+        room = await self.room_as(who, room_id, HOSTS)
         changed = await self.backends.rooms.set_status(room.id, "scheduled", "live")
         self._rooms.forget(room.id)
         if changed:
@@ -301,7 +301,7 @@ class RoomService:
 
         Exactly one caller, on any process, wins the change and publishes ``room.ended``.
         """
-        room = await self._room_as(who, room_id, HOSTS)
+        room = await self.room_as(who, room_id, HOSTS)
         rooms = self.backends.rooms
         changed = await rooms.set_status(room.id, "live", "ended") or await rooms.set_status(
             room.id, "scheduled", "ended"
@@ -378,7 +378,7 @@ class RoomService:
         return await self.backends.log.publish(room, body, **kw)
 
     async def chat(self, who: Principal, room_id: str, text: str) -> dict[str, Any]:
-        room = await self._room_as(who, room_id, CHATTERS)
+        room = await self.room_as(who, room_id, CHATTERS)
         self._chat_limit.check(who.id, self._clock())
         text = clean_text(text, self.settings.limits.chat_max_chars)
         room.require_live()
@@ -408,14 +408,14 @@ class RoomService:
         return {"msg_id": msg_id, "seq": seq}
 
     async def like(self, who: Principal, room_id: str, count: int) -> None:
-        room = await self._room_as(who, room_id, CHATTERS)
+        room = await self.room_as(who, room_id, CHATTERS)
         self._like_limit.check(who.id, self._clock())
         room.require_live()
         if not self.hub.add_likes(room.id, count):
             await self.backends.counters.add_likes(room.id, count)
 
     async def announce(self, who: Principal, room_id: str, text: str) -> int:
-        room = await self._room_as(who, room_id, MODERATORS)
+        room = await self.room_as(who, room_id, MODERATORS)
         text = clean_text(text, self.settings.limits.chat_max_chars)
         seq = await self._publish(
             room.id, "announcement", {"text": text, "by": who.id}, kind="announcement"
@@ -426,7 +426,7 @@ class RoomService:
     # -- moderation ------------------------------------------------------------------
 
     async def delete(self, who: Principal, room_id: str, msg_id: str) -> None:
-        room = await self._room_as(who, room_id, MODERATORS)
+        room = await self.room_as(who, room_id, MODERATORS)
         seq = await self._publish(
             room.id, "chat.deleted", {"msg_id": msg_id}, kind="chat.deleted", ref=msg_id
         )
@@ -438,7 +438,7 @@ class RoomService:
 
     async def approve(self, who: Principal, room_id: str, msg_id: str) -> None:
         """Take a flagged message off the review queue, leaving it published."""
-        room = await self._room_as(who, room_id, MODERATORS)
+        room = await self.room_as(who, room_id, MODERATORS)
         if not await self.backends.moderation.unflag(room.id, msg_id):
             raise Error("not_found", f"message {msg_id!r} is not waiting for review")
         await self._log(who, room.id, "approve", msg_id)
@@ -459,7 +459,7 @@ class RoomService:
         action: str | None,
     ) -> list[dict[str, str]]:
         """Change the room's word filter; every term with its action."""
-        room = await self._room_as(who, room_id, MODERATORS)
+        room = await self.room_as(who, room_id, MODERATORS)
         if add and action is None:
             raise Error("bad_request", "action (block, mask or flag) is needed to add terms")
         for term in add:
@@ -476,7 +476,7 @@ class RoomService:
 
     async def modlog(self, who: Principal, room_id: str, limit: int) -> list[dict[str, Any]]:
         """The room's moderation log, oldest first (staff only)."""
-        room = await self._room_as(who, room_id, MODERATORS)
+        room = await self.room_as(who, room_id, MODERATORS)
         return [loads(e) for e in await self.backends.moderation.actions(room.id, limit)]
 
     async def _log(
@@ -507,7 +507,7 @@ class RoomService:
         await self.backends.log.send_private(room, user, line)
 
     async def mute(self, who: Principal, room_id: str, user: str, seconds: int) -> None:
-        room = await self._room_as(who, room_id, MODERATORS)
+        room = await self.room_as(who, room_id, MODERATORS)
         if user == room.host:
             raise Error("forbidden", "the room's host cannot be muted")
         until = self.now_ms() + seconds * 1000
@@ -516,7 +516,7 @@ class RoomService:
         await self._log(who, room.id, "mute", user, {"seconds": seconds, "until": until})
 
     async def ban(self, who: Principal, room_id: str, user: str, banned: bool) -> None:
-        room = await self._room_as(who, room_id, MODERATORS)
+        room = await self.room_as(who, room_id, MODERATORS)
         if banned and user == room.host:
             raise Error("forbidden", "the room's host cannot be banned from it")
         changed = await self.backends.moderation.set_banned(room.id, user, banned)
@@ -526,7 +526,7 @@ class RoomService:
             await self._log(who, room.id, "ban" if banned else "unban", user)
 
     async def slow(self, who: Principal, room_id: str, seconds: int) -> None:
-        room = await self._room_as(who, room_id, MODERATORS)
+        room = await self.room_as(who, room_id, MODERATORS)
         await self.backends.moderation.set_slow(room.id, seconds)
         await self._publish(room.id, "room.slow", {"seconds": seconds})
         await self._log(who, room.id, "slow", None, {"seconds": seconds})
@@ -534,7 +534,7 @@ class RoomService:
     # -- commerce --------------------------------------------------------------------
 
     async def put_product(self, who: Principal, room_id: str, product: Product) -> Product:
-        room = await self._room_as(who, room_id, HOSTS)
+        room = await self.room_as(who, room_id, HOSTS)
         await self.backends.inventory.put_product(room.id, product)
         return product
 
@@ -549,13 +549,13 @@ class RoomService:
         raise Error("not_found", f"no product {sku!r} in the room's lineup")
 
     async def pin(self, who: Principal, room_id: str, sku: str) -> None:
-        room = await self._room_as(who, room_id, HOSTS)
+        room = await self.room_as(who, room_id, HOSTS)
         self._commerce_limit.check(who.id, self._clock())
         product = await self._product(room.id, sku)
         await self._publish(room.id, "product.pinned", {"product": product.to_dict()}, kind="pin")
 
     async def unpin(self, who: Principal, room_id: str, sku: str) -> None:
-        room = await self._room_as(who, room_id, HOSTS)
+        room = await self.room_as(who, room_id, HOSTS)
         self._commerce_limit.check(who.id, self._clock())
         pinned = _pinned((await self.backends.log.snapshot(room.id)).pinned)
         if pinned is None or pinned["sku"] != sku:
@@ -573,7 +573,7 @@ class RoomService:
         limit_per_user: int,
         duration_s: int,
     ) -> Sale:
-        room = await self._room_as(who, room_id, HOSTS)
+        room = await self.room_as(who, room_id, HOSTS)
         self._commerce_limit.check(who.id, self._clock())
         product = await self._product(room.id, sku)
         room.require_live()
@@ -596,7 +596,7 @@ class RoomService:
 
     async def stop_sale(self, who: Principal, room_id: str, sale_id: str) -> None:
         """Stop a sale; stopping an ended sale changes nothing."""
-        room = await self._room_as(who, room_id, HOSTS)
+        room = await self.room_as(who, room_id, HOSTS)
         self._commerce_limit.check(who.id, self._clock())
         if await self.backends.inventory.sale(room.id, sale_id) is None:
             raise Error("not_found", f"no sale {sale_id!r}")
@@ -605,7 +605,7 @@ class RoomService:
     async def order(
         self, who: Principal, room_id: str, *, sale_id: str, qty: int, key: str
     ) -> Order:
-        room = await self._room_as(who, room_id, CHATTERS)
+        room = await self.room_as(who, room_id, CHATTERS)
         self._order_limit.check(who.id, self._clock())
         room.require_live()
         attempt = Attempt(order_id(room.id, who.id, key), who.id, key, qty)
@@ -639,13 +639,9 @@ class RoomService:
         Raises:
             Error: ``not_found`` for an unknown order.
         """
-        _check_order_id(oid)
-        order, paid_now = await self.backends.inventory.pay(oid, self.now_ms())
-        if order is None:
-            raise Error("not_found", "no such order")
-        if paid_now:
-            await self._order_updated(order)
-        return order
+        done = await self.settle(oid, "paid", event_id=None)
+        assert done.order is not None  # settle raised not_found otherwise
+        return done.order
 
     async def settle(self, oid: str, kind: SettleKind, *, event_id: str | None) -> Settled:
         """Apply an order-system callback (``docs/orders.md`` has the table); tell the
