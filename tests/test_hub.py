@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -10,7 +11,7 @@ from livecommerce.backends import Backends
 from livecommerce.backends.memory import memory_backends
 from livecommerce.config import Settings
 from livecommerce.protocol import encode_event, split_frame
-from livecommerce.rooms.hub import Hub
+from livecommerce.rooms.hub import Hub, adapt_tick
 
 
 class Recorder:
@@ -107,4 +108,42 @@ async def test_a_gap_in_what_arrives_is_filled_from_history(stores: Backends) ->
     await asyncio.sleep(0.05)
     assert len(dropped) == 3
     assert member.seqs() == [1, 2, 3, 4, 5]
+    await hub.close()
+
+
+def test_the_tick_grows_with_the_pass_within_its_bounds() -> None:
+    assert adapt_tick(0.05, 0.25, 0.001, 0.35) == 0.05  # a small room: the base tick
+    assert adapt_tick(0.05, 0.25, 0.035, 0.35) == pytest.approx(0.1)  # 35 ms pass: 100 ms
+    assert adapt_tick(0.05, 0.25, 0.5, 0.35) == 0.25  # past the bound latency wins
+    assert adapt_tick(0.5, 0.25, 0.0, 0.35) == 0.5  # a configured tick above the bound
+
+
+class Slow(Recorder):
+    """A member whose write costs 2 ms, as 200 sockets' writes would."""
+
+    def write(self, frame: bytes) -> None:
+        deadline = time.perf_counter() + 0.002
+        while time.perf_counter() < deadline:
+            pass
+        super().write(frame)
+
+
+async def test_a_room_whose_passes_are_costly_ticks_less_often(stores: Backends) -> None:
+    hub = Hub(stores, node="n", tick_s=0.005, presence_s=1, fanout_share=0.5, max_tick_s=1)
+    members = [Slow(f"u{i}") for i in range(5)]  # a pass: about 10 ms
+    for m in members:
+        (await hub.attach("r", m)).go_live(0)
+    ch = hub.channel("r")
+    assert ch is not None and ch.tick_s == 0.005
+    for _ in range(20):
+        await publish(stores, 1)
+        await asyncio.sleep(0.01)
+    # pass / share: about 20 ms (more if the machine is busy), never the base tick
+    assert ch.tick_s > 0.012
+    assert hub.ticks() == {"r": ch.tick_s}
+    for _ in range(200):
+        if all(len(m.seqs()) == 20 for m in members):
+            break
+        await asyncio.sleep(0.01)
+    assert all(m.seqs() == list(range(1, 21)) for m in members)  # nothing lost to the longer tick
     await hub.close()

@@ -238,6 +238,8 @@ async def metrics(request: web.Request) -> web.Response:
     lines = [f"livecommerce_{k} {v}" for k, v in sorted(app[METRICS].items())]
     lines.append(f"livecommerce_connections {len(app[CONNECTIONS])}")
     lines.append(f"livecommerce_frames_sent {app[HUB].frames_sent}")
+    for room, tick_s in sorted(app[HUB].ticks().items()):
+        lines.append(f'livecommerce_room_tick_ms{{room="{room}"}} {tick_s * 1000:.1f}')
     batcher = app[SERVICE].batcher
     lines.append(f"livecommerce_reserve_calls {batcher.calls}")
     lines.append(f"livecommerce_reserve_attempts {batcher.attempts}")
