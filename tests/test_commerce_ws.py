@@ -128,6 +128,32 @@ async def test_a_sale_and_its_orders(start_server: ServerFactory, connect: Clien
     assert err.value.code == "sale_not_active"
 
 
+async def test_pipelined_orders_are_served_together_and_each_answered_once(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server()
+    host = await connect(server, HOST)
+    sale = await open_sale(host, server, stock=4, limit=3)
+    buyer = await connect(server, token("b"))
+    await buyer.join("demo")
+    keys = ["k1", "k2", "k1", "k3", "k4"]  # k1 twice: a retry sent before the first reply
+
+    async def attempt(key: str) -> str:
+        try:
+            reply = await buyer.request("order", room="demo", sale=sale["id"], qty=1, key=key)
+            return str(reply["order"]["id"])
+        except ClientError as err:
+            return err.code
+
+    outcomes = await asyncio.gather(*(attempt(k) for k in keys))  # sent before any reply
+    held = {k: o for k, o in zip(keys, outcomes, strict=True) if o not in ("limit_exceeded",)}
+    assert outcomes[0] == outcomes[2] == held["k1"]  # one order for the key, both times
+    assert sorted(outcomes).count("limit_exceeded") == 1  # 3 units at most: k1, k2, k3
+    assert len(set(held.values())) == 3
+    snapshot = await buyer.join("demo")  # a later command still gets its reply after them
+    assert sorted(o["id"] for o in snapshot["orders"]) == sorted(set(held.values()))
+
+
 async def test_orders_are_rate_limited(start_server: ServerFactory, connect: ClientFactory) -> None:
     server = await start_server()
     host = await connect(server, HOST)

@@ -1,9 +1,16 @@
 """``GET /ws``: the only place that drives a client socket.
 
 Each connection reads commands one at a time and answers each command that carries
-an id exactly once. Room events reach it from the hub as ready-made frames, written
-straight to the transport; a connection whose unsent bytes pass the outbound limit
-(or stay high for too long) is closed with 4009, never waited for.
+an id exactly once. ``order`` commands are the exception to "one at a time": each is
+served on its own (a task), so a client's pipelined orders join the same reservation
+batch instead of waiting for each other, and the connection goes on reading.
+
+Room events reach a connection from the hub as ready-made frames, written straight to
+the transport. Replies are corked: those made in one turn of the event loop go out in
+one write (one system call) at its end, or before the next event frame, whichever
+comes first, so the order of what a client receives is the order it was produced in.
+A connection whose unsent bytes pass the outbound limit (or stay high for too long) is
+closed with 4009, never waited for.
 """
 
 from __future__ import annotations
@@ -62,16 +69,40 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         lim = settings.limits
         self._abuse = TokenBucket(lim.abuse_rate, lim.abuse_burst, self._loop.time())
+        self._corked: list[bytes] | None = None
+        self.serving: set[asyncio.Task[None]] = set()
+        """Commands being served on their own (``order``)."""
 
     @property
     def user_id(self) -> str:
         return self.principal.id
 
     def write(self, frame: bytes) -> None:
+        """Send ``frame`` now, after any corked replies."""
+        if self._corked is not None:
+            self._corked.append(frame)
+            self._uncork()
+        else:
+            self._write(frame)
+
+    def _send(self, frame: bytes) -> None:
+        """Send ``frame`` at the end of this turn of the loop, with the other replies."""
+        if self._corked is None:
+            self._corked = [frame]
+            self._loop.call_soon(self._uncork)
+        else:
+            self._corked.append(frame)
+
+    def _uncork(self) -> None:
+        corked, self._corked = self._corked, None
+        if corked:
+            self._write(corked[0] if len(corked) == 1 else b"".join(corked))
+
+    def _write(self, data: bytes) -> None:
         if self.closing:
             return
         transport = self.transport
-        transport.write(frame)
+        transport.write(data)
         queued = transport.get_write_buffer_size()
         if queued <= _LOW_WATER:
             self._behind_since = 0.0
@@ -91,13 +122,13 @@ class Connection:
 
     def reply(self, cid: int | None, data: dict[str, Any]) -> None:
         if cid is not None:
-            self.write(text_frame(encode_reply(cid, data)))
+            self._send(text_frame(encode_reply(cid, data)))
 
     def refuse(self, cid: int | None, err: Error) -> None:
         """Answer a refused or invalid command; close 4008 on sustained abuse."""
         self._metrics["refused"] += 1
         if cid is not None:
-            self.write(text_frame(encode_error(cid, err)))
+            self._send(text_frame(encode_error(cid, err)))
         if not self._abuse.take(self._loop.time()):
             self._metrics["abuse_closes"] += 1
             self.close(CLOSE_ABUSE, "too many refused commands")
@@ -110,6 +141,7 @@ class Connection:
         """
         if self.closing:
             return None
+        self._uncork()
         self.closing = True
         for room in list(self.rooms):
             self._service.leave(room, self)
@@ -344,6 +376,21 @@ async def _handshake(app: web.Application, ws: web.WebSocketResponse, conn: Conn
     return True
 
 
+async def _dispatch(svc: RoomService, conn: Connection, cmd: Command, handler: Handler) -> None:
+    """Run one command and answer it (once, if it has an id)."""
+    try:
+        data_out = await handler(svc, conn, cmd)
+    except Error as err:
+        conn.refuse(cmd.id, err)
+        return
+    except Exception:
+        log.exception("command %s failed", cmd.op)
+        conn.refuse(cmd.id, Error("internal", "internal error"))
+        return
+    if data_out is not None:
+        conn.reply(cmd.id, data_out)
+
+
 async def _serve(
     svc: RoomService, ws: web.WebSocketResponse, conn: Connection, max_frame: int
 ) -> None:
@@ -365,17 +412,11 @@ async def _serve(
         handler = HANDLERS.get(cmd.op)
         if handler is None:  # connect again
             conn.refuse(cmd.id, Error("bad_request", "already connected"))
-            continue
-        try:
-            data_out = await handler(svc, conn, cmd)
-        except Error as err:
-            conn.refuse(cmd.id, err)
-            continue
-        except Exception:
-            log.exception("command %s failed", cmd.op)
-            conn.refuse(cmd.id, Error("internal", "internal error"))
-            continue
-        if data_out is not None:
-            conn.reply(cmd.id, data_out)
+        elif cmd.op == "order":
+            task = asyncio.create_task(_dispatch(svc, conn, cmd, handler))
+            conn.serving.add(task)
+            task.add_done_callback(conn.serving.discard)
+        else:
+            await _dispatch(svc, conn, cmd, handler)
     if ws.close_code == CLOSE_TOO_LARGE:
         log.info("client %s sent a frame over the hard limit", conn.client_id)
