@@ -38,7 +38,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--redis-url",
         default=os.environ.get("LIVECOMMERCE_REDIS_URL"),
-        help="use Redis (any number of processes); default: embedded memory",
+        help="use Redis (any number of processes): redis://host:port/db, or "
+        "redis+cluster://host:port for Redis Cluster (any one node; rediss+cluster:// "
+        "over TLS); default: embedded memory",
     )
     serve.add_argument(
         "--secret",
@@ -73,6 +75,7 @@ def _parser() -> argparse.ArgumentParser:
         help="run no order-bridge worker here (run `livecommerce bridge` instead)",
     )
     _order_options(serve)
+    _media_options(serve)
     serve.add_argument("--log-level", default=os.environ.get("LIVECOMMERCE_LOG_LEVEL", "INFO"))
 
     bridge = sub.add_parser("bridge", help="run order-bridge workers apart from the server")
@@ -100,7 +103,7 @@ def _store_options(p: argparse.ArgumentParser) -> None:
         "--redis-url",
         default=os.environ.get("LIVECOMMERCE_REDIS_URL"),
         required="LIVECOMMERCE_REDIS_URL" not in os.environ,
-        help="the server's Redis (or LIVECOMMERCE_REDIS_URL)",
+        help="the server's Redis (or LIVECOMMERCE_REDIS_URL); redis+cluster://... for a cluster",
     )
     p.add_argument(
         "--secret",
@@ -148,6 +151,28 @@ def _order_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _media_options(p: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    p.add_argument(
+        "--media-dir",
+        default=env("LIVECOMMERCE_MEDIA_DIR"),
+        help="where HLS segments and clips are written, shared by the host's processes "
+        "(default ./media; with --demo a temporary directory)",
+    )
+    p.add_argument(
+        "--media-retention-h",
+        type=float,
+        default=float(env("LIVECOMMERCE_MEDIA_RETENTION_H", "168")),
+        help="hours clips and ended streams' segments are kept (default 168, a week)",
+    )
+    p.add_argument(
+        "--media-max-viewers",
+        type=int,
+        default=int(env("LIVECOMMERCE_MEDIA_MAX_VIEWERS", "200")),
+        help="WebRTC viewers per process; past it viewers are sent to HLS (default 200)",
+    )
+
+
 def settings_from(args: argparse.Namespace) -> Settings:
     return Settings(
         host=args.host,
@@ -160,6 +185,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         hold_s=args.hold_s,
         workers=args.workers,
         bridge=args.bridge,
+        media_dir=args.media_dir or (None if args.demo else "media"),
+        media_retention_s=round(args.media_retention_h * 3600),
+        media_max_viewers=args.media_max_viewers,
         **_order_settings(args),
     ).check()
 
@@ -277,11 +305,17 @@ def run_workers(settings: Settings, log_level: str) -> int:
     """
     import multiprocessing
     import secrets
+    import shutil
+    import tempfile
     from dataclasses import replace
 
     _log_setup(log_level)
     if not settings.secret:  # demo: one throwaway secret for all, or tokens would differ
         settings = replace(settings, secret=secrets.token_urlsafe(32))
+    media_tmp = None
+    if settings.media_dir is None:  # demo: one media directory for all, or HLS would differ
+        media_tmp = tempfile.mkdtemp(prefix="livecommerce-media-")
+        settings = replace(settings, media_dir=media_tmp)
     ctx = multiprocessing.get_context("spawn")
     stopping = False
 
@@ -315,6 +349,8 @@ def run_workers(settings: Settings, log_level: str) -> int:
                 time.sleep(0.5)
                 procs[i] = start(i) if not stopping else proc
         if stopping and all(p.exitcode is not None for p in procs):
+            if media_tmp is not None:
+                shutil.rmtree(media_tmp, ignore_errors=True)
             return max((p.exitcode or 0) for p in procs)
 
 

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from livecommerce.errors import ConfigError
+
+REDIS_CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
+"""``--redis-url`` schemes that name a Redis Cluster (any one node of it; the client
+discovers the rest). ``rediss+cluster://`` is the same over TLS."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -44,6 +49,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     redis_url: str | None = None
+    """``redis://`` (one Redis), or ``redis+cluster://host:port`` (Redis Cluster)."""
     secret: str | None = None
     demo: bool = False
     tick_ms: int = 50
@@ -86,7 +92,20 @@ class Settings:
     """ISO 4217 code of every price (prices are in its smallest unit)."""
     workers: int = 1
     """Server processes sharing the port (``SO_REUSEPORT``); more than one needs Redis."""
+    media_dir: str | None = None
+    """Where HLS segments, playlists and clips are written (``{media_dir}/{room}/...``);
+    every process of a host should share it. None: a temporary directory of this
+    process, deleted when it stops."""
+    media_retention_s: int = 7 * 86400
+    """Clips and the segments of ended streams are deleted after this long."""
+    media_max_viewers: int = 200
+    """WebRTC viewers one process serves; past it, viewers are told to use HLS."""
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def redis_cluster(self) -> bool:
+        """Whether ``redis_url`` names a Redis Cluster."""
+        return self.redis_url is not None and self.redis_url.startswith(REDIS_CLUSTER_SCHEMES)
 
     def check(self) -> Settings:
         """Return self if the settings can run, else raise :class:`ConfigError`."""
@@ -121,6 +140,16 @@ class Settings:
             raise ConfigError("currency must be an ISO 4217 code such as USD")
         if not 1 <= self.workers <= 64:
             raise ConfigError("workers must be between 1 and 64")
+        if self.redis_cluster:
+            url = urlsplit(str(self.redis_url))
+            if not url.hostname:
+                raise ConfigError("a Redis Cluster URL names a node: redis+cluster://host:port")
+            if url.path.strip("/") not in ("", "0"):
+                raise ConfigError("Redis Cluster has only database 0: drop the /<db> of the URL")
+        if self.media_retention_s < 60:
+            raise ConfigError("media retention must be at least a minute")
+        if self.media_max_viewers < 0:
+            raise ConfigError("media_max_viewers must not be negative")
         if self.workers > 1 and not self.redis_url:
             raise ConfigError("several workers share rooms through Redis: pass --redis-url")
         if self.workers > 1 and self.port == 0:

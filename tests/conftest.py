@@ -248,3 +248,93 @@ def spawn() -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for p in procs:
         p.stop(signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class RedisClusterNodes:
+    """A Redis Cluster of the test session's own: one master per port, no replicas."""
+
+    ports: tuple[int, ...]
+
+    @property
+    def url(self) -> str:
+        """The server's ``--redis-url`` for it (one node; the client finds the rest)."""
+        return f"redis+cluster://127.0.0.1:{self.ports[0]}"
+
+    def node(self, port: int) -> redis.Redis:
+        """A plain client of one node (close it after use)."""
+        return redis.Redis(host="127.0.0.1", port=port)
+
+
+def _free_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A 3-master Redis Cluster on free ports (cluster bus ports too; never 6379),
+    started for this session in a temporary directory and stopped after it.
+
+    ``redis-server --cluster-enabled yes`` three times, ``redis-cli --cluster create``,
+    then every node must report ``cluster_state:ok`` and know the other two.
+    """
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        raise RuntimeError("redis-server and redis-cli are needed (scripts/test installs them)")
+    workdir = tmp_path_factory.mktemp("redis-cluster")
+    free = _free_ports(6)
+    ports, buses = tuple(free[:3]), free[3:]
+    procs = []
+    try:
+        for port, bus in zip(ports, buses, strict=True):
+            args = ["--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1"]
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
+            args += ["--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no"]
+            args += ["--dir", str(workdir)]
+            procs.append(subprocess.Popen([server, *args], stdout=subprocess.DEVNULL))
+        nodes = RedisClusterNodes(ports)
+        clients = [nodes.node(port) for port in ports]
+
+        def up() -> bool:
+            try:
+                return all(c.ping() for c in clients)
+            except redis.ConnectionError:
+                return False
+
+        wait_until(up, 10, "redis cluster nodes")
+        subprocess.run(
+            [cli, "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports), "--cluster-yes"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            timeout=30,
+        )
+
+        def formed() -> bool:
+            infos = [c.cluster("INFO") for c in clients]
+            return all(
+                i["cluster_state"] == "ok" and int(i["cluster_known_nodes"]) == len(ports)
+                for i in infos
+            )
+
+        wait_until(formed, 20, "redis cluster")
+        for c in clients:
+            c.close()
+        yield nodes
+    finally:
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(10)
+
+
+@pytest.fixture
+def redis_cluster(redis_cluster_nodes: RedisClusterNodes) -> RedisClusterNodes:
+    """The session's Redis Cluster, every master emptied for this test (it is ours)."""
+    for port in redis_cluster_nodes.ports:
+        client = redis_cluster_nodes.node(port)
+        client.flushall()
+        client.close()
+    return redis_cluster_nodes

@@ -1,8 +1,16 @@
-"""The Redis backend: any number of processes share rooms through one Redis.
+"""The Redis backend: any number of processes share rooms through one Redis, or
+through a Redis Cluster (``redis+cluster://`` URLs; see ``docs/scaling.md``).
 
 Every key of a room carries the hash tag ``{room}`` so a room maps to one Redis Cluster
-slot; the only cross-room key is the ``lc:rooms`` index. Scripts are constants with a
-KEYS/ARGV header, registered once; redis-py's ``Script`` reloads them after NOSCRIPT.
+slot, and every script touches the keys of one room only. The only cross-room keys are
+three indexes, each one key read or written by single-key commands: ``lc:rooms`` (here),
+``lc:sweep`` and ``lc:outboxes`` (``redis_inventory.py``). Scripts are constants with a
+KEYS/ARGV header, registered once with :func:`register`; redis-py's ``Script`` reloads
+them after NOSCRIPT.
+
+On a cluster a room's lines go out with sharded pub/sub (``SPUBLISH``/``SSUBSCRIBE``,
+Redis 7): only the shard that owns the room's slot sends them, to the processes
+subscribed there, instead of every node relaying every line over the cluster bus.
 """
 
 from __future__ import annotations
@@ -11,13 +19,18 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any, cast
+from contextvars import ContextVar
+from functools import partial
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
+from redis.asyncio.cluster import ClusterPipeline, ClusterPubSub, RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from livecommerce.backends import (
@@ -37,6 +50,18 @@ log = logging.getLogger(__name__)
 
 PRESENCE_TTL_MS = 5000
 ROOMS_INDEX = "lc:rooms"
+REDIS_CONCURRENCY = 64
+"""Redis commands (or pipelines) one process has in flight at most; more wait for a
+turn. A burst of joins (a reconnect storm) would otherwise open a connection each."""
+
+Client = aioredis.Redis | RedisCluster
+"""One Redis or a Redis Cluster: the stores send the same commands to both."""
+
+_T = TypeVar("_T")
+_MESSAGE = frozenset(("message", b"message", "smessage", b"smessage"))
+_SUBSCRIBED = frozenset(("subscribe", b"subscribe", "ssubscribe", b"ssubscribe"))
+_PUBLISH = "redis.call('PUBLISH', "
+_SPUBLISH = "redis.call('SPUBLISH', "
 
 
 def key(room: str, name: str) -> str:
@@ -46,6 +71,92 @@ def key(room: str, name: str) -> str:
 
 def _fresh_epoch() -> str:
     return os.urandom(4).hex()
+
+
+def register(r: Client, script: str) -> AsyncScript:
+    """Register ``script`` (a constant of these modules) with ``r``.
+
+    On a cluster its ``PUBLISH`` becomes ``SPUBLISH``: the line goes from the room's
+    shard to the processes subscribed there. A plain ``PUBLISH`` would work too, but a
+    cluster relays it to every node over its bus, so every line would cost every shard.
+    """
+    if isinstance(r, RedisCluster):
+        script = script.replace(_PUBLISH, _SPUBLISH)
+    return r.register_script(script)
+
+
+_IN_TURN: ContextVar[bool] = ContextVar("livecommerce_redis_turn", default=False)
+
+
+class GatedCluster(RedisCluster):
+    """A :class:`RedisCluster` with at most ``concurrency`` commands or pipelines of
+    this process in flight; the others wait for a turn.
+
+    redis-py's cluster client has no blocking pool: past ``max_connections`` to a node
+    it raises ``MaxConnectionsError`` (the failure that joins in a burst met on one
+    Redis before its pool blocked: ``docs/benchmarks.md``, run R4). Each turn uses at
+    most one connection per node, so ``concurrency`` plus a few (pub/sub) bounds them.
+    A command sent within a turn (a pipeline resending a redirected command) takes no
+    second turn, so turns cannot deadlock.
+    """
+
+    def __init__(self, *args: Any, concurrency: int = REDIS_CONCURRENCY, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._turns = asyncio.Semaphore(concurrency)
+
+    async def in_turn(self, call: Callable[[], Awaitable[_T]]) -> _T:
+        """``await call()`` within a turn."""
+        if _IN_TURN.get():
+            return await call()
+        async with self._turns:
+            token = _IN_TURN.set(True)
+            try:
+                return await call()
+            finally:
+                _IN_TURN.reset(token)
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.in_turn(partial(super().execute_command, *args, **kwargs))
+
+    def pipeline(
+        self, transaction: Any | None = None, shard_hint: Any | None = None
+    ) -> ClusterPipeline:
+        if shard_hint:
+            raise RedisClusterException("shard_hint is deprecated in cluster mode")
+        return _GatedPipeline(self, transaction)  # type: ignore[abstract]  # as redis-py's
+
+
+class _GatedPipeline(ClusterPipeline):
+    """A cluster pipeline that runs within a turn of its :class:`GatedCluster`."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True) -> Any:
+        client = cast(GatedCluster, self.cluster_client)
+        run = partial(ClusterPipeline.execute, self, raise_on_error, allow_redirections)
+        return await client.in_turn(run)
+
+
+async def connect(settings: Settings) -> Client:
+    """A client of ``settings.redis_url`` (one Redis, or a Redis Cluster), connected."""
+    assert settings.redis_url is not None
+    if settings.redis_cluster:
+        url = settings.redis_url.replace("+cluster://", "://", 1)
+        cluster = GatedCluster.from_url(
+            url, max_connections=REDIS_CONCURRENCY + 8, health_check_interval=30
+        )
+        try:
+            await cluster.initialize()  # the slot map, before any SSUBSCRIBE needs it
+        except BaseException:
+            await cluster.aclose()
+            raise
+        return cluster
+    # A burst of joins (a reconnect storm) asks for many connections at once: they wait
+    # for a free one instead of failing with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=REDIS_CONCURRENCY, timeout=10, health_check_interval=30
+    )
+    r = aioredis.Redis.from_pool(pool)  # closing r closes the pool
+    await r.ping()
+    return r
 
 
 # The room's event log in Lua, shared by every script that publishes. ``p`` is the
@@ -217,10 +328,10 @@ def _room(raw: Any) -> Room | None:
 
 
 class RedisRoomStore:
-    def __init__(self, r: aioredis.Redis) -> None:
+    def __init__(self, r: Client) -> None:
         self._r = r
-        self._create = r.register_script(CREATE_ROOM)
-        self._set_status = r.register_script(SET_STATUS)
+        self._create = register(r, CREATE_ROOM)
+        self._set_status = register(r, SET_STATUS)
 
     async def create(self, room: Room) -> bool:
         fields = [str(v) for kv in room.to_dict().items() for v in kv]
@@ -248,13 +359,13 @@ class RedisRoomStore:
 class RedisEventLog:
     """Publishes through one script; one pub/sub connection per process receives."""
 
-    def __init__(self, r: aioredis.Redis, *, history_size: int, recent_size: int) -> None:
+    def __init__(self, r: Client, *, history_size: int, recent_size: int) -> None:
         self._r = r
         self._history_size = history_size
         self._recent_size = recent_size
-        self._publish = r.register_script(PUBLISH)
-        self._history = r.register_script(HISTORY)
-        self._snapshot = r.register_script(SNAPSHOT)
+        self._publish = register(r, PUBLISH)
+        self._history = register(r, HISTORY)
+        self._snapshot = register(r, SNAPSHOT)
         self._pubsub: PubSub = r.pubsub(ignore_subscribe_messages=False)
         self._sinks: dict[bytes, Sink] = {}
         self._confirmed: dict[bytes, asyncio.Future[None]] = {}
@@ -330,7 +441,7 @@ class RedisEventLog:
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         kind, channel, data = msg["type"], msg["channel"], msg["data"]
-        if kind == b"message" or kind == "message":
+        if kind in _MESSAGE:
             sink = self._sinks.get(channel)
             if sink is None:
                 return
@@ -339,7 +450,7 @@ class RedisEventLog:
                 sink(line, user.decode())
             else:
                 sink(data, None)
-        elif kind in (b"subscribe", "subscribe"):
+        elif kind in _SUBSCRIBED:
             fut = self._confirmed.get(channel)
             if fut is not None and not fut.done():
                 fut.set_result(None)
@@ -350,6 +461,94 @@ class RedisEventLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+class ShardedEventLog(RedisEventLog):
+    """The event log on a Redis Cluster: lines go out with ``SPUBLISH`` from the shard
+    that owns the room's slot, and this process ``SSUBSCRIBE``s there.
+
+    redis-py keeps one pub/sub connection per shard this process listens to (and moves
+    a room's subscription when its slot moves); one reader task per such connection
+    hands its lines on, so a quiet shard never delays a busy one.
+    """
+
+    def __init__(self, r: RedisCluster, *, history_size: int, recent_size: int) -> None:
+        super().__init__(r, history_size=history_size, recent_size=recent_size)
+        self._cluster = r
+        self._shards = cast(ClusterPubSub, self._pubsub)
+        self._readers: dict[str, asyncio.Task[None]] = {}
+        self._watcher: asyncio.Task[None] | None = None
+
+    async def send_private(self, room: str, user: str, line: bytes) -> None:
+        await self._cluster.spublish(key(room, "ev"), b"@" + user.encode() + b"\n" + line)
+
+    async def subscribe(self, room: str, sink: Sink) -> LogHead:
+        channel = key(room, "ev").encode()
+        self._sinks[channel] = sink
+        confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
+        await self._shards.ssubscribe(channel)
+        self._start_readers()
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch(), name="redis-spubsub-watch")
+        await asyncio.wait_for(confirmed, 10)
+        return await self.head(room)
+
+    async def unsubscribe(self, room: str) -> None:
+        channel = key(room, "ev").encode()
+        self._sinks.pop(channel, None)
+        self._confirmed.pop(channel, None)
+        await self._shards.sunsubscribe(channel)
+
+    def _start_readers(self) -> None:
+        """A reader for every shard connection that has none (new subscriptions, or
+        subscriptions moved by a failover or a resharding)."""
+        for name in list(self._shards.node_pubsub_mapping):
+            if name not in self._readers and self._cluster.get_node(node_name=name):
+                task = asyncio.create_task(self._read_shard(name), name=f"redis-spubsub-{name}")
+                self._readers[name] = task
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            self._start_readers()
+
+    async def _read_shard(self, name: str) -> None:
+        """Read one shard's connection while redis-py keeps it (it closes it once its
+        last subscription is gone)."""
+        backoff = 0.05
+        try:
+            while name in self._shards.node_pubsub_mapping:
+                node = self._cluster.get_node(node_name=name)
+                if node is None:  # gone from the cluster; its rooms moved elsewhere
+                    return
+                try:
+                    msg = await self._shards.get_sharded_message(target_node=node, timeout=1.0)
+                except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                    log.warning("redis sharded pub/sub on %s: %s; reconnecting", name, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 2.0)
+                    continue
+                except RuntimeError:  # its connection is being set up, or was closed
+                    await asyncio.sleep(0.05)
+                    continue
+                except Exception:  # outlive a surprise; the hub repairs the lines lost
+                    log.exception("redis sharded pub/sub on %s", name)
+                    await asyncio.sleep(1.0)
+                    continue
+                backoff = 0.05
+                if msg is not None:
+                    self._dispatch(msg)
+        finally:
+            self._readers.pop(name, None)
+
+    async def close(self) -> None:
+        tasks = [*self._readers.values(), *([self._watcher] if self._watcher else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._shards.aclose()
 
 
 PEAK = """
@@ -371,10 +570,10 @@ def _s(value: Any) -> str:
 
 
 class RedisCounters:
-    def __init__(self, r: aioredis.Redis) -> None:
+    def __init__(self, r: Client) -> None:
         self._r = r
-        self._presence = r.register_script(PRESENCE)
-        self._peak = r.register_script(PEAK)
+        self._presence = register(r, PRESENCE)
+        self._peak = register(r, PEAK)
 
     async def count(self, room: str, figures: dict[str, int]) -> None:
         async with self._r.pipeline(transaction=False) as pipe:
@@ -423,11 +622,11 @@ return redis.call('ZREM', KEYS[1], ARGV[1])
 
 
 class RedisModerationStore:
-    def __init__(self, r: aioredis.Redis) -> None:
+    def __init__(self, r: Client) -> None:
         self._r = r
-        self._admit = r.register_script(ADMIT_CHAT)
-        self._flag = r.register_script(FLAG)
-        self._unflag = r.register_script(UNFLAG)
+        self._admit = register(r, ADMIT_CHAT)
+        self._flag = register(r, FLAG)
+        self._unflag = register(r, UNFLAG)
 
     async def admit_chat(
         self, room: str, user: str, now_ms: int, *, slow_exempt: bool = False
@@ -497,20 +696,15 @@ class RedisModerationStore:
 
 @asynccontextmanager
 async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
-    """Connect to ``settings.redis_url`` and yield the Redis stores."""
-    assert settings.redis_url is not None
-    # A burst of joins (a reconnect storm) asks for many connections at once: they wait
-    # for a free one instead of failing with "Too many connections".
-    pool = aioredis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=64, timeout=10, health_check_interval=30
-    )
-    r = aioredis.Redis.from_pool(pool)  # closing r closes the pool
-    await r.ping()
+    """Connect to ``settings.redis_url`` (one Redis or a Redis Cluster) and yield the
+    Redis stores."""
+    r = await connect(settings)
     from livecommerce.backends.redis_inventory import RedisInventoryStore
     from livecommerce.backends.redis_outbox import RedisOutboxStore
 
-    events = RedisEventLog(
-        r, history_size=settings.history_size, recent_size=settings.limits.recent_chats
+    sizes = {"history_size": settings.history_size, "recent_size": settings.limits.recent_chats}
+    events = (
+        ShardedEventLog(r, **sizes) if isinstance(r, RedisCluster) else RedisEventLog(r, **sizes)
     )
     try:
         yield Backends(

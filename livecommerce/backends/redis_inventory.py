@@ -18,9 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis.asyncio as aioredis
-
-from livecommerce.backends.redis import LOG_LUA, _fresh_epoch, key
+from livecommerce.backends.redis import LOG_LUA, Client, _fresh_epoch, key, register
 from livecommerce.inventory.rules import (
     Attempt,
     Order,
@@ -368,19 +366,19 @@ def _order(raw: dict[Any, Any]) -> Order | None:
 
 
 class RedisInventoryStore:
-    def __init__(self, r: aioredis.Redis, *, history_size: int) -> None:
+    def __init__(self, r: Client, *, history_size: int) -> None:
         self._r = r
         self._history = history_size
-        self._start = r.register_script(START_SALE)
-        self._stop = r.register_script(STOP_SALE)
-        self._reserve = r.register_script(RESERVE)
-        self._pay = r.register_script(PAY)
-        self._cancel = r.register_script(CANCEL)
-        self._settle = r.register_script(SETTLE)
-        self._set_payment_url = r.register_script(SET_PAYMENT_URL)
-        self._sweep = r.register_script(SWEEP)
-        self._forget = r.register_script(FORGET_ROOM)
-        self._stock = r.register_script(STOCK)
+        self._start = register(r, START_SALE)
+        self._stop = register(r, STOP_SALE)
+        self._reserve = register(r, RESERVE)
+        self._pay = register(r, PAY)
+        self._cancel = register(r, CANCEL)
+        self._settle = register(r, SETTLE)
+        self._set_payment_url = register(r, SET_PAYMENT_URL)
+        self._sweep = register(r, SWEEP)
+        self._forget = register(r, FORGET_ROOM)
+        self._stock = register(r, STOCK)
 
     async def put_product(self, room: str, product: Product) -> None:
         await self._r.hset(key(room, "products"), product.sku, dumps(product.to_dict()))

@@ -7,22 +7,31 @@ stream, under the same hash tag: ``outbox:failures`` (hash entry id -> failed de
 and ``outbox:dead`` (stream of dead letters: the entry's fields plus ``reason``,
 ``failures``, ``at`` and ``entry``). ``lc:outboxes`` (set) lists the rooms that have an
 outbox: a room joins it when its first sale starts, before any hold can exist.
+
+On a Redis Cluster every command but the read works as on one Redis (each names one
+room's keys). One XREADGROUP may only name streams of one slot, so there the rooms'
+streams are read one slot at a time, in one pipeline (a round trip per node); see
+:meth:`RedisOutboxStore._read_cluster`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from typing import Any
 
-import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
 from redis.exceptions import ResponseError
 
 from livecommerce.backends import DeadLetter, OutboxEntry
-from livecommerce.backends.redis import key
+from livecommerce.backends.redis import Client, key, register
 from livecommerce.backends.redis_inventory import OUTBOX_INDEX
 
 GROUP = "bridge"
+CLUSTER_POLL_S = 0.05
+"""On a cluster with streams in several slots, how often a waiting read looks again."""
 _DEAD_META = ("reason", "failures", "at", "entry")
 
 BURY = """
@@ -78,12 +87,12 @@ def _room_of_stream(stream: Any) -> str:
 
 
 class RedisOutboxStore:
-    def __init__(self, r: aioredis.Redis) -> None:
+    def __init__(self, r: Client) -> None:
         self._r = r
         self._grouped: set[str] = set()
         self._kept: dict[str, deque[OutboxEntry]] = {}
-        self._bury = r.register_script(BURY)
-        self._redrive = r.register_script(REDRIVE)
+        self._bury = register(r, BURY)
+        self._redrive = register(r, REDRIVE)
 
     async def rooms(self) -> list[str]:
         return sorted(_s(m) for m in await self._r.smembers(OUTBOX_INDEX))
@@ -121,12 +130,42 @@ class RedisOutboxStore:
             if not streams:  # no room has an outbox yet: wait as a blocking read would
                 await asyncio.sleep(block_ms / 1000)
                 return []
-            got: Any = await self._r.xreadgroup(
-                GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms or None
-            )
+            if isinstance(self._r, RedisCluster):
+                got: Any = await self._read_cluster(consumer, streams, count, block_ms)
+            else:
+                got = await self._r.xreadgroup(
+                    GROUP, consumer, {s: ">" for s in streams}, count=count, block=block_ms or None
+                )
             for stream, raw in got or []:
                 kept.extend(await self._entries(stream, raw))
         return [kept.popleft() for _ in range(min(count, len(kept)))]
+
+    async def _read_cluster(
+        self, consumer: str, streams: list[str], count: int, block_ms: int
+    ) -> list[Any]:
+        """XREADGROUP on a cluster, one command per slot. A wait blocks in Redis (on the
+        node of the slot) when every stream is in one slot; with several it cannot, so
+        the read looks again every ``CLUSTER_POLL_S`` until ``block_ms`` passed."""
+        by_slot: dict[int, dict[Any, Any]] = {}
+        for stream in streams:
+            by_slot.setdefault(key_slot(stream.encode()), {})[stream] = ">"
+        if len(by_slot) == 1:
+            [only] = by_slot.values()
+            got: Any = await self._r.xreadgroup(
+                GROUP, consumer, only, count=count, block=block_ms or None
+            )
+            return list(got or [])
+        deadline = time.monotonic() + block_ms / 1000
+        while True:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for group in by_slot.values():
+                    pipe.xreadgroup(GROUP, consumer, group, count=count)
+                replies = await pipe.execute()
+            found = [item for reply in replies for item in reply or []]
+            left = deadline - time.monotonic()
+            if found or left <= 0:
+                return found
+            await asyncio.sleep(min(CLUSTER_POLL_S, left))
 
     async def reclaim(self, consumer: str, *, min_idle_ms: int, count: int) -> list[OutboxEntry]:
         out: list[OutboxEntry] = []
