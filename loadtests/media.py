@@ -1,5 +1,5 @@
-"""Rough server CPU per WebRTC viewer of the media relay (the full benchmark of issue 6,
-with latency and HLS, comes later).
+"""Server CPU of the media relay: ingest plus HLS packaging (the 0-viewer step), and
+per WebRTC viewer (the full benchmark of issue 6, with latency, comes later).
 
 Starts a server process of its own (``serve --demo`` settings, asyncio loop) whose ICE
 offers only 127.0.0.1, publishes a synthetic camera (a moving gradient, ``--size``
@@ -11,7 +11,10 @@ it measures over ``--window`` seconds:
   core; the cost per viewer is (CPU with N viewers - CPU with none) / N, so the ingest
   (receiving and assembling the publisher's packets) is not counted in it;
 - each viewer's video frame rate (marker bits counted by a tap on its receiver, with the
-  relay's own adapter, so the viewers here do not decode).
+  relay's own adapter, so the viewers here do not decode);
+- the HLS the server packages all the while (every publisher's stream is packaged):
+  the segments listed in ``/hls/demo/live.m3u8`` and the longest of them. With H.264
+  the packaging is a remux; with VP8 it is one decode and one encode.
 
 The generator (encoder and viewers) runs in this process on the same machine: read the
 figures as one machine's, never as assertions. It talks only to 127.0.0.1 and stops by
@@ -20,6 +23,7 @@ itself.
 Example::
 
     python -m loadtests.media --steps 0,1,4,16 --codec VP8
+    python -m loadtests.media --steps 0 --codec H264 --window 20   # ingest + HLS
 """
 
 from __future__ import annotations
@@ -152,6 +156,24 @@ async def watch(http: aiohttp.ClientSession, base: str) -> Viewer:
     return viewer
 
 
+async def hls(http: aiohttp.ClientSession, base: str) -> dict[str, Any]:
+    """What the live playlist lists now: segment count, last sequence, longest one."""
+    async with http.get(f"{base}/hls/demo/live.m3u8") as resp:
+        if resp.status != 200:
+            return {"hls_segments": 0}
+        text = await resp.text()
+    durations = [
+        float(line[8:].rstrip(",")) for line in text.splitlines() if line[:8] == "#EXTINF:"
+    ]
+    sequence = next(
+        (int(line.split(":")[1]) for line in text.splitlines() if "MEDIA-SEQUENCE" in line), 0
+    )
+    return {
+        "hls_segments": sequence + len(durations),
+        "hls_max_segment_s": max(durations, default=None),
+    }
+
+
 async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     _loopback_only()
     port = args.port
@@ -191,6 +213,7 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                         "server_cpu_pct": round(100 * (cpu1 - cpu0) / (wall1 - wall0), 2),
                         "min_fps": round(min(fps), 1) if fps else None,
                         "mean_fps": round(sum(fps) / len(fps), 1) if fps else None,
+                        **await hls(http, base),
                     }
                 )
                 print(rows[-1], flush=True)

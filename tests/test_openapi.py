@@ -177,6 +177,10 @@ def test_the_document_is_the_one_served(api_schema: OpenApiSchema) -> None:
         ("GET", "/api/rooms/{room}/modlog"),
         ("GET", "/api/admin/dead-letters"),
         ("POST", "/api/admin/dead-letters/redrive"),
+        ("GET", "/api/rooms/{room}/clips"),
+        ("GET", "/api/clips"),
+        ("GET", "/hls/{room}/live.m3u8"),
+        ("GET", "/hls/{room}/{stream}/{file}"),
     }
 
 

@@ -8,10 +8,11 @@ hash tag ``{room}`` so that a room lives on one Redis Cluster slot.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, fields
+from typing import Any, Literal, Protocol
 
 from livecommerce.config import Settings
 from livecommerce.inventory.rules import (
@@ -336,6 +337,93 @@ class OutboxStore(Protocol):
 
     async def rooms(self) -> list[str]:
         """The rooms with an outbox."""
+
+
+@dataclass(frozen=True, slots=True)
+class Clip:
+    """A product's clip: the segments of a stream while the product was pinned.
+
+    Its files live with the stream's segments: the VOD playlist at
+    ``/hls/{room}/{stream}/clip-{id}.m3u8`` and, if a picture decoded, the poster at
+    ``.../clip-{id}.jpg``. Times are unix ms; ``title``, ``price`` and ``image`` are the
+    product's when it was pinned.
+    """
+
+    id: str
+    room: str
+    stream: str
+    sku: str
+    title: str
+    price: int
+    image: str | None
+    started_at: int
+    ended_at: int
+    duration_s: float
+    poster: bool = True
+
+    @property
+    def playlist(self) -> str:
+        return f"/hls/{self.room}/{self.stream}/clip-{self.id}.m3u8"
+
+    @property
+    def poster_path(self) -> str | None:
+        return f"/hls/{self.room}/{self.stream}/clip-{self.id}.jpg" if self.poster else None
+
+    @property
+    def order_key(self) -> str:
+        """Sorts clips oldest first (and, in the feed, names the clip): the end time,
+        zero-padded, the room and the id."""
+        return f"{self.ended_at:013d}:{self.room}:{self.id}"
+
+    def to_record(self) -> dict[str, Any]:
+        """Every field, for a store."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Clip:
+        """The clip of :meth:`to_record` (fields it lacks take their defaults)."""
+        return cls(**{f.name: record[f.name] for f in fields(cls) if f.name in record})
+
+
+CLIP_CURSOR = re.compile(r"\d{13}:[a-z0-9][a-z0-9_-]{0,63}:[a-z0-9]{1,32}")
+"""A feed cursor: a clip's :attr:`Clip.order_key`."""
+
+
+class ClipStore(Protocol):
+    """Every room's clips, shared by the processes of a deployment."""
+
+    async def add(self, clip: Clip) -> None:
+        """Store a finished clip (again: replaces it)."""
+
+    async def get(self, room: str, clip_id: str) -> Clip | None:
+        """The clip, or None."""
+
+    async def room_clips(self, room: str, *, sku: str | None = None) -> list[Clip]:
+        """The room's clips (only ``sku``'s, if given), newest first (by end)."""
+
+    async def feed(self, limit: int, cursor: str | None = None) -> tuple[list[Clip], str | None]:
+        """Clips of every room, newest first: up to ``limit`` after ``cursor`` (a
+        previous page's next cursor, or None for the first page), and the cursor of
+        the page after (None when there is no more)."""
+
+    async def delete_ended_before(self, ms: int, *, limit: int = 1000) -> list[Clip]:
+        """Forget up to ``limit`` clips that ended before ``ms``, oldest first, and
+        return them (for their files to be deleted). Idempotent: processes sweeping at
+        the same time may each return a clip; it is forgotten all the same."""
+
+
+@asynccontextmanager
+async def open_clip_store(settings: Settings) -> AsyncIterator[ClipStore]:
+    """The clip store ``settings`` ask for (Redis with ``redis_url``, else memory)."""
+    if settings.redis_url:
+        from livecommerce.backends.redis_clips import open_redis_clip_store
+
+        async with open_redis_clip_store(settings) as store:
+            yield store
+    else:
+        from livecommerce.backends.memory import MemoryClipStore
+
+        yield MemoryClipStore()
 
 
 @dataclass(frozen=True, slots=True)

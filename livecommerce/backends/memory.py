@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import itertools
 import secrets
@@ -15,6 +16,7 @@ from livecommerce.backends import (
     FLAGGED_SIZE,
     MODLOG_SIZE,
     Backends,
+    Clip,
     DeadLetter,
     Kind,
     LogHead,
@@ -545,6 +547,54 @@ class MemoryInventoryStore:
         ledger = self._ledgers.get(room)
         orders = [] if ledger is None else ledger.orders.values()
         return sorted((replace(o) for o in orders), key=lambda o: (o.created_at, o.id))
+
+
+class MemoryClipStore:
+    """Clips in this process's memory, ordered by :attr:`Clip.order_key`."""
+
+    def __init__(self) -> None:
+        self._clips: dict[tuple[str, str], Clip] = {}
+        self._order: list[str] = []
+        """Order keys, oldest first."""
+        self._by_key: dict[str, Clip] = {}
+
+    async def add(self, clip: Clip) -> None:
+        old = self._clips.get((clip.room, clip.id))
+        if old is not None:
+            self._forget(old)
+        self._clips[(clip.room, clip.id)] = clip
+        bisect.insort(self._order, clip.order_key)
+        self._by_key[clip.order_key] = clip
+
+    def _forget(self, clip: Clip) -> None:
+        del self._clips[(clip.room, clip.id)]
+        i = bisect.bisect_left(self._order, clip.order_key)
+        if i < len(self._order) and self._order[i] == clip.order_key:
+            del self._order[i]
+        self._by_key.pop(clip.order_key, None)
+
+    async def get(self, room: str, clip_id: str) -> Clip | None:
+        return self._clips.get((room, clip_id))
+
+    async def room_clips(self, room: str, *, sku: str | None = None) -> list[Clip]:
+        found = [
+            c for c in self._clips.values() if c.room == room and (sku is None or c.sku == sku)
+        ]
+        return sorted(found, key=lambda c: c.order_key, reverse=True)
+
+    async def feed(self, limit: int, cursor: str | None = None) -> tuple[list[Clip], str | None]:
+        end = len(self._order) if cursor is None else bisect.bisect_left(self._order, cursor)
+        keys = self._order[max(0, end - limit) : end][::-1]
+        clips = [self._by_key[k] for k in keys]
+        more = end - limit > 0
+        return clips, (keys[-1] if clips and more else None)
+
+    async def delete_ended_before(self, ms: int, *, limit: int = 1000) -> list[Clip]:
+        bound = f"{ms:013d}"
+        old = [self._by_key[k] for k in self._order[:limit] if k < bound]
+        for clip in old:
+            self._forget(clip)
+        return old
 
 
 def memory_backends(settings: Settings) -> Backends:

@@ -21,7 +21,7 @@ from aiohttp import web
 
 from livecommerce.backends import make_backends
 from livecommerce.config import Settings
-from livecommerce.http import media, orders, routes
+from livecommerce.http import clips, media, orders, routes
 from livecommerce.http.keys import (
     BACKENDS,
     CONNECTIONS,
@@ -108,7 +108,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     if settings.demo:
         app.cleanup_ctx.append(demo_ctx)
     orders.setup(app)  # the bridge's context, after the service's
-    media.setup(app)  # WHIP/WHEP; its context closes every peer connection first
+    clips.setup(app)  # the clip store, before the media context that fills it
+    media.setup(app)  # WHIP/WHEP/HLS; its context closes every peer connection first
     app.cleanup_ctx.append(ready_ctx)
     app.on_shutdown.append(_drain)
     routes.setup(app, STATIC_DIR)

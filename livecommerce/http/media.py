@@ -12,29 +12,75 @@ No trickle ICE and no ICE restart: every candidate is in the offer and the answe
 ``bad_request`` for an offer that cannot be served, 409 ``conflict`` for a second
 publisher, 404 ``not_found`` for a viewer of a room nobody publishes in, 415 for a body
 that is not ``application/sdp``, and 503 ``over_capacity`` (with ``"fallback": "hls"``)
-past this process's cap on WebRTC viewers. See docs/media.md.
+past this process's cap on WebRTC viewers (``--media-max-viewers``).
+
+HLS, outside ``/api`` so that a CDN can front it by path prefix, served from the media
+directory (so by any process of the host, whichever records the stream):
+
+- ``GET /hls/{room}/live.m3u8``: the room's live playlist (its current stream, or its
+  last one, ended), ``Cache-Control: no-cache``, an ``ETag`` of its content.
+- ``GET /hls/{room}/{stream}/{file}``: ``init.mp4`` (``init-N.mp4``), ``{seq}.m4s``,
+  and clips' ``clip-{id}.m3u8`` and ``clip-{id}.jpg``: never change once written,
+  ``Cache-Control: public, max-age=31536000, immutable``.
+
+Every answer under ``/hls`` has ``Access-Control-Allow-Origin: *``; a missing file is a
+404 with the JSON error shape (and ``no-cache``). Names are matched against fixed
+patterns before they touch the disk: no path leaves the media directory. See
+docs/media.md.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
+import logging
+import re
+import shutil
+import tempfile
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from aiohttp import web
 
 from livecommerce.errors import Error
-from livecommerce.http.keys import BACKENDS, SERVICE
+from livecommerce.http.clips import CLIPS
+from livecommerce.http.keys import BACKENDS, HUB, SERVICE, SETTINGS
 from livecommerce.http.routes import error_response, json_response, principal, room_id
-from livecommerce.media import DEFAULT_MAX_VIEWERS, MediaRelay, OverCapacity, check_aiortc
+from livecommerce.media import MediaRelay, OverCapacity, check_aiortc
+from livecommerce.media.recorder import Recorder
 from livecommerce.media.relay import Session, SessionKind
+from livecommerce.protocol import ROOM_ID
 from livecommerce.rooms.service import HOSTS
 from livecommerce.rooms.state import Room
+
+log = logging.getLogger(__name__)
 
 SDP = "application/sdp"
 MEDIA = web.AppKey("media", MediaRelay)
 """This process's WebRTC sessions."""
 MAX_VIEWERS = web.AppKey("media_max_viewers", int)
 """Optional: the cap on WebRTC viewers of this process, if set before start-up
-(default :data:`~livecommerce.media.DEFAULT_MAX_VIEWERS`; a CLI flag comes next)."""
+(default: the setting ``media_max_viewers``, ``--media-max-viewers``)."""
+RECORDER = web.AppKey("recorder", Recorder)
+"""This process's recordings (HLS, clips) and the retention sweep."""
+MEDIA_DIR = web.AppKey("media_dir", Path)
+"""The media directory in force (the configured one, or this process's temporary one)."""
+
+SWEEP_INTERVAL_S = 600.0
+"""How often the retention sweep runs (at most; a tenth of the retention if shorter)."""
+PLAYLIST = "application/vnd.apple.mpegurl"
+IMMUTABLE = "public, max-age=31536000, immutable"
+LIVE = "no-cache"
+CORS = {"Access-Control-Allow-Origin": "*"}
+STREAM_ID = re.compile(r"[a-z0-9]{1,40}")
+FILE = re.compile(r"init(?:-[0-9]{1,6})?\.mp4|[0-9]{1,9}\.m4s|clip-[a-z0-9]{1,32}\.(?:m3u8|jpg)")
+TYPES = {
+    ".mp4": "video/mp4",
+    ".m4s": "video/iso.segment",
+    ".m3u8": PLAYLIST,
+    ".jpg": "image/jpeg",
+}
 
 
 async def _host_room(request: web.Request) -> Room:
@@ -138,15 +184,113 @@ async def no_patch(request: web.Request) -> web.Response:
     return resp
 
 
+def _hls_error(status: int, message: str) -> web.Response:
+    resp = error_response(Error("not_found", message))
+    resp.set_status(status)
+    resp.headers.update(CORS)
+    resp.headers["Cache-Control"] = LIVE
+    return resp
+
+
+def _file(request: web.Request, path: Path, cache: str) -> web.StreamResponse:
+    if not path.is_file():
+        return _hls_error(404, "no such file (it may have expired)")
+    headers = {**CORS, "Cache-Control": cache, "Content-Type": TYPES[path.suffix]}
+    return web.FileResponse(path, headers=headers)
+
+
+async def hls_live(request: web.Request) -> web.StreamResponse:
+    """``GET /hls/{room}/live.m3u8``: the room's live playlist."""
+    room = request.match_info["room"]
+    if not ROOM_ID.fullmatch(room):
+        return _hls_error(404, "no such room")
+    try:
+        text = (request.app[MEDIA_DIR] / room / "live.m3u8").read_bytes()
+    except OSError:
+        return _hls_error(404, f"room {room!r} has no stream")
+    # Validated by content, not by time: it may change twice within a second, and
+    # Last-Modified counts whole seconds.
+    etag = f'"{hashlib.blake2b(text, digest_size=8).hexdigest()}"'
+    headers = {**CORS, "Cache-Control": LIVE, "ETag": etag}
+    if etag in request.headers.get("If-None-Match", ""):
+        return web.Response(status=304, headers=headers)
+    return web.Response(body=text, headers={**headers, "Content-Type": PLAYLIST})
+
+
+async def hls_file(request: web.Request) -> web.StreamResponse:
+    """``GET /hls/{room}/{stream}/{file}``: a stream's init, segment, or a clip's
+    playlist or poster."""
+    room, stream, name = (request.match_info[k] for k in ("room", "stream", "file"))
+    if not (ROOM_ID.fullmatch(room) and STREAM_ID.fullmatch(stream) and FILE.fullmatch(name)):
+        return _hls_error(404, "no such file")
+    return _file(request, request.app[MEDIA_DIR] / room / stream / name, IMMUTABLE)
+
+
+async def hls_missing(request: web.Request) -> web.Response:
+    """Any other path under ``/hls``: 404 (with CORS, like the rest)."""
+    return _hls_error(404, "no such file")
+
+
+async def hls_options(request: web.Request) -> web.Response:
+    """CORS preflight for anything under ``/hls`` (a player sending ``Range``)."""
+    return web.Response(
+        status=204,
+        headers={
+            **CORS,
+            "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+            "Access-Control-Allow-Headers": "Range",
+            "Access-Control-Max-Age": "86400",
+        },
+    )
+
+
 async def media_ctx(app: web.Application) -> AsyncIterator[None]:
-    """The relay; on shutdown every peer connection is closed (publishers first)."""
-    relay = app[MEDIA] = MediaRelay(max_viewers=app.get(MAX_VIEWERS, DEFAULT_MAX_VIEWERS))
+    """The media directory, the recorder and its retention sweep, and the relay; on
+    shutdown every peer connection is closed (publishers first), then the recordings
+    finish (every stream's playlist gets ``EXT-X-ENDLIST``, clips are saved)."""
+    settings = app[SETTINGS]
+    temporary = settings.media_dir is None
+    media_dir = Path(
+        tempfile.mkdtemp(prefix="livecommerce-media-") if temporary else str(settings.media_dir)
+    )
+    app[MEDIA_DIR] = media_dir
+    recorder = app[RECORDER] = Recorder(
+        media_dir,
+        hub=app[HUB],
+        backends=app[BACKENDS],
+        clips=app.get(CLIPS),
+        retention_s=settings.media_retention_s,
+    )
+    relay = app[MEDIA] = MediaRelay(
+        max_viewers=app.get(MAX_VIEWERS, settings.media_max_viewers), recorder=recorder
+    )
+    stop = asyncio.Event()
+    sweeper = asyncio.create_task(
+        _sweep_every(recorder, min(SWEEP_INTERVAL_S, settings.media_retention_s / 10), stop)
+    )
     yield
+    stop.set()
     await relay.close()
+    await recorder.close()
+    await sweeper
+    if temporary:
+        shutil.rmtree(media_dir, ignore_errors=True)
+
+
+async def _sweep_every(recorder: Recorder, interval: float, stop: asyncio.Event) -> None:
+    """Run the retention sweep now and every ``interval`` seconds until ``stop``."""
+    while not stop.is_set():
+        try:
+            await recorder.sweep()
+        except Exception:
+            log.exception("the media retention sweep failed; trying again")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def setup(app: web.Application) -> None:
-    """Add the WHIP and WHEP routes and the relay's context.
+    """Add the WHIP, WHEP and HLS routes and the media context (after the clip
+    store's: see :func:`livecommerce.http.clips.setup`).
 
     Raises:
         AdapterError: the installed aiortc lacks an internal the relay relies on.
@@ -157,4 +301,8 @@ def setup(app: web.Application) -> None:
         r.add_post(f"/api/rooms/{{room}}/{kind}", post)
         r.add_delete(f"/api/rooms/{{room}}/{kind}/{{id}}", delete)
         r.add_patch(f"/api/rooms/{{room}}/{kind}/{{id}}", no_patch)
+    r.add_get("/hls/{room}/live.m3u8", hls_live)
+    r.add_get("/hls/{room}/{stream}/{file}", hls_file)
+    r.add_get("/hls/{tail:.*}", hls_missing)
+    r.add_route("OPTIONS", "/hls/{tail:.*}", hls_options)
     app.cleanup_ctx.append(media_ctx)

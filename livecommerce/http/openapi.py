@@ -119,6 +119,55 @@ _SCHEMAS: dict[str, Any] = {
             "expires_at": {"type": "integer"},
         },
     },
+    "Clip": {
+        "type": "object",
+        "description": "A product's clip: the stream while it was pinned (docs/media.md)",
+        "required": [
+            "id",
+            "room",
+            "sku",
+            "title",
+            "price",
+            "currency",
+            "image",
+            "started_at",
+            "ended_at",
+            "duration_s",
+            "playlist",
+            "poster",
+            "sale",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "room": {"type": "string", "pattern": _ROOM_ID},
+            "sku": {"type": "string"},
+            "title": {"type": "string"},
+            "price": {"type": "integer", "minimum": 0, "description": "smallest currency unit"},
+            "currency": {"type": "string", "description": "ISO 4217"},
+            "image": {"type": ["string", "null"]},
+            "started_at": {"type": "integer", "description": "unix ms"},
+            "ended_at": {"type": "integer", "description": "unix ms"},
+            "duration_s": {"type": "number", "minimum": 0},
+            "playlist": {"type": "string", "description": "path of its HLS VOD playlist"},
+            "poster": {"type": ["string", "null"], "description": "path of its JPEG poster"},
+            "sale": {
+                "description": "the sku's open flash sale in the room now, if any",
+                "oneOf": [
+                    {"type": "null"},
+                    {
+                        "type": "object",
+                        "required": ["id", "price", "remaining", "ends_at"],
+                        "properties": {
+                            "id": {"type": "string"},
+                            "price": {"type": "integer", "minimum": 0},
+                            "remaining": {"type": "integer", "minimum": 0},
+                            "ends_at": {"type": "integer", "description": "unix ms"},
+                        },
+                    },
+                ],
+            },
+        },
+    },
     "NewRoom": {
         "type": "object",
         "required": ["title"],
@@ -128,6 +177,16 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
 }
+
+
+def _clips(*, next_: bool) -> dict[str, Any]:
+    properties: dict[str, Any] = {"clips": {"type": "array", "items": _ref("Clip")}}
+    if next_:
+        properties["next"] = {
+            "type": ["string", "null"],
+            "description": "the cursor of the next page; null on the last",
+        }
+    return {"type": "object", "required": list(properties), "properties": properties}
 
 
 def document(*, demo: bool) -> dict[str, Any]:
@@ -234,6 +293,101 @@ def document(*, demo: bool) -> dict[str, Any]:
                 "responses": {
                     "200": _json(_ref("Product"), "The product as stored"),
                     **_errors(400, 401, 403, 404, 413),
+                },
+            }
+        },
+        "/api/rooms/{room}/clips": {
+            "get": {
+                "summary": "The room's product clips, newest first",
+                "parameters": [
+                    room_param,
+                    {
+                        "name": "sku",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+                    },
+                ],
+                "responses": {
+                    "200": _json(_clips(next_=False), "Clips (of the sku, if given)"),
+                    **_errors(400, 404),
+                },
+            }
+        },
+        "/api/clips": {
+            "get": {
+                "summary": "The shoppable feed: every room's clips, newest first",
+                "parameters": [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 100},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "description": "the next of the previous page",
+                        "schema": {"type": "string"},
+                    },
+                ],
+                "responses": {
+                    "200": _json(_clips(next_=True), "A page of clips"),
+                    **_errors(400),
+                },
+            }
+        },
+        "/hls/{room}/live.m3u8": {
+            "get": {
+                "summary": "The room's live HLS playlist (its current or last stream)",
+                "description": "Cache-Control: no-cache; see docs/media.md for a CDN.",
+                "parameters": [room_param],
+                "responses": {
+                    "200": {
+                        "description": "An HLS media playlist (fragmented MP4)",
+                        "content": {
+                            "application/vnd.apple.mpegurl": {"schema": {"type": "string"}}
+                        },
+                    },
+                    **_errors(404),
+                },
+            }
+        },
+        "/hls/{room}/{stream}/{file}": {
+            "get": {
+                "summary": "A stream's init or media segment, or a clip's playlist or poster",
+                "description": "Never changes: Cache-Control: public, max-age=31536000, immutable",
+                "parameters": [
+                    room_param,
+                    {
+                        "name": "stream",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string", "pattern": "^[a-z0-9]{1,40}$"},
+                    },
+                    {
+                        "name": "file",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                        "description": "init.mp4, init-N.mp4, N.m4s, clip-ID.m3u8, clip-ID.jpg",
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file",
+                        "content": {
+                            t: {"schema": {"type": "string", "format": "binary"}}
+                            for t in (
+                                "video/mp4",
+                                "video/iso.segment",
+                                "application/vnd.apple.mpegurl",
+                                "image/jpeg",
+                            )
+                        },
+                    },
+                    **_errors(404),
                 },
             }
         },

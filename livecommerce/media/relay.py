@@ -20,8 +20,8 @@ import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Awaitable, Sequence
-from typing import Any, Literal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, Protocol
 
 from aiortc import (
     RTCConfiguration,
@@ -64,6 +64,15 @@ SessionKind = Literal["whip", "whep"]
 
 class OverCapacity(Exception):
     """This process serves as many WebRTC viewers as it may."""
+
+
+class StreamRecorder(Protocol):
+    """What records a publisher's stream (HLS, clips): :class:`~livecommerce.media.
+    recorder.Recorder`."""
+
+    def record(self, room: str, stream: Stream, stop: Callable[[str], None]) -> object:
+        """Start recording ``stream`` (it subscribes as a frame sink and stops at its
+        end); ``stop(reason)`` stops the publisher."""
 
 
 def _bad(message: str) -> Error:
@@ -242,6 +251,11 @@ class Publisher(Session):
             if answered.get(i) != self.codecs[kind].mimeType.lower():
                 raise Error("internal", f"the {kind} answer lost its codec ({answered.get(i)})")
         log.info("room %s: publisher %s sends %s", self.room, self.id, _names(self.codecs))
+        if self.relay.recorder is not None:
+            try:
+                self.relay.recorder.record(self.room, stream, self.close_soon)
+            except Exception:  # the WebRTC stream goes on without HLS
+                log.exception("room %s: recording the stream failed to start", self.room)
 
     def _send_pli(self, ssrc: int) -> None:
         tap = self.taps.get("video")
@@ -334,6 +348,7 @@ class MediaRelay:
     Args:
         max_viewers: WebRTC viewers served at most (:class:`OverCapacity` past it);
             may be changed at any time.
+        recorder: records every publisher's stream (HLS and clips), if given.
         connect_timeout_s: see :data:`CONNECT_TIMEOUT_S`.
         keyframe_interval_s: least time between keyframe requests to a publisher.
     """
@@ -344,8 +359,10 @@ class MediaRelay:
         max_viewers: int = DEFAULT_MAX_VIEWERS,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         keyframe_interval_s: float = KEYFRAME_INTERVAL_S,
+        recorder: StreamRecorder | None = None,
     ) -> None:
         self.max_viewers = max_viewers
+        self.recorder = recorder
         self.connect_timeout_s = connect_timeout_s
         self.keyframe_interval_s = keyframe_interval_s
         self._publishers: dict[str, Publisher] = {}

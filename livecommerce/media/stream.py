@@ -131,6 +131,8 @@ class Stream:
         self._subs: dict[Kind, list[Subscription]] = {kind: [] for kind in codecs}
         self._send_keyframe_request = send_keyframe_request
         self._video_ssrc: int | None = None
+        self._pli_owed = False
+        """A keyframe was asked for before the first video packet named the SSRC."""
         self._limiter = KeyframeLimiter(self._send_pli, keyframe_interval_s)
         self._on_end: list[Callable[[], None]] = []
         self.ended = False
@@ -161,7 +163,11 @@ class Stream:
         if asm is None:
             return
         if kind == "video":
+            first = self._video_ssrc is None
             self._video_ssrc = packet.ssrc
+            if first and self._pli_owed:
+                self._pli_owed = False
+                self._limiter.request()
         frames, lost = asm.add(packet)
         if lost:
             for sub in self._subs[kind]:
@@ -212,7 +218,9 @@ class Stream:
             self._limiter.request()
 
     def _send_pli(self) -> None:
-        if self._video_ssrc is not None and not self.ended:
+        if self._video_ssrc is None:
+            self._pli_owed = True  # sent with the first packet (a sink subscribed early)
+        elif not self.ended:
             self.plis_sent += 1
             self._send_keyframe_request(self._video_ssrc)
 

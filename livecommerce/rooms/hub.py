@@ -99,14 +99,16 @@ class Subscriber(Protocol):
 class Membership:
     """One subscriber in one room."""
 
-    __slots__ = ("buffer", "conn", "floor", "staff")
+    __slots__ = ("buffer", "conn", "counted", "floor", "staff")
 
-    def __init__(self, conn: Subscriber, *, staff: bool = False) -> None:
+    def __init__(self, conn: Subscriber, *, staff: bool = False, counted: bool = True) -> None:
         self.conn = conn
         self.buffer: list[bytes] | None = []
         self.floor = 0
         self.staff = staff
         """Host, moderator or admin of the room: gets the staff's private events."""
+        self.counted = counted
+        """A viewer in presence; not the server's own listeners (the media recorder)."""
 
     def push(self, frame: bytes, lines: list[bytes], last_seq: int) -> None:
         if self.buffer is not None:
@@ -136,6 +138,8 @@ class Channel:
     def __init__(self, room: str) -> None:
         self.room = room
         self.members: dict[Subscriber, Membership] = {}
+        self.uncounted = 0
+        """Members that are not viewers (see :attr:`Membership.counted`)."""
         self.inbox: list[tuple[bytes, str | None]] = []
         self.head = LogHead(0, "")
         self.likes_pending = 0
@@ -201,9 +205,12 @@ class Hub:
     def channel(self, room: str) -> Channel | None:
         return self._channels.get(room)
 
-    async def attach(self, room: str, conn: Subscriber, *, staff: bool = False) -> Membership:
+    async def attach(
+        self, room: str, conn: Subscriber, *, staff: bool = False, counted: bool = True
+    ) -> Membership:
         """Add ``conn`` to ``room``, buffering until :meth:`Membership.go_live`;
-        ``staff`` members also get the events private to the room's staff.
+        ``staff`` members also get the events private to the room's staff; members
+        not ``counted`` are not viewers in presence.
 
         Raises:
             Error: ``internal`` when the room's subscription cannot be made.
@@ -221,15 +228,16 @@ class Hub:
                 if ch.task is not None and ch.task.done() and ch.task.exception():
                     raise Error("internal", f"room {room!r} is unavailable")
                 continue
-            membership = ch.members[conn] = Membership(conn, staff=staff)
+            membership = ch.members[conn] = Membership(conn, staff=staff, counted=counted)
+            ch.uncounted += not counted
             if staff:
                 ch.stats_sent = None  # the newcomer gets the figures at the next second
             return membership
 
     def detach(self, room: str, conn: Subscriber) -> None:
         ch = self._channels.get(room)
-        if ch is not None:
-            ch.members.pop(conn, None)
+        if ch is not None and (m := ch.members.pop(conn, None)) is not None:
+            ch.uncounted -= not m.counted
 
     def add_likes(self, room: str, n: int) -> bool:
         """Count ``n`` likes into the room's next tick; False if no local channel."""
@@ -246,7 +254,7 @@ class Hub:
 
     def viewers(self, room: str) -> int:
         ch = self._channels.get(room)
-        return 0 if ch is None else max(ch.viewers, len(ch.members))
+        return 0 if ch is None else max(ch.viewers, len(ch.members) - ch.uncounted)
 
     def ticks(self) -> dict[str, float]:
         """Each local room's tick now, in seconds (see :func:`adapt_tick`)."""
@@ -378,7 +386,7 @@ class Hub:
 
     async def _presence(self, ch: Channel, now: float, lines: list[bytes]) -> None:
         ch.viewers = await self._counters.report_presence(
-            ch.room, self.node, len(ch.members), int(now * 1000)
+            ch.room, self.node, len(ch.members) - ch.uncounted, int(now * 1000)
         )
         if ch.pinned:
             await self._counters.note_viewers(ch.room, ch.viewers, sku=ch.pinned)
@@ -436,5 +444,6 @@ class Hub:
 
     def _resync(self, ch: Channel) -> None:
         members, ch.members = list(ch.members), {}
+        ch.uncounted = 0
         for conn in members:
             conn.removed(ch.room, 1001)
