@@ -17,7 +17,6 @@ the receiver applies each order once (Standard Webhooks' idempotency rule).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import random
@@ -27,10 +26,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-import aiohttp
-
 from livecommerce.backends import OutboxEntry, OutboxStore
 from livecommerce.config import Settings
+from livecommerce.orders.http11 import WebhookClient
 from livecommerce.orders.webhooks import envelope, sign
 from livecommerce.protocol import loads
 
@@ -271,27 +269,18 @@ class Bridge:
 
 
 class HttpTransport:
-    """Posts payloads to the order system's webhook URL (one pooled session)."""
+    """Posts payloads to the order system's webhook URL (kept-alive connections; see
+    :mod:`livecommerce.orders.http11` for why not aiohttp's client)."""
 
     def __init__(self, url: str, *, timeout_s: float = 10.0, connections: int = 64) -> None:
         self.url = url
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._connections = connections
-        self._session: aiohttp.ClientSession | None = None
+        self._client = WebhookClient(url, timeout_s=timeout_s, connections=connections)
 
     async def __call__(self, body: bytes, headers: Mapping[str, str]) -> tuple[int, bytes]:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._connections)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        sent = {**headers, "content-type": "application/json"}
-        async with self._session.post(self.url, data=body, headers=sent) as resp:
-            return resp.status, await resp.read()
+        return await self._client.post(body, headers)
 
     async def close(self) -> None:
-        if self._session is not None:
-            with contextlib.suppress(Exception):
-                await self._session.close()
-            self._session = None
+        await self._client.close()
 
 
 def make_bridge(
