@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--tick-ms", type=int, default=50, help="fan-out tick (default 50)")
     serve.add_argument(
+        "--tick-max-ms",
+        type=int,
+        default=250,
+        help="the longest a large room's tick grows (default 250)",
+    )
+    serve.add_argument(
+        "--fanout-share",
+        type=float,
+        default=0.35,
+        help="share of a core a room's fan-out may take per process before its tick "
+        "grows (default 0.35)",
+    )
+    serve.add_argument(
         "--outbound-limit",
         type=int,
         default=512 * 1024,
@@ -181,6 +194,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         secret=args.secret or None,
         demo=args.demo,
         tick_ms=args.tick_ms,
+        tick_max_ms=args.tick_max_ms,
+        fanout_share=args.fanout_share,
         outbound_limit=args.outbound_limit,
         hold_s=args.hold_s,
         workers=args.workers,

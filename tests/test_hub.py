@@ -10,6 +10,7 @@ import pytest
 from livecommerce.backends import Backends
 from livecommerce.backends.memory import memory_backends
 from livecommerce.config import Settings
+from livecommerce.errors import ConfigError
 from livecommerce.protocol import encode_event, split_frame
 from livecommerce.rooms.hub import Hub, adapt_tick
 
@@ -147,3 +148,12 @@ async def test_a_room_whose_passes_are_costly_ticks_less_often(stores: Backends)
         await asyncio.sleep(0.01)
     assert all(m.seqs() == list(range(1, 21)) for m in members)  # nothing lost to the longer tick
     await hub.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [{"tick_max_ms": 10}, {"tick_max_ms": 6000}, {"fanout_share": 0}, {"fanout_share": 1.5}],
+)
+def test_tick_settings_out_of_range_are_refused(fields: dict[str, float]) -> None:
+    with pytest.raises(ConfigError):
+        Settings(secret="s" * 32, **fields).check()  # type: ignore[arg-type]

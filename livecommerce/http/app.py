@@ -73,6 +73,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             app[BACKENDS],
             node=node,
             tick_s=settings.tick_ms / 1000,
+            max_tick_s=settings.tick_max_ms / 1000,
+            fanout_share=settings.fanout_share,
             presence_s=settings.presence_interval_ms / 1000,
             clock=clock,
         )
