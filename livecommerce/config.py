@@ -56,7 +56,7 @@ class Settings:
     """Fan-out tick: events of one tick go out as one frame per room. This is a small
     room's tick; a large room's grows (see ``fanout_share``)."""
     tick_max_ms: int = 250
-    """The longest a large room's tick grows."""
+    """The longest a large room's tick grows (at or below ``tick_ms``: it does not)."""
     fanout_share: float = 0.35
     """The share of a core one room's fan-out passes may take in one process before its
     tick grows (``rooms/hub.py``, ``adapt_tick``)."""
@@ -124,8 +124,8 @@ class Settings:
             raise ConfigError("the secret must be at least 32 bytes long (RFC 7518, HS256)")
         if not 1 <= self.tick_ms <= 5000:
             raise ConfigError("tick_ms must be between 1 and 5000")
-        if not self.tick_ms <= self.tick_max_ms <= 5000:
-            raise ConfigError("tick_max_ms must be between tick_ms and 5000")
+        if not 1 <= self.tick_max_ms <= 5000:  # below tick_ms: the tick never grows
+            raise ConfigError("tick_max_ms must be between 1 and 5000")
         if not 0.01 <= self.fanout_share <= 1:
             raise ConfigError("fanout_share must be between 0.01 and 1")
         if not 1 <= self.hold_s <= 86400:

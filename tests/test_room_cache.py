@@ -124,3 +124,17 @@ async def test_a_missing_room_is_not_cached() -> None:
     assert await cache.get("missing") is None
     assert await cache.get("missing") is None
     assert store.reads == 2
+
+
+async def test_peek_serves_only_what_get_would_serve_without_waiting() -> None:
+    store, clock, cache = make()
+    assert cache.peek("r") is None  # unknown: the caller must wait for a read
+    assert store.reads == 0
+    room = await cache.get("r")
+    assert cache.peek("r") is room and store.reads == 1  # fresh
+    clock.now += 2
+    assert cache.peek("r") is room  # stale: served, and one refresh starts
+    await asyncio.sleep(0)
+    assert store.reads == 2
+    clock.now += 10
+    assert cache.peek("r") is None  # too old to serve

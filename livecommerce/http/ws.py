@@ -1,9 +1,10 @@
 """``GET /ws``: the only place that drives a client socket.
 
 Each connection reads commands one at a time and answers each command that carries
-an id exactly once. ``order`` commands are the exception to "one at a time": each is
-served on its own (a task), so a client's pipelined orders join the same reservation
-batch instead of waiting for each other, and the connection goes on reading.
+an id exactly once. ``order`` commands are the exception to "one at a time": each joins
+the next reservation batch and is answered when its batch is served (a callback, or a
+task when the room must be read first), while the connection goes on reading, so a
+client's pipelined orders go in the same batch instead of waiting for each other.
 
 Room events reach a connection from the hub as ready-made frames, written straight to
 the transport. Replies are corked: those made in one turn of the event loop go out in
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import secrets
 import socket
@@ -28,6 +30,7 @@ from aiohttp import WSMsgType, web
 from livecommerce.auth import Principal, guest, verify_token
 from livecommerce.errors import Error
 from livecommerce.http.keys import CONNECTIONS, METRICS, SECRET, SERVICE, SETTINGS
+from livecommerce.inventory.rules import Order
 from livecommerce.moderation.rules import TokenBucket
 from livecommerce.protocol import Command, decode, encode_error, encode_reply, loads, text_frame
 from livecommerce.rooms.service import RoomService
@@ -376,6 +379,34 @@ async def _handshake(app: web.Application, ws: web.WebSocketResponse, conn: Conn
     return True
 
 
+def _order_soon(svc: RoomService, conn: Connection, cmd: Command, handler: Handler) -> None:
+    """Serve an ``order`` without holding up the connection's next command."""
+    a = cmd.args
+    try:
+        served = svc.order_nowait(
+            conn.principal,
+            cmd.room,
+            sale_id=a["sale"],
+            qty=a["qty"],
+            key=a["key"],
+            done=functools.partial(_ordered, conn, cmd.id),
+        )
+    except Error as err:
+        conn.refuse(cmd.id, err)
+        return
+    if not served:  # the room must be read first
+        task = asyncio.create_task(_dispatch(svc, conn, cmd, handler))
+        conn.serving.add(task)
+        task.add_done_callback(conn.serving.discard)
+
+
+def _ordered(conn: Connection, cid: int | None, result: Order | Error) -> None:
+    if isinstance(result, Error):
+        conn.refuse(cid, result)
+    else:
+        conn.reply(cid, {"order": result.public()})
+
+
 async def _dispatch(svc: RoomService, conn: Connection, cmd: Command, handler: Handler) -> None:
     """Run one command and answer it (once, if it has an id)."""
     try:
@@ -413,9 +444,7 @@ async def _serve(
         if handler is None:  # connect again
             conn.refuse(cmd.id, Error("bad_request", "already connected"))
         elif cmd.op == "order":
-            task = asyncio.create_task(_dispatch(svc, conn, cmd, handler))
-            conn.serving.add(task)
-            task.add_done_callback(conn.serving.discard)
+            _order_soon(svc, conn, cmd, handler)
         else:
             await _dispatch(svc, conn, cmd, handler)
     if ws.close_code == CLOSE_TOO_LARGE:

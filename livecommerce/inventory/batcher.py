@@ -9,6 +9,7 @@ an attempt goes alone and at once (no timer adds latency).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -16,7 +17,11 @@ from collections.abc import Callable
 from livecommerce.backends import InventoryStore
 from livecommerce.inventory.rules import Attempt, Outcome
 
-_Waiting = tuple[Attempt, asyncio.Future[Outcome]]
+Done = Callable[[Outcome | Exception], None]
+"""Told an attempt's outcome, or the store's failure, exactly once."""
+_Waiting = tuple[Attempt, Done]
+
+log = logging.getLogger(__name__)
 
 
 class ReservationBatcher:
@@ -53,6 +58,22 @@ class ReservationBatcher:
         kept: the buyer finds it in the next snapshot).
         """
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+
+        def done(result: Outcome | Exception) -> None:
+            if future.done():  # the caller stopped waiting
+                return
+            if isinstance(result, Exception):
+                future.set_exception(result)
+            else:
+                future.set_result(result)
+
+        self.submit(room, sale_id, attempt, done)
+        return await future  # a cancelled caller cancels only its future; the batch goes on
+
+    def submit(self, room: str, sale_id: str, attempt: Attempt, done: Done) -> None:
+        """Queue ``attempt``; ``done`` is called with its outcome (or the store's
+        exception) from the batch that serves it. The cheap way for a caller that need
+        not wait: no future, no task."""
         key = (room, sale_id)
         queue = self._queues.get(key)
         if queue is None:
@@ -60,8 +81,7 @@ class ReservationBatcher:
             task = asyncio.create_task(self._drain(key, queue))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        queue.append((attempt, future))
-        return await future  # a cancelled caller cancels only its future; the batch goes on
+        queue.append((attempt, done))
 
     async def _drain(self, key: tuple[str, str], queue: deque[_Waiting]) -> None:
         room, sale_id = key
@@ -79,13 +99,11 @@ class ReservationBatcher:
                         hold_ms=self._hold_ms,
                     )
                 except Exception as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
+                    for _, done in batch:
+                        _tell(done, exc)
                     continue
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if not future.done():
-                        future.set_result(outcome)
+                for (_, done), outcome in zip(batch, outcomes, strict=True):
+                    _tell(done, outcome)
         finally:
             del self._queues[key]
 
@@ -93,3 +111,10 @@ class ReservationBatcher:
         """Wait for the attempts already queued to be served."""
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+def _tell(done: Done, result: Outcome | Exception) -> None:
+    try:
+        done(result)
+    except Exception:  # one caller's failure must not keep the others from their outcome
+        log.exception("an order outcome could not be delivered")

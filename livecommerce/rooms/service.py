@@ -26,6 +26,7 @@ from livecommerce.inventory.batcher import ReservationBatcher
 from livecommerce.inventory.rules import (
     Attempt,
     Order,
+    Outcome,
     Product,
     Sale,
     Settled,
@@ -96,6 +97,20 @@ class RoomCache:
                 return cached[1]
         # A caller that stops waiting must not cancel the read the others wait on.
         return await asyncio.shield(self._read(room_id))
+
+    def peek(self, room_id: str) -> Room | None:
+        """The room if it is known without waiting (as :meth:`get` would serve it, a
+        refresh started if due), else None."""
+        cached = self._rooms.get(room_id)
+        if cached is None:
+            return None
+        age = self._clock() - cached[0]
+        if age < self._fresh_s:
+            return cached[1]
+        if age < self._stale_s:
+            self._read(room_id)
+            return cached[1]
+        return None
 
     def forget(self, room_id: str) -> None:
         """Drop what is known of the room (this process just changed it): the next
@@ -239,13 +254,7 @@ class RoomService:
 
     async def room_as(self, who: Principal, room_id: str, allowed: frozenset[Role]) -> Room:
         """The room, if ``who`` holds one of ``allowed`` in it (rights before limits)."""
-        room = await self.room(room_id)
-        role = who.role_in(room.id, room.host)
-        if role not in allowed:
-            if role == "guest":
-                raise Error("unauthorized", "sign in first")
-            raise Error("forbidden", f"a {role} may not do this in room {room.id!r}")
-        return room
+        return _allowed(who, await self.room(room_id), allowed)
 
     async def create_room(self, who: Principal, *, title: str, room_id: str | None) -> Room:
         if who.role not in HOSTS:
@@ -605,11 +614,53 @@ class RoomService:
     async def order(
         self, who: Principal, room_id: str, *, sale_id: str, qty: int, key: str
     ) -> Order:
-        room = await self.room_as(who, room_id, CHATTERS)
+        attempt = self._attempt(who, await self.room(room_id), key, qty)
+        return self._placed(sale_id, await self.batcher.reserve(room_id, sale_id, attempt))
+
+    def order_nowait(
+        self,
+        who: Principal,
+        room_id: str,
+        *,
+        sale_id: str,
+        qty: int,
+        key: str,
+        done: Callable[[Order | Error], None],
+    ) -> bool:
+        """:meth:`order` without a task or a future, when the room is known: the
+        attempt joins the next batch and ``done`` gets the order or the refusal. False
+        (nothing done) when the room must be read first: await :meth:`order` then.
+
+        Raises:
+            Error: the checks before the reservation (rights, rate, room live).
+        """
+        room = self._rooms.peek(room_id)
+        if room is None:
+            return False
+        attempt = self._attempt(who, room, key, qty)
+
+        def resolved(outcome: Outcome | Exception) -> None:
+            if isinstance(outcome, Exception):
+                log.error("reserving failed", exc_info=outcome)
+                done(Error("internal", "internal error"))
+                return
+            try:
+                done(self._placed(sale_id, outcome))
+            except Error as err:
+                done(err)
+
+        self.batcher.submit(room_id, sale_id, attempt, resolved)
+        return True
+
+    def _attempt(self, who: Principal, room: Room, key: str, qty: int) -> Attempt:
+        """An order attempt, after the checks in their documented order."""
+        _allowed(who, room, CHATTERS)
         self._order_limit.check(who.id, self._clock())
         room.require_live()
-        attempt = Attempt(order_id(room.id, who.id, key), who.id, key, qty)
-        outcome = await self.batcher.reserve(room.id, sale_id, attempt)
+        return Attempt(order_id(room.id, who.id, key), who.id, key, qty)
+
+    def _placed(self, sale_id: str, outcome: Outcome) -> Order:
+        """The order of an outcome, with its payment page; its refusal raised."""
         if outcome.error == "not_found":
             raise Error("not_found", f"no sale {sale_id!r}")
         return self.pay_link(outcome.result())
@@ -679,6 +730,16 @@ class RoomService:
                 released += 1
                 await self._order_updated(order)
         return released
+
+
+def _allowed(who: Principal, room: Room, allowed: frozenset[Role]) -> Room:
+    """``room``, if ``who`` holds one of ``allowed`` in it."""
+    role = who.role_in(room.id, room.host)
+    if role not in allowed:
+        if role == "guest":
+            raise Error("unauthorized", "sign in first")
+        raise Error("forbidden", f"a {role} may not do this in room {room.id!r}")
+    return room
 
 
 def _check_order_id(oid: str) -> None:
