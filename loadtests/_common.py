@@ -1,4 +1,4 @@
-"""Pieces shared by the load tests (``fanout``, ``flash_sale``, ``bridge``).
+"""Pieces shared by the load tests (``fanout``, ``flash_sale``, ``bridge``, the scenarios).
 
 The protocol client (one command, its reply), the worker processes and the pipe between
 them and the main process, and the readings of ``/proc``: the server's pid found from its
@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
+from multiprocessing.connection import wait as wait_pipes
 from multiprocessing.context import SpawnContext
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -150,6 +151,35 @@ async def receive(pipe: Connection, kind: str, deadline: float) -> tuple[Any, ..
     return msg
 
 
+async def receive_all(pipes: Sequence[Connection], kind: str, deadline: float) -> list[Any]:
+    """The next message of ``kind`` from every pipe, waiting in a thread (so the moment
+    the last one comes is seen at once, with no polling).
+
+    Raises:
+        TimeoutError: not every pipe sent one in time.
+        RuntimeError: another kind came (a worker reports its failure as ``error``), or
+            a worker ended.
+    """
+    index = {id(pipe): i for i, pipe in enumerate(pipes)}
+    pending = list(pipes)
+    got: list[Any] = [None] * len(pipes)
+    while pending:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no {kind!r} message in time")
+        for conn in await asyncio.to_thread(wait_pipes, pending, left):
+            assert isinstance(conn, Connection)
+            try:
+                msg = conn.recv()
+            except EOFError:
+                raise RuntimeError(f"a worker ended before its {kind!r} message") from None
+            if msg[0] != kind:
+                raise RuntimeError(f"expected {kind!r}, got {msg[0]!r}: {msg[1:]}")
+            got[index[id(conn)]] = msg
+            pending.remove(conn)
+    return got
+
+
 async def sleep_until(wall: float) -> None:
     delay = wall - time.time()
     if delay > 0:
@@ -267,6 +297,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_each(pids: Sequence[int]) -> dict[int, float | None]:
+    """:func:`cpu_seconds` of each pid (None for a process that is gone)."""
+    out: dict[int, float | None] = {}
+    for pid in pids:
+        try:
+            out[pid] = cpu_seconds(pid)
+        except (OSError, ValueError, IndexError):
+            out[pid] = None
+    return out
+
+
+def rss_each(pids: Sequence[int]) -> dict[int, float | None]:
+    """:func:`rss_mib` of each pid (None for a process that is gone)."""
+    out: dict[int, float | None] = {}
+    for pid in pids:
+        try:
+            out[pid] = rss_mib(pid)
+        except (OSError, ValueError, IndexError):
+            out[pid] = None
+    return out
+
+
 def rss_mib(pid: int) -> float:
     for row in Path(f"/proc/{pid}/status").read_text().splitlines():
         if row.startswith("VmRSS:"):
@@ -334,6 +386,8 @@ class Readings:
     machine_pct: dict[str, float] = field(default_factory=dict)
     metrics0: dict[str, float] = field(default_factory=dict)
     metrics1: dict[str, float] = field(default_factory=dict)
+    server_cpu_s_each: dict[int, float] = field(default_factory=dict)
+    server_rss_mib_each: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,28 +399,37 @@ class Mark:
     own_cpu_s: float
     wall: float
     redis_cpu_s: float
+    server_cpu_s_each: dict[int, float] = field(default_factory=dict)
 
 
 def mark_start(pids: Sequence[int], redis: Sequence[int]) -> Mark:
     """Read the machine's CPU, the server's (``pids``), this process's, the clock
     (``time.monotonic``) and Redis's (``redis``), in that order."""
     box = machine_cpu()
-    cpu, own, wall = sum_cpu(pids), time.process_time(), time.monotonic()
-    return Mark(box, cpu, own, wall, sum_cpu(redis))
+    each = {pid: cpu_seconds(pid) for pid in pids}
+    own, wall = time.process_time(), time.monotonic()
+    return Mark(box, sum(each.values()), own, wall, sum_cpu(redis), each)
 
 
 def mark_end(r: Readings, start: Mark, pids: Sequence[int], redis: Sequence[int]) -> None:
     """Read again, the other way round, and set ``r``'s window, CPU, machine and the
     server's resident memory."""
-    cpu1, own1, wall1 = sum_cpu(pids), time.process_time(), time.monotonic()
+    each = {pid: cpu_seconds(pid) for pid in pids}
+    own1, wall1 = time.process_time(), time.monotonic()
     redis1 = sum_cpu(redis)
     box1 = machine_cpu()
     r.wall_s = wall1 - start.wall
-    r.server_cpu_s = cpu1 - start.server_cpu_s
+    r.server_cpu_s = sum(each.values()) - start.server_cpu_s
+    r.server_cpu_s_each = {
+        pid: v - start.server_cpu_s_each[pid]
+        for pid, v in each.items()
+        if pid in start.server_cpu_s_each
+    }
+    r.server_rss_mib_each = {pid: rss_mib(pid) for pid in pids}
     r.redis_cpu_s = redis1 - start.redis_cpu_s
     r.own_cpu_s = own1 - start.own_cpu_s
     r.machine_pct = machine_pct(start.box, box1, r.wall_s)
-    r.server_rss_mib = sum(rss_mib(pid) for pid in pids)
+    r.server_rss_mib = sum(r.server_rss_mib_each.values())
 
 
 # -- figures ----------------------------------------------------------------------------

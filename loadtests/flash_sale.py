@@ -61,7 +61,6 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
-from multiprocessing.connection import wait as wait_pipes
 from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
@@ -88,6 +87,7 @@ from loadtests._common import (
     percentile,
     quiet_checks,
     receive,
+    receive_all,
     request,
     rss_mib,
     run_and_print,
@@ -533,6 +533,8 @@ class Outcome:
     quiet: dict[str, Any] | None = None
     sale_listed: bool = False
     stopped: bool = False
+    rss_before_connect_mib: float | None = None
+    rss_connected_mib: float | None = None
 
 
 def start_workers(
@@ -557,31 +559,6 @@ def start_workers(
         first += n
         started.append(spawn_worker(ctx, worker, wplan))
     return started
-
-
-async def receive_all(pipes: list[Connection], kind: str, deadline: float) -> list[Any]:
-    """The next message of ``kind`` from every pipe, waiting in a thread (so the moment
-    the last one comes is seen at once, with no polling).
-
-    Raises:
-        TimeoutError: not every pipe sent one in time.
-        RuntimeError: another kind came (a worker reports its failure as ``error``).
-    """
-    index = {id(pipe): i for i, pipe in enumerate(pipes)}
-    pending = list(pipes)
-    got: list[Any] = [None] * len(pipes)
-    while pending:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no {kind!r} message in time")
-        for conn in await asyncio.to_thread(wait_pipes, pending, left):
-            assert isinstance(conn, Connection)
-            msg = conn.recv()
-            if msg[0] != kind:
-                raise RuntimeError(f"expected {kind!r}, got {msg[0]!r}: {msg[1:]}")
-            got[index[id(conn)]] = msg
-            pending.remove(conn)
-    return got
 
 
 async def host_command(
@@ -674,12 +651,15 @@ async def run(opts: Options) -> dict[str, Any]:
             workers = start_workers(opts, base, ws_url, plan, worker_life)
             pipes = [pipe for _, pipe in workers]
             await receive_all(pipes, "started", time.monotonic() + 60.0)
+            out.rss_before_connect_mib = _rss_total(out.pids)
             began = time.monotonic()
             for pipe in pipes:
                 pipe.send(("connect",))
             ready = await receive_all(pipes, "ready", began + connect_budget)
             out.reports = [m[1] for m in ready]
             out.connect_s = time.monotonic() - began
+            await asyncio.sleep(1.0)  # the server idle again: its memory per connection
+            out.rss_connected_mib = _rss_total(out.pids)
             if opts.quiet_below is not None:
                 out.quiet = await wait_quiet(opts.quiet_below, opts.quiet_wait)
             out.sale = await start_sale(ws_session, ws_url, host_token, opts)
@@ -698,6 +678,10 @@ async def run(opts: Options) -> dict[str, Any]:
         finally:
             await join_workers(workers, finished, _CLOSE_TIMEOUT_S)
     return figures(opts, out)
+
+
+def _rss_total(pids: Sequence[int]) -> float | None:
+    return sum(rss_mib(pid) for pid in pids) if pids else None
 
 
 def figures(opts: Options, out: Outcome) -> dict[str, Any]:
@@ -823,6 +807,7 @@ def figures(opts: Options, out: Outcome) -> dict[str, Any]:
             "p50": rounded(percentile(latencies, 0.50)),
             "p90": rounded(percentile(latencies, 0.90)),
             "p99": rounded(percentile(latencies, 0.99)),
+            "p999": rounded(percentile(latencies, 0.999)),
             "max": rounded(latencies[-1] if latencies else None),
             "ok_p50": rounded(percentile(ok_latencies, 0.50)),
             "ok_p99": rounded(percentile(ok_latencies, 0.99)),
@@ -834,6 +819,20 @@ def figures(opts: Options, out: Outcome) -> dict[str, Any]:
             "cpu_pct": pct(r.server_cpu_s) if out.pids else None,
             "cpu_s": round(r.server_cpu_s, 2) if out.pids else None,
             "rss_mib": round(r.server_rss_mib, 1) if out.pids else None,
+            "cpu_pct_each": {str(p): pct(v) for p, v in r.server_cpu_s_each.items()},
+            "rss_mib_each": {str(p): round(v, 1) for p, v in r.server_rss_mib_each.items()},
+            "rss_before_connect_mib": rounded(out.rss_before_connect_mib),
+            "rss_connected_mib": rounded(out.rss_connected_mib),
+            "rss_per_connection_kib": (
+                round(
+                    (out.rss_connected_mib - out.rss_before_connect_mib)
+                    * 1024
+                    / max(1, sum(c.connected for c in reports)),
+                    2,
+                )
+                if out.rss_connected_mib is not None and out.rss_before_connect_mib is not None
+                else None
+            ),
             "metrics_delta": {
                 k: v - r.metrics0.get(k, 0.0)
                 for k, v in sorted(r.metrics1.items())
