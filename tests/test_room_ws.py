@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 
 from livecommerce.client import ClientError, ConnectionLost
+from livecommerce.http.keys import SERVICE
 from livecommerce.protocol import dumps, split_frame
 from tests.conftest import HOST, MOD, ClientFactory, LiveServer, ServerFactory, token
 
@@ -504,3 +505,42 @@ async def test_demo_sign_in_gives_each_named_viewer_their_own_id(
             async with session.post(url, json=body) as resp:
                 ids.append((await resp.json())["user"]["id"])
     assert ids == ["demo-viewer-host", "demo-viewer-ann", "demo-viewer", "demo-host"]
+
+
+async def test_a_crowd_joining_while_chats_flow_shares_reads_and_misses_nothing(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server()
+    chatters = [await connect(server, token(f"c{i}")) for i in range(4)]
+    async with aiohttp.ClientSession() as session:
+        crowd = [await raw_ws(session, server, token(f"v{i}")) for i in range(40)]
+        views = server.app[SERVICE]._views
+        reads_before = views.reads
+        sent: list[int] = []
+
+        async def chat() -> None:
+            for i in range(12):
+                reply = await chatters[i % 4].request("chat", room="demo", text=f"m{i}")
+                sent.append(reply["seq"])
+                await asyncio.sleep(0.005)
+
+        async def join(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, list[int]]:
+            await ws.send_str('{"op":"join","id":1,"room":"demo"}')
+            snap_seq, seqs = -1, list[int]()
+            while snap_seq < 0 or not sent or len(sent) < 12 or (seqs or [snap_seq])[-1] < sent[-1]:
+                for e in split_frame(await ws.receive_str(timeout=5)):
+                    if e.get("id") == 1:
+                        snap_seq = e["data"]["snapshot"]["seq"]
+                    elif "seq" in e:
+                        seqs.append(e["seq"])
+            return snap_seq, seqs
+
+        chatting = asyncio.create_task(chat())
+        joined = await asyncio.gather(*(join(ws) for ws in crowd))
+        await chatting
+        for ws in crowd:
+            await ws.close()
+    for snap_seq, seqs in joined:  # after its snapshot, every line once, in order
+        assert seqs == list(range(snap_seq + 1, snap_seq + 1 + len(seqs)))
+        assert seqs == [] or seqs[-1] >= sent[-1]
+    assert views.reads - reads_before < len(crowd)  # joiners of a turn shared a read

@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from livecommerce.auth import Principal, Role
-from livecommerce.backends import STAFF, Backends, ModerationStore, RoomStore
+from livecommerce.backends import STAFF, Backends, LogSnapshot, ModerationStore, RoomStore
 from livecommerce.config import Settings
 from livecommerce.errors import Error
 from livecommerce.inventory.batcher import ReservationBatcher
@@ -180,6 +180,66 @@ def _terms(terms: dict[str, str]) -> list[dict[str, str]]:
 
 
 @dataclass(frozen=True, slots=True)
+class RoomView:
+    """What every joiner of a room is told alike (the rest is about the joiner)."""
+
+    snap: LogSnapshot
+    likes: int
+    sales: list[Sale]
+    slow: int
+
+
+class RoomViews:
+    """Room views for joiners, one read shared by the joiners of one loop turn.
+
+    A joiner is a hub member (buffering) before it asks, and a read starts only at the
+    end of the loop turn in which its first joiner asked, so every joiner that shares it
+    was a member before it began: the lines after its ``seq`` reach each of them through
+    the hub, as with a read of their own. A burst of joins (a crowd arriving, a
+    reconnect storm) then costs a few reads a turn instead of five round trips each.
+    """
+
+    def __init__(self, backends: Backends) -> None:
+        self._b = backends
+        self._next: dict[str, asyncio.Future[RoomView]] = {}
+        self._reads: set[asyncio.Task[None]] = set()
+        self.reads = 0
+
+    def get(self, room_id: str) -> asyncio.Future[RoomView]:
+        """The view of a read that starts after this call (await it)."""
+        future = self._next.get(room_id)
+        if future is None:
+            loop = asyncio.get_running_loop()
+            future = self._next[room_id] = loop.create_future()
+            loop.call_soon(self._start, room_id)
+        return future
+
+    def _start(self, room_id: str) -> None:
+        future = self._next.pop(room_id)
+        task = asyncio.get_running_loop().create_task(self._read(room_id, future))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self, room_id: str, future: asyncio.Future[RoomView]) -> None:
+        self.reads += 1
+        b = self._b
+        try:
+            view = RoomView(
+                await b.log.snapshot(room_id),
+                await b.counters.add_likes(room_id, 0),
+                await b.inventory.active_sales(room_id),
+                await b.moderation.slow(room_id),
+            )
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            future.exception()  # retrieved: no warning if every joiner gave up
+            return
+        if not future.done():
+            future.set_result(view)
+
+
+@dataclass(frozen=True, slots=True)
 class Joined:
     """The outcome of a join: the reply's data, the lines to replay after it, and the
     membership to :meth:`~Membership.go_live` once both are written."""
@@ -217,6 +277,7 @@ class RoomService:
             clock=clock,
         )
         self._rooms = RoomCache(backends.rooms, clock=clock)
+        self._views = RoomViews(backends)
         self._filters = FilterCache(backends.moderation, clock=clock)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex()
@@ -336,7 +397,10 @@ class RoomService:
         staff = who.role_in(room.id, room.host) in MODERATORS
         membership = await self.hub.attach(room.id, conn, staff=staff)
         try:
-            snap = await self.backends.log.snapshot(room.id)
+            # shared by the joiners of this loop turn; asyncio.shield: a joiner that
+            # gives up must not cancel the others' read
+            view = await asyncio.shield(self._views.get(room.id))
+            snap = view.snap
             replay: list[bytes] = []
             recovered = False
             floor = snap.seq
@@ -345,11 +409,8 @@ class RoomService:
                 if lines is not None:
                     replay, recovered = lines, True
                     floor = max(floor, since + len(lines))
-            likes = await self.backends.counters.add_likes(room.id, 0)
-            sales = await self.backends.inventory.active_sales(room.id)
             orders = await self.backends.inventory.user_orders(room.id, who.id)
             moderation = self.backends.moderation
-            slow = await moderation.slow(room.id)
             if staff:
                 flagged = [loads(e) for e in await moderation.flagged(room.id)]
                 terms = await moderation.filter_terms(room.id)
@@ -364,13 +425,13 @@ class RoomService:
             "seq": snap.seq,
             "epoch": snap.epoch,
             "viewers": self.hub.viewers(room.id),
-            "likes": likes,
+            "likes": view.likes,
             "pinned": _pinned(snap.pinned),
-            "sales": [s.public() for s in sales],
+            "sales": [s.public() for s in view.sales],
             "recent": [fragment(line) for line in snap.recent],
             "announcement": None if snap.announcement is None else fragment(snap.announcement),
             "orders": [self.pay_link(o).public() for o in orders],
-            "slow": slow,
+            "slow": view.slow,
         }
         if staff:
             snapshot["flagged"] = flagged
