@@ -19,8 +19,22 @@
 # The server serves the pages from `static/` next to the `livecommerce/` package
 # (livecommerce/http/app.py: STATIC_DIR = <package's parent>/static), so the package is
 # installed in editable mode from /app and `static/` is copied to /app/static.
+#
+# hls.js (the pages' HLS player, docs/media.md "The pages") is not in the repository:
+# the `vendor` stage installs it from the npm registry, as scripts/_env.sh does for a
+# checkout, and its dist/hls.min.js (and licence) go to /app/static/vendor/.
 
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG NODE_IMAGE=node:22-bookworm-slim
+ARG HLS_JS_VERSION=1
+
+# -- vendor: hls.js from the npm registry ----------------------------------------------
+FROM ${NODE_IMAGE} AS vendor
+ARG HLS_JS_VERSION
+RUN npm install --no-save --no-audit --no-fund --prefix /tmp/hls "hls.js@${HLS_JS_VERSION}" \
+    && mkdir -p /vendor \
+    && cp /tmp/hls/node_modules/hls.js/dist/hls.min.js /vendor/hls.min.js \
+    && cp /tmp/hls/node_modules/hls.js/LICENSE /vendor/hls.js.LICENSE
 
 # -- build: a virtual environment with the dependencies and the package --------------
 FROM ${PYTHON_IMAGE} AS build
@@ -66,6 +80,15 @@ RUN groupadd --system --gid 10001 livecommerce \
 COPY --from=build /opt/venv /opt/venv
 COPY --from=build /app /app
 COPY static/ /app/static/
+# After static/: a static/vendor/ left in the build context by a checkout is replaced.
+COPY --from=vendor /vendor/ /app/static/vendor/
+
+# HLS segments and clips (--media-dir) are the one thing the server writes. Mount a
+# volume here to keep them across containers and to share them between the server
+# containers of a host (docs/media.md, "Storage").
+RUN mkdir -p /var/lib/livecommerce/media \
+    && chown livecommerce:livecommerce /var/lib/livecommerce/media
+ENV LIVECOMMERCE_MEDIA_DIR=/var/lib/livecommerce/media
 
 WORKDIR /app
 USER livecommerce:livecommerce

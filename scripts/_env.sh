@@ -47,3 +47,23 @@ ensure_axe() {
     mkdir -p "$dir"
     npm install --no-save --no-audit --no-fund --silent --prefix "$dir" axe-core@4 >&2
 }
+
+ensure_hls() {
+    # hls.js (HLS playback where the browser has Media Source Extensions: the viewer
+    # page's fallback and the clips feed), from the npm registry into .cache/hls, its
+    # dist/hls.min.js and licence copied to static/vendor/ (not committed), which the
+    # server serves as /vendor/hls.min.js. Only when it is missing.
+    local dir="$ROOT/.cache/hls" vendor="$ROOT/static/vendor"
+    local pkg="$dir/node_modules/hls.js"
+    if [ ! -f "$pkg/dist/hls.min.js" ]; then
+        need_apt npm:npm
+        echo "installing hls.js into .cache/hls with npm" >&2
+        mkdir -p "$dir"
+        npm install --no-save --no-audit --no-fund --silent --prefix "$dir" hls.js@1 >&2
+    fi
+    if [ ! -f "$vendor/hls.min.js" ] || [ "$pkg/dist/hls.min.js" -nt "$vendor/hls.min.js" ]; then
+        mkdir -p "$vendor"
+        cp "$pkg/dist/hls.min.js" "$vendor/hls.min.js"
+        cp "$pkg/LICENSE" "$vendor/hls.js.LICENSE"
+    fi
+}

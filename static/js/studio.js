@@ -2,9 +2,10 @@
  * The host studio, `/studio.html?room=<id>`: run a live show.
  *
  * Sign in (demo sign-in or a pasted host token), pick or create a show, go live and
- * end it, preview the camera, edit the product lineup, pin products, run flash sales
- * (live countdown and stock bar per open sale), announce, chat, and follow the live
- * figures of the `stats` event (see docs/protocol.md, "Additions to protocol v1").
+ * end it, preview the camera and broadcast it ("Go live on camera": WHIP, H.264
+ * preferred, see `/js/video.js`), edit the product lineup, pin products, run flash
+ * sales (live countdown and stock bar per open sale), announce, chat, and follow the
+ * live figures of the `stats` event (see docs/protocol.md, "Additions to protocol v1").
  *
  * One {@link LiveClient} (of `/js/client.js`) carries everything and resumes the room
  * after a reconnect; the banner says "Reconnecting…" meanwhile.
@@ -12,8 +13,8 @@
  * Query parameters: `room` (the show to open), `currency` (ISO code for prices,
  * default USD), `max_messages` (chat messages kept on the page, default 200).
  *
- * For tests and debugging, `window.__live` exposes `{client, view}`; the page
- * never reads it.
+ * For tests and debugging, `window.__live` exposes `{client, view, broadcast}`; the
+ * page never reads it.
  *
  * @module studio
  */
@@ -22,6 +23,7 @@ import { LiveClient } from "/js/client.js";
 import { clock, count, currencyOf, formatDuration, Money, timeOfDay } from "/js/format.js";
 import { explain, Session } from "/js/session.js";
 import { byId, ChatList, confirmAction, messageNode, note, showConnection } from "/js/ui.js";
+import { Broadcast } from "/js/video.js";
 
 // -- configuration ---------------------------------------------------------------
 
@@ -47,7 +49,10 @@ const el = {
   createId: /** @type {HTMLInputElement} */ (byId("create-id")), createNote: byId("create-note"),
   studio: byId("studio"),
   cameraState: byId("camera-state"), preview: /** @type {HTMLVideoElement} */ (byId("preview")),
-  previewOff: byId("preview-off"), previewLive: byId("preview-live"),
+  previewOff: byId("preview-off"), previewLive: byId("preview-live"), previewBox: byId("preview-box"),
+  broadcastStart: /** @type {HTMLButtonElement} */ (byId("broadcast-start")),
+  broadcastStop: /** @type {HTMLButtonElement} */ (byId("broadcast-stop")),
+  broadcastState: byId("broadcast-state"),
   cameraToggle: /** @type {HTMLButtonElement} */ (byId("camera-toggle")),
   viewerLink: /** @type {HTMLAnchorElement} */ (byId("viewer-link")), showLine: byId("show-line"),
   goLive: /** @type {HTMLButtonElement} */ (byId("go-live")),
@@ -115,7 +120,13 @@ const client = new LiveClient({
   refreshToken: () => session.refresh(),
 });
 
-window.__live = { client, view };
+window.__live = {
+  client,
+  view,
+  get broadcast() {
+    return broadcast;
+  },
+};
 
 /**
  * @param {string} state
@@ -219,6 +230,7 @@ function onEvent(ev) {
       break;
     case "room.ended":
       view.status = "ended";
+      stopBroadcast(); // the server does not end the stream with the show
       renderAll();
       break;
     case "room.slow":
@@ -728,10 +740,20 @@ async function endShow() {
   }
 }
 
-// -- camera ---------------------------------------------------------------------------------
+// -- camera and broadcast ---------------------------------------------------------------
+
+/** What the studio asks of the camera: 640x360 at 30 fps (the server relays it as it is). */
+const CAMERA = {
+  video: { width: { ideal: 640 }, height: { ideal: 360 }, frameRate: { ideal: 30 } },
+  audio: true,
+};
 
 /** @type {MediaStream | null} */
 let stream = null;
+/** The camera broadcast (WHIP), while it connects, is live or has failed. @type {Broadcast | null} */
+let broadcast = null;
+/** Why the camera could not start, for the broadcast's state line. */
+let cameraError = "";
 
 /**
  * @param {"off" | "starting" | "on" | "error"} state
@@ -748,40 +770,128 @@ function cameraState(state, text) {
   el.preview.hidden = !on;
 }
 
+/** @returns {Promise<boolean>} the camera is on */
 async function startCamera() {
+  if (stream) return true;
+  cameraError = "";
   if (!navigator.mediaDevices?.getUserMedia) {
+    cameraError = "No camera access: open the studio over https.";
     cameraState("error", "No camera access: open the studio over https");
-    return;
+    return false;
   }
   cameraState("starting", "Starting camera…");
+  let got;
   try {
     try {
-      stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: true });
+      got = await navigator.mediaDevices.getUserMedia(CAMERA);
     } catch (err) {
       if (err?.name !== "NotFoundError" && err?.name !== "OverconstrainedError") throw err;
-      stream = await navigator.mediaDevices.getUserMedia({ video: true }); // no microphone
+      got = await navigator.mediaDevices.getUserMedia({ video: CAMERA.video }); // no microphone
     }
   } catch (err) {
-    stream = null;
-    const why = err?.name === "NotAllowedError"
-      ? "Camera blocked: allow it in the browser"
-      : err?.name === "NotFoundError" ? "No camera found" : "Camera unavailable";
-    cameraState("error", why);
-    return;
+    const blocked = err?.name === "NotAllowedError" || err?.name === "SecurityError";
+    cameraError = blocked
+      ? "Camera blocked: allow the camera (and microphone) for this site in the browser, then try again."
+      : err?.name === "NotFoundError" ? "No camera found: connect one and try again."
+        : "The camera could not start (is another app using it?).";
+    cameraState("error", blocked ? "Camera blocked: allow it in the browser"
+      : err?.name === "NotFoundError" ? "No camera found" : "Camera unavailable");
+    return false;
   }
+  stream = got;
   el.preview.srcObject = stream;
   const track = stream.getVideoTracks()[0];
   track?.addEventListener("ended", () => stopCamera("Camera disconnected"));
   const mic = stream.getAudioTracks().length ? " · mic on" : "";
   cameraState("on", `Camera on${mic}`);
+  return true;
 }
 
-/** @param {string} [why] */
+/** Turn the camera off (which ends a broadcast). @param {string} [why] */
 function stopCamera(why = "Camera off") {
+  stopBroadcast();
   for (const track of stream?.getTracks() ?? []) track.stop();
   stream = null;
   el.preview.srcObject = null;
   cameraState("off", why);
+}
+
+/** "Go live on camera": the camera (turned on if off) goes to the server over WHIP. */
+async function startBroadcast() {
+  const room = view.room;
+  if (!room || broadcast) return;
+  el.broadcastStart.disabled = true;
+  renderBroadcast("connecting", {});
+  if (!(await startCamera()) || !stream || view.room !== room) {
+    renderBroadcast("failed", { code: "camera", message: cameraError || "The camera is off." });
+    return;
+  }
+  const b = (broadcast = new Broadcast({
+    url: `/api/rooms/${encodeURIComponent(room)}/whip`,
+    token: session.token,
+    onState: (state, detail) => {
+      if (broadcast === b) renderBroadcast(state, detail);
+    },
+  }));
+  try {
+    await b.start(stream);
+  } catch {
+    // onState("failed") said why; "Go live on camera" tries again.
+    if (broadcast === b) broadcast = null;
+  }
+}
+
+/**
+ * Stop the broadcast, if any (DELETE its session on the server).
+ * @param {{keepalive?: boolean}} [options] `keepalive` when the page goes away
+ */
+function stopBroadcast(options = {}) {
+  const b = broadcast;
+  broadcast = null;
+  if (!b) return;
+  b.stop(options);
+  renderBroadcast("stopped", {});
+}
+
+/**
+ * The broadcast's state line (a live region) and buttons.
+ * @param {"off" | import("/js/video.js").BroadcastState} state
+ * @param {{video?: string, audio?: string, status?: number, code?: string, message?: string}} detail
+ */
+function renderBroadcast(state, detail) {
+  const busy = state === "connecting" || state === "live";
+  el.broadcastState.dataset.state = state;
+  el.previewBox.dataset.broadcast = state;
+  el.broadcastStart.hidden = busy;
+  el.broadcastStop.hidden = !busy;
+  el.broadcastStart.textContent = state === "failed" ? "Try again" : "Go live on camera";
+  if (state === "live") {
+    const codecs = [detail.video, detail.audio].filter((c) => c && c !== "?").join(" + ");
+    el.broadcastState.textContent = `Live on camera: viewers see you (${codecs})`;
+  } else if (state === "connecting") {
+    el.broadcastState.textContent = "Connecting the camera to the server…";
+  } else if (state === "failed") {
+    el.broadcastState.textContent = explainBroadcast(detail);
+  } else {
+    el.broadcastState.textContent = state === "stopped" ? "Broadcast stopped" : "Not broadcasting";
+  }
+  renderControls();
+}
+
+/**
+ * @param {{status?: number, code?: string, message?: string}} err a refused or failed broadcast
+ * @returns {string}
+ */
+function explainBroadcast(err) {
+  if (err.code === "camera") return err.message ?? "The camera is off.";
+  if (err.status === 409 && err.code === "conflict") {
+    return "Not live: another device or tab is already broadcasting this show. Stop it there "
+      + "(or wait a few seconds for it to drop), then try again.";
+  }
+  if (err.status === 401) return "Not live: the server did not accept your sign-in. Sign in again.";
+  if (err.status === 403) return "Not live: only the host of this show may broadcast in it.";
+  if (err.code === "room_not_live") return "Not live: this show has ended.";
+  return `Broadcast failed: ${err.message || "the connection to the server failed"}`;
 }
 
 // -- chat and announcements ------------------------------------------------------------------
@@ -887,6 +997,7 @@ function renderControls() {
   el.chatSend.disabled = !live || status !== "live";
   el.chatText.placeholder = status === "live" ? "Talk to your viewers…"
     : status === "ended" ? "The show has ended" : "Chat opens when you go live";
+  el.broadcastStart.disabled = !view.joined || status === "ended" || !canHost(view.room, view.host);
   for (const pin of el.productList.querySelectorAll("button[data-action=pin]")) {
     /** @type {HTMLButtonElement} */ (pin).disabled = !live;
   }
@@ -963,6 +1074,11 @@ el.createForm.addEventListener("submit", async (e) => {
 });
 
 el.cameraToggle.addEventListener("click", () => (stream ? stopCamera() : startCamera()));
+el.broadcastStart.addEventListener("click", startBroadcast);
+el.broadcastStop.addEventListener("click", () => stopBroadcast());
+// Leaving the page ends the broadcast at once (the server would notice a dead
+// connection only after a while).
+window.addEventListener("pagehide", () => stopBroadcast({ keepalive: true }));
 el.goLive.addEventListener("click", goLive);
 el.endShow.addEventListener("click", endShow);
 
@@ -1022,4 +1138,5 @@ setInterval(() => {
 // -- start ---------------------------------------------------------------------------------------------
 
 cameraState("off", "Camera off");
+renderBroadcast("off", {});
 start();

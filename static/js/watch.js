@@ -9,6 +9,9 @@
  * - the viewer's own orders (hold countdown, "Pay" link, live status);
  * - the chat, rendered in batches once per animation frame and capped at
  *   `max_messages` elements, see {@link ChatList} (`/js/ui.js`);
+ * - the live video ({@link LivePlayer}, `/js/video.js`): WebRTC (WHEP), HLS when the
+ *   server has no WebRTC seat left or WebRTC fails, "The host is not live yet" and
+ *   retries while there is no stream; muted autoplay with an "Unmute" button;
  * - likes (floating hearts, capped, see {@link HeartLayer}) and viewers;
  * - the connection state ("Reconnecting…"); {@link LiveClient} resumes the room.
  *
@@ -20,7 +23,7 @@
  * banner, status lines and chat lines from `/js/ui.js`, as on the staff pages.
  *
  * For tests and debugging, `window.__live` exposes `{client, view, feed, hearts,
- * stats}`; the page never reads it.
+ * stats, player}`; the page never reads it.
  *
  * @module watch
  */
@@ -28,6 +31,7 @@
 import { LikeBatcher, LiveClient, newOrderKey, placeOrder } from "/js/client.js";
 import { clock, currencyOf, formatDuration, Money } from "/js/format.js";
 import { byId, ChatList, messageNode, note, showConnection } from "/js/ui.js";
+import { LivePlayer } from "/js/video.js";
 
 // -- configuration ---------------------------------------------------------------
 
@@ -60,6 +64,10 @@ const el = {
   title: byId("title"), showStatus: byId("show-status"), viewers: byId("viewers"),
   likes: byId("likes"), me: byId("me"), signIn: byId("sign-in"), conn: byId("conn"),
   playerLive: byId("player-live"), hearts: byId("hearts"), shop: byId("shop"),
+  player: byId("player"), video: /** @type {HTMLVideoElement} */ (byId("video")),
+  playerPlaceholder: byId("player-placeholder"), playerMessage: byId("player-message"),
+  playerDetail: byId("player-detail"), unmute: /** @type {HTMLButtonElement} */ (byId("unmute")),
+  videoState: byId("video-state"),
   noProduct: byId("no-product"), product: byId("product"), productMedia: byId("product-media"),
   productTitle: byId("product-title"), productPrice: byId("product-price"), sale: byId("sale"),
   saleTimerLabel: byId("sale-timer-label"), saleCountdown: byId("sale-countdown"),
@@ -161,7 +169,14 @@ const likes = new LikeBatcher(client, ROOM, {
   onError: (err) => note(el.hint, explain(err)),
 });
 
-window.__live = { client, view, feed, hearts, stats };
+const player = new LivePlayer(el.video, {
+  room: ROOM,
+  token: () => view.token,
+  retry: () => view.status !== "ended", // an ended show does not come back
+  onState: renderVideo,
+});
+
+window.__live = { client, view, feed, hearts, stats, player };
 
 /** The banner's wording when the connection is closed for good (see `showConnection`). */
 const CLOSED_TEXT = new Map([["banned", "You are banned from this server."]]);
@@ -206,6 +221,7 @@ function onJoin(room, snapshot, recovered) {
   for (const order of snapshot.orders ?? []) view.orders.set(order.id, order);
   if (!recovered) feed.reset(snapshot.recent);
   showAnnouncement(snapshot.announcement);
+  if (player.state === "waiting") renderVideo("waiting", {}); // its words follow the show's status
   renderAll();
 }
 
@@ -277,10 +293,12 @@ function onEvent(ev) {
       break;
     case "room.started":
       view.status = "live";
+      player.retryNow(); // the host may have started the camera with the show
       renderAll();
       break;
     case "room.ended":
       view.status = "ended";
+      if (player.state === "waiting") renderVideo("waiting", {}); // "The show has ended."
       renderAll();
       break;
     case "moderation":
@@ -474,6 +492,51 @@ function renderHeader() {
   el.showStatus.dataset.status = view.status;
   el.playerLive.textContent = labels[view.status] ?? "…";
   el.playerLive.dataset.status = view.status;
+}
+
+/**
+ * The video's state: the picture while it plays, else the placeholder saying why;
+ * the screen reader hears the changes that matter (not every retry).
+ * @param {import("/js/video.js").PlayerState} state
+ * @param {any} detail
+ */
+function renderVideo(state, detail) {
+  const before = el.player.dataset.state;
+  el.player.dataset.state = state;
+  const playing = state === "playing";
+  el.playerPlaceholder.hidden = playing;
+  el.unmute.hidden = !playing;
+  el.player.dataset.via = playing ? detail.via : "";
+  if (playing) {
+    const via = detail.via === "hls" ? " (HLS)" : "";
+    announceVideo(`The live video is playing${via}, muted.`);
+    return;
+  }
+  if (state === "connecting") {
+    // Retries while waiting keep the waiting message (no flicker, nothing announced).
+    if (before === "waiting" || before === "error") return;
+    el.playerMessage.textContent = "Connecting to the live video…";
+    el.playerDetail.textContent = "";
+  } else if (state === "waiting") {
+    const ended = view.status === "ended";
+    const left = before === "playing";
+    el.playerMessage.textContent = ended ? "The show has ended." : "The host is not live yet";
+    el.playerDetail.textContent = ended ? ""
+      : left ? "The video stopped. It comes back as soon as the host is live again."
+        : view.status === "live"
+          ? "The show is on: the video starts by itself as soon as the host's camera is live."
+          : "The video starts by itself as soon as the host goes live.";
+    announceVideo(left ? "The live video stopped." : el.playerMessage.textContent);
+  } else if (state === "error") {
+    el.playerMessage.textContent = "The video cannot play";
+    el.playerDetail.textContent = detail.message ?? "";
+    announceVideo(`The video cannot play: ${detail.message ?? ""}`);
+  }
+}
+
+/** @param {string} text said once by the video's live region */
+function announceVideo(text) {
+  if (el.videoState.textContent !== text) el.videoState.textContent = text;
 }
 
 function renderFigures() {
@@ -695,6 +758,11 @@ function tick() {
 // -- input ---------------------------------------------------------------------------
 
 el.signIn.addEventListener("click", signIn);
+el.unmute.addEventListener("click", () => {
+  el.video.muted = !el.video.muted;
+  el.unmute.textContent = el.video.muted ? "Unmute" : "Mute";
+  el.video.play().catch(() => {});
+});
 el.signInChat.addEventListener("click", signIn);
 el.buy.addEventListener("click", buy);
 
@@ -732,6 +800,7 @@ setInterval(tick, 250);
 // -- start -------------------------------------------------------------------------
 
 renderAll();
+player.start();
 start(sessionStorage.getItem(TOKEN_KEY)).catch((err) => {
   el.conn.textContent = explain(err);
 });

@@ -19,6 +19,7 @@ from tests.conftest import HOST, MOD, ROOT, LiveServer
 from tests.pages import helpers
 from tests.pages.conftest import ClientsFactory, PageFactory, PageServerFactory
 from tests.pages.helpers import MUG, MUG_IMAGE
+from tests.pages.test_media_pages import make_clips
 from tests.pages.test_studio_console import open_console, open_studio
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -191,3 +192,40 @@ async def test_keyboard_reaches_buy_and_chat_and_buys(
         "Reserved 1! Complete payment before the timer runs out."
     )
     await expect(ana.locator("#order-list .order")).to_have_count(1)
+
+
+async def test_video_pages_have_no_serious_accessibility_finding(
+    page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
+) -> None:
+    """The pages' video states: the studio broadcasting and refused, a viewer page
+    playing and waiting, the clips feed with an order."""
+    server = await page_server()
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    waiting = await open_page(server)
+    await expect(waiting.locator("#player")).to_have_attribute("data-state", "waiting")
+    results["watch.html (video: not live yet)"] = await axe_violations(waiting, "watch waiting")
+
+    _, studio = await make_clips(server, open_page, clients)  # it broadcasts from here on
+    results["studio.html (broadcasting)"] = await axe_violations(studio, "studio broadcasting")
+    second = await open_studio(open_page, server)
+    await second.get_by_role("button", name="Go live on camera").click()
+    await expect(second.locator("#broadcast-state")).to_have_attribute("data-state", "failed")
+    results["studio.html (broadcast refused)"] = await axe_violations(
+        second, "studio broadcast refused"
+    )
+
+    playing = await open_page(server)
+    await expect(playing.locator("#player")).to_have_attribute(
+        "data-state", "playing", timeout=30_000
+    )
+    results["watch.html (video playing)"] = await axe_violations(playing, "watch playing")
+
+    feed = await open_page(server, "clips.html", wait_live=False)
+    mug = feed.locator(".clip").first
+    await expect(mug).to_have_attribute("data-video", "playing")
+    await mug.get_by_role("button", name=f"Sign in and buy: {MUG}").click()
+    await expect(mug.locator(".order")).to_have_count(1)
+    results["clips.html (playing, an order)"] = await axe_violations(feed, "clips")
+
+    assert_no_blocking(results)

@@ -144,13 +144,13 @@ async def test_studio_creates_a_show_edits_the_lineup_goes_live_and_ends(
     assert await studio.evaluate("document.querySelector('#preview').srcObject") is None
 
     # Going live asks first; cancelling changes nothing.
-    await studio.get_by_role("button", name="Go live").click()
+    await studio.get_by_role("button", name="Go live", exact=True).click()
     dialog = studio.get_by_role("dialog", name="Go live now?")
     await expect(dialog).to_be_visible()
     await dialog.get_by_role("button", name="Cancel").click()
     await expect(dialog).to_have_count(0)
     assert (await api(server, f"/api/rooms/{rid}"))["status"] == "scheduled"
-    await studio.get_by_role("button", name="Go live").click()
+    await studio.get_by_role("button", name="Go live", exact=True).click()
     await studio.get_by_role("dialog").get_by_role("button", name="Go live").click()
     await expect(studio.locator("#show-status")).to_have_text("LIVE")
     await expect(viewer.locator("#show-status")).to_have_text("LIVE")
