@@ -12,6 +12,7 @@ from livecommerce.backends.memory import memory_backends
 from livecommerce.config import Settings
 from livecommerce.errors import ConfigError
 from livecommerce.protocol import encode_event, split_frame
+from livecommerce.rooms import hub as hub_module
 from livecommerce.rooms.hub import Hub, adapt_tick
 
 
@@ -157,3 +158,34 @@ async def test_a_room_whose_passes_are_costly_ticks_less_often(stores: Backends)
 def test_tick_settings_out_of_range_are_refused(fields: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
         Settings(secret="s" * 32, **fields).check()  # type: ignore[arg-type]
+
+
+async def test_a_pass_lets_the_loop_run_between_slices_and_skips_who_left(
+    stores: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "PASS_SLICE", 2)
+    hub = Hub(stores, node="n", tick_s=0.005, presence_s=60)
+    members = [Recorder(f"u{i}") for i in range(6)]
+    for m in members:
+        (await hub.attach("r", m)).go_live(0)
+    await asyncio.sleep(0.05)  # the first tick's presence and likes lines
+    ran_between: list[int] = []
+    first = members[0]
+    plain_write = first.write
+
+    def write_then_leave(frame: bytes) -> None:  # the last member leaves mid-pass
+        plain_write(frame)
+        asyncio.get_running_loop().call_soon(hub.detach, "r", members[5])
+        asyncio.get_running_loop().call_soon(lambda: ran_between.append(len(members[2].frames)))
+
+    first.write = write_then_leave  # type: ignore[method-assign]
+    before = [len(m.frames) for m in members]
+    await publish(stores, 1)
+    for _ in range(100):
+        if len(members[4].frames) > before[4]:
+            break
+        await asyncio.sleep(0.005)
+    got = [len(m.frames) - b for m, b in zip(members, before, strict=True)]
+    assert got == [1, 1, 1, 1, 1, 0]
+    assert ran_between and ran_between[0] == before[2]  # ran before the pass reached u2
+    await hub.close()
