@@ -527,12 +527,19 @@ async def test_a_crowd_joining_while_chats_flow_shares_reads_and_misses_nothing(
         async def join(ws: aiohttp.ClientWebSocketResponse) -> tuple[int, list[int]]:
             await ws.send_str('{"op":"join","id":1,"room":"demo"}')
             snap_seq, seqs = -1, list[int]()
-            while snap_seq < 0 or not sent or len(sent) < 12 or (seqs or [snap_seq])[-1] < sent[-1]:
-                for e in split_frame(await ws.receive_str(timeout=5)):
-                    if e.get("id") == 1:
-                        snap_seq = e["data"]["snapshot"]["seq"]
-                    elif "seq" in e:
-                        seqs.append(e["seq"])
+            async with asyncio.timeout(15):
+                # until the chats are over and the last one has come (it may come before
+                # its sender's reply does: then no frame follows, hence the short reads)
+                while not (chatting.done() and max([snap_seq, *seqs]) >= sent[-1]):
+                    try:
+                        frame = await ws.receive_str(timeout=0.2)
+                    except TimeoutError:
+                        continue
+                    for e in split_frame(frame):
+                        if e.get("id") == 1:
+                            snap_seq = e["data"]["snapshot"]["seq"]
+                        elif "seq" in e:
+                            seqs.append(e["seq"])
             return snap_seq, seqs
 
         chatting = asyncio.create_task(chat())
