@@ -408,10 +408,7 @@ class RedisEventLog:
         channel = key(room, "ev").encode()
         self._sinks[channel] = sink
         confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
-        await self._pubsub.subscribe(channel)
-        self._has_channels.set()
-        if self._reader is None:
-            self._reader = asyncio.create_task(self._read(), name="redis-pubsub")
+        await self._listen(channel)
         await asyncio.wait_for(confirmed, 10)
         return await self.head(room)
 
@@ -419,6 +416,16 @@ class RedisEventLog:
         channel = key(room, "ev").encode()
         self._sinks.pop(channel, None)
         self._confirmed.pop(channel, None)
+        await self._unlisten(channel)
+
+    async def _listen(self, channel: bytes) -> None:
+        """Subscribe to ``channel`` and make sure its messages are read."""
+        await self._pubsub.subscribe(channel)
+        self._has_channels.set()
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read(), name="redis-pubsub")
+
+    async def _unlisten(self, channel: bytes) -> None:
         await self._pubsub.unsubscribe(channel)
 
     async def _read(self) -> None:
@@ -482,21 +489,13 @@ class ShardedEventLog(RedisEventLog):
     async def send_private(self, room: str, user: str, line: bytes) -> None:
         await self._cluster.spublish(key(room, "ev"), b"@" + user.encode() + b"\n" + line)
 
-    async def subscribe(self, room: str, sink: Sink) -> LogHead:
-        channel = key(room, "ev").encode()
-        self._sinks[channel] = sink
-        confirmed = self._confirmed[channel] = asyncio.get_running_loop().create_future()
+    async def _listen(self, channel: bytes) -> None:
         await self._shards.ssubscribe(channel)
         self._start_readers()
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch(), name="redis-spubsub-watch")
-        await asyncio.wait_for(confirmed, 10)
-        return await self.head(room)
 
-    async def unsubscribe(self, room: str) -> None:
-        channel = key(room, "ev").encode()
-        self._sinks.pop(channel, None)
-        self._confirmed.pop(channel, None)
+    async def _unlisten(self, channel: bytes) -> None:
         await self._shards.sunsubscribe(channel)
 
     def _start_readers(self) -> None:

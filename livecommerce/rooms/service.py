@@ -87,20 +87,15 @@ class RoomCache:
 
     async def get(self, room_id: str) -> Room | None:
         """The room, or None if there is none."""
-        cached = self._rooms.get(room_id)
-        if cached is not None:
-            age = self._clock() - cached[0]
-            if age < self._fresh_s:
-                return cached[1]
-            if age < self._stale_s:
-                self._read(room_id)
-                return cached[1]
+        room = self.peek(room_id)
+        if room is not None:
+            return room
         # A caller that stops waiting must not cancel the read the others wait on.
         return await asyncio.shield(self._read(room_id))
 
     def peek(self, room_id: str) -> Room | None:
-        """The room if it is known without waiting (as :meth:`get` would serve it, a
-        refresh started if due), else None."""
+        """The room if it is known without waiting (fresh, or stale with a refresh
+        started), else None: then :meth:`get` reads it."""
         cached = self._rooms.get(room_id)
         if cached is None:
             return None
