@@ -167,27 +167,20 @@ def redis_found() -> bool:
     return shutil.which("redis-server") is not None
 
 
+def redis_command(binary: str, port: int, workdir: str, *extra: str) -> list[str]:
+    """The command line of a throwaway redis-server on 127.0.0.1:``port`` that keeps
+    nothing on disk beyond ``workdir`` (the load tests' and the test suite's own)."""
+    common = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", workdir]
+    return [binary, "--port", str(port), *common, *extra]
+
+
 def _start_redis(server: Server, workdir: str) -> tuple[str, int]:
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed (the redis backend needs it)")
     port = free_port()
     proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            workdir,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        redis_command(binary, port, workdir), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     server.procs.insert(0, proc)  # stopped last
     deadline = time.monotonic() + 10

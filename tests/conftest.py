@@ -26,6 +26,7 @@ from livecommerce.backends import Backends, make_backends
 from livecommerce.client import Client
 from livecommerce.config import Limits, Settings
 from livecommerce.http import create_app
+from loadtests.server import redis_command
 
 SECRET = "test-secret-0123456789abcdef-0123456789"
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,22 +55,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         raise RuntimeError("redis-server is not installed (scripts/test installs it)")
     port = free_port()
     workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [
-            binary,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(workdir),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(redis_command(binary, port, str(workdir)), stdout=subprocess.DEVNULL)
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
 
@@ -290,11 +276,11 @@ def redis_cluster_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Re
     procs = []
     try:
         for port, bus in zip(ports, buses, strict=True):
-            args = ["--port", str(port), "--cluster-port", str(bus), "--bind", "127.0.0.1"]
-            args += ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf"]
-            args += ["--cluster-node-timeout", "5000", "--save", "", "--appendonly", "no"]
-            args += ["--dir", str(workdir)]
-            procs.append(subprocess.Popen([server, *args], stdout=subprocess.DEVNULL))
+            cluster = ["--cluster-enabled", "yes", "--cluster-port", str(bus)]
+            cluster += ["--cluster-config-file", f"nodes-{port}.conf"]
+            cluster += ["--cluster-node-timeout", "5000"]
+            command = redis_command(server, port, str(workdir), *cluster)
+            procs.append(subprocess.Popen(command, stdout=subprocess.DEVNULL))
         nodes = RedisClusterNodes(ports)
         clients = [nodes.node(port) for port in ports]
 
