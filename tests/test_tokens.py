@@ -107,6 +107,21 @@ def test_wrong_signature_is_refused() -> None:
     refused(f"{head}.{payload}.")
 
 
+def test_each_secret_verifies_its_own_tokens_only_however_often_it_is_used() -> None:
+    """Keys are vetted once per secret and kept: the kept key is the right one."""
+    other = "z" * 32
+    mine = issue_token(SECRET, sub="u1", name="Ann", role="viewer", now=NOW, ttl_s=60)
+    theirs = issue_token(other, sub="u2", name="Bob", role="viewer", now=NOW, ttl_s=60)
+    for _ in range(3):
+        assert verify_token(mine, SECRET, now=NOW).id == "u1"
+        assert verify_token(theirs, other, now=NOW).id == "u2"
+        refused(mine, secret=other)
+        refused(theirs)
+    pem = "-----BEGIN PUBLIC KEY-----\nMIIB\n-----END PUBLIC KEY-----\n"
+    for _ in range(2):  # a key PyJWT refuses is refused every time, never kept
+        refused(mine, secret=pem)
+
+
 def test_alg_none_is_refused() -> None:
     token = hand_made({"alg": "none", "typ": "JWT"}, claims(role="admin"), sign=None)
     assert token.endswith(".") and token.count(".") == 2
