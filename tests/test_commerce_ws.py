@@ -11,7 +11,7 @@ import pytest
 from livecommerce.client import Client, ClientError
 from livecommerce.http.keys import SERVICE
 from livecommerce.protocol import split_frame
-from tests.conftest import HOST, ClientFactory, LiveServer, ServerFactory, token
+from tests.conftest import HOST, ClientFactory, LiveServer, ServerFactory, token, until
 
 
 def is_type(kind: str) -> Any:
@@ -126,6 +126,37 @@ async def test_a_sale_and_its_orders(start_server: ServerFactory, connect: Clien
     with pytest.raises(ClientError) as err:
         await other.request("order", room="demo", sale=sale["id"], qty=1, key="k4")
     assert err.value.code == "sale_not_active"
+
+
+async def test_a_crowd_joining_at_once_is_told_each_its_own_orders_and_bans(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server()
+    host = await connect(server, HOST)
+    sale = await open_sale(host, server, stock=10, limit=3)
+    held = {}
+    for user in ("b1", "b2"):
+        buyer = await connect(server, token(user))
+        reply = await buyer.request("order", room="demo", sale=sale["id"], qty=1, key="k")
+        held[user] = reply["order"]
+        await buyer.close()
+    await host.request("mod.ban", room="demo", user="troll")
+    users = ["b1", "v1", "troll", "b2", "v2", "v3"]
+    crowd = [await connect(server, token(u)) for u in users]
+    views = server.app[SERVICE]._views
+    reads = views.reads
+    outcomes = await asyncio.gather(*(c.join("demo") for c in crowd), return_exceptions=True)
+    by_user = dict(zip(users, outcomes, strict=True))
+    banned = by_user.pop("troll")
+    assert isinstance(banned, ClientError) and banned.code == "banned"
+    for user, snapshot in by_user.items():
+        assert isinstance(snapshot, dict), snapshot
+        assert snapshot["orders"] == ([held[user]] if user in held else []), user
+    assert views.reads - reads < len(users)  # the crowd shared reads
+    # not the banned one (the count a tick took while it waited for its answer may
+    # still hold it: presence is told at ticks)
+    hub = server.app[SERVICE].hub
+    await until(lambda: hub.viewers("demo") == len(users) - 1, "the banned joiner uncounted")
 
 
 async def test_pipelined_orders_are_served_together_and_each_answered_once(

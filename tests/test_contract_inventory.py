@@ -101,7 +101,13 @@ async def test_reserve_rules_and_idempotency(backends: Backends) -> None:
     assert [o.error for o in again] == ["not_found", "not_found"]  # the sale comes first
     late = await inv.reserve("r1", "s1", [attempt("u9", "k")], now_ms=NOW + 60_000, hold_ms=HOLD)
     assert late[0].error == "sale_not_active"
-    assert [o.id for o in await inv.user_orders("r1", "u1")] == [first.id]
+    mine = await inv.orders_of("r1", ["u1", "u2", "u9"])
+    assert {u: [o.id for o in orders] for u, orders in mine.items()} == {
+        "u1": [first.id],
+        "u2": [order_id("r1", "u2", "k1")],
+    }
+    assert await inv.orders_of("r1", []) == {}
+    assert await inv.orders_of("r2", ["u1"]) == {}
 
 
 async def test_pay_is_idempotent_and_the_last_unit_paid_ends_the_sale_once(

@@ -137,10 +137,13 @@ async def test_moderation_bans_mutes_and_slow_mode(backends: Backends) -> None:
     assert await m.admit_chat("r1", "u", 1000) is None
     assert await m.set_banned("r1", "u", True)
     assert not await m.set_banned("r1", "u", True)
-    assert await m.is_banned("r1", "u")
-    assert not await m.is_banned("r2", "u")
+    assert await m.set_banned("r1", "b", True)
+    assert await m.banned("r1", ["u", "w", "b"]) == {"u", "b"}
+    assert await m.banned("r2", ["u"]) == set()
+    assert await m.banned("r1", []) == set()
     assert await m.admit_chat("r1", "u", 1000) == ("banned", 0)
     assert await m.set_banned("r1", "u", False)
+    assert await m.banned("r1", ["u", "b"]) == {"b"}
     await m.mute("r1", "u", 5000)
     assert await m.admit_chat("r1", "u", 4000) == ("muted", 5000)
     assert await m.admit_chat("r1", "u", 5000) is None

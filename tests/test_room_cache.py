@@ -1,12 +1,16 @@
-"""RoomCache: one read at a time per room, stale entries served while one task refreshes."""
+"""RoomCache and RoomViews: one read at a time per room, shared by whoever waits for it."""
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
-from livecommerce.rooms.service import RoomCache
+from livecommerce.backends import LogSnapshot
+from livecommerce.backends.memory import memory_backends
+from livecommerce.config import Settings
+from livecommerce.rooms.service import RoomCache, RoomViews
 from livecommerce.rooms.state import Room, Status
 
 
@@ -138,3 +142,43 @@ async def test_peek_serves_only_what_get_would_serve_without_waiting() -> None:
     assert store.reads == 2
     clock.now += 10
     assert cache.peek("r") is None  # too old to serve
+
+
+# -- RoomViews: one read of a room at a time, shared by every joiner waiting for it ---
+
+
+class GatedLog:
+    """An event log whose snapshots wait for the test's gate and tell which read they
+    were (their ``seq``)."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.reads = 0
+
+    async def snapshot(self, room_id: str) -> LogSnapshot:
+        self.reads += 1
+        seq = self.reads
+        await self.gate.wait()
+        return LogSnapshot(seq=seq, epoch="e", recent=[], announcement=None, pinned=None)
+
+
+async def test_joiners_during_a_read_share_the_next_one_and_each_gets_its_part() -> None:
+    backends = memory_backends(Settings())
+    log = GatedLog()
+    backends = replace(backends, log=log)  # type: ignore[arg-type]
+    await backends.moderation.set_banned("r", "bad", True)
+    views = RoomViews(backends)
+    first = [views.get("r", u) for u in ("a", "b")]
+    assert first[0] is first[1]
+    await asyncio.sleep(0.01)
+    assert log.reads == 1  # under way: later joiners must not be served by it
+    second = [views.get("r", u) for u in ("c", "bad", "d")]
+    assert second[0] is second[1] is second[2] and second[0] is not first[0]
+    await asyncio.sleep(0.01)
+    assert log.reads == 1  # the next read waits for the running one
+    log.gate.set()
+    one, two = await first[0], await second[0]
+    assert (one.snap.seq, two.snap.seq, log.reads) == (1, 2, 2)
+    assert one.banned == set() and two.banned == {"bad"}
+    assert views.get("r", "e") is not second[0]  # and then a fresh one
+    assert (await views.get("r", "e")).snap.seq == 3

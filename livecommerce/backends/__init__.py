@@ -9,7 +9,7 @@ hash tag ``{room}`` so that a room lives on one Redis Cluster slot.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Protocol
@@ -161,8 +161,9 @@ class ModerationStore(Protocol):
     async def set_banned(self, room: str, user: str, banned: bool) -> bool:
         """Ban or unban; True if that changed anything."""
 
-    async def is_banned(self, room: str, user: str) -> bool:
-        """Whether ``user`` is banned in ``room``."""
+    async def banned(self, room: str, users: Collection[str]) -> set[str]:
+        """Those of ``users`` who are banned in ``room`` (one read for a crowd of
+        joiners)."""
 
     async def set_slow(self, room: str, seconds: int) -> None:
         """Set the room's slow mode (0 = off)."""
@@ -264,8 +265,9 @@ class InventoryStore(Protocol):
     async def order(self, order_id: str) -> Order | None:
         """The order, or None."""
 
-    async def user_orders(self, room: str, user: str) -> list[Order]:
-        """The user's orders in the room, oldest first."""
+    async def orders_of(self, room: str, users: Collection[str]) -> dict[str, list[Order]]:
+        """Each of ``users``' orders in the room, oldest first; users with none are
+        left out (one read for a crowd of joiners)."""
 
     async def rooms_to_sweep(self) -> list[str]:
         """Rooms that may have holds or open sales."""

@@ -9,7 +9,7 @@ import itertools
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 
 from livecommerce.backends import (
@@ -268,8 +268,8 @@ class MemoryModerationStore:
             self._bans.discard(key)
         return True
 
-    async def is_banned(self, room: str, user: str) -> bool:
-        return (room, user) in self._bans
+    async def banned(self, room: str, users: Collection[str]) -> set[str]:
+        return {u for u in users if (room, u) in self._bans}
 
     async def set_slow(self, room: str, seconds: int) -> None:
         self._slow[room] = seconds
@@ -484,8 +484,10 @@ class MemoryInventoryStore:
         order = None if ledger is None else ledger.orders.get(order_id)
         return None if order is None else replace(order)
 
-    async def user_orders(self, room: str, user: str) -> list[Order]:
-        return [replace(o) for o in self._ledger(room).user_orders(user)]
+    async def orders_of(self, room: str, users: Collection[str]) -> dict[str, list[Order]]:
+        ledger = self._ledger(room)
+        mine = {u: [replace(o) for o in ledger.user_orders(u)] for u in users}
+        return {u: orders for u, orders in mine.items() if orders}
 
     async def rooms_to_sweep(self) -> list[str]:
         return list(self._ledgers)

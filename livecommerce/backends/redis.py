@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from functools import partial
@@ -645,8 +645,12 @@ class RedisModerationStore:
             return bool(await self._r.sadd(key(room, "bans"), user))
         return bool(await self._r.srem(key(room, "bans"), user))
 
-    async def is_banned(self, room: str, user: str) -> bool:
-        return bool(await self._r.sismember(key(room, "bans"), user))
+    async def banned(self, room: str, users: Collection[str]) -> set[str]:
+        users = list(users)
+        if not users:
+            return set()
+        flags = await self._r.smismember(key(room, "bans"), users)
+        return {u for u, flag in zip(users, flags, strict=True) if flag}
 
     async def set_slow(self, room: str, seconds: int) -> None:
         await self._r.hset(key(room, "mod"), "slow", seconds)

@@ -16,6 +16,7 @@ week) and ``late`` (hash order id -> ms of a payment that came after the hold ex
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from livecommerce.backends.redis import LOG_LUA, Client, _fresh_epoch, key, register
@@ -512,13 +513,30 @@ class RedisInventoryStore:
         room = room_of_order(order_id)
         return _order(await self._r.hgetall(key(room, f"ordr:{order_id}")))
 
-    async def user_orders(self, room: str, user: str) -> list[Order]:
-        ids = await self._r.zrange(key(room, f"uord:{user}"), 0, -1)
+    async def orders_of(self, room: str, users: Collection[str]) -> dict[str, list[Order]]:
+        # two round trips whatever the crowd: every user's order ids, then the orders
+        # (none when, as for most joiners, nobody has any)
+        users = list(users)
         async with self._r.pipeline(transaction=False) as pipe:
-            for oid in ids:
-                pipe.hgetall(key(room, f"ordr:{_str(oid)}"))
-            raws = await pipe.execute()
-        return [o for raw in raws if (o := _order(raw)) is not None]
+            for user in users:
+                pipe.zrange(key(room, f"uord:{user}"), 0, -1)
+            id_lists = await pipe.execute() if users else []
+        owned = [(u, ids) for u, ids in zip(users, id_lists, strict=True) if ids]
+        if not owned:
+            return {}
+        async with self._r.pipeline(transaction=False) as pipe:
+            for _, ids in owned:
+                for oid in ids:
+                    pipe.hgetall(key(room, f"ordr:{_str(oid)}"))
+            raws = iter(await pipe.execute())
+        result: dict[str, list[Order]] = {}
+        for user, ids in owned:
+            orders = [
+                o for _, raw in zip(ids, raws, strict=False) if (o := _order(raw)) is not None
+            ]
+            if orders:
+                result[user] = orders
+        return result
 
     async def rooms_to_sweep(self) -> list[str]:
         return [_str(r) for r in await self._r.zrange(SWEEP_INDEX, 0, -1)]

@@ -176,54 +176,73 @@ def _terms(terms: dict[str, str]) -> list[dict[str, str]]:
 
 @dataclass(frozen=True, slots=True)
 class RoomView:
-    """What every joiner of a room is told alike (the rest is about the joiner)."""
+    """What the joiners of one read are told: the room's part, alike for all, and each
+    joiner's own part (bans and orders, by user id)."""
 
     snap: LogSnapshot
     likes: int
     sales: list[Sale]
     slow: int
+    banned: set[str]
+    orders: dict[str, list[Order]]
 
 
 class RoomViews:
-    """Room views for joiners, one read shared by the joiners of one loop turn.
+    """Room views for joiners: one read of a room serves every joiner waiting for it.
 
-    A joiner is a hub member (buffering) before it asks, and a read starts only at the
-    end of the loop turn in which its first joiner asked, so every joiner that shares it
-    was a member before it began: the lines after its ``seq`` reach each of them through
-    the hub, as with a read of their own. A burst of joins (a crowd arriving, a
-    reconnect storm) then costs a few reads a turn instead of five round trips each.
+    A joiner is a hub member (buffering) before it asks, and a read begins only after
+    its joiners asked, so the lines after the read's ``seq`` reach each of them through
+    the hub, as with a read of their own. At most one read of a room is under way at a
+    time: joiners who ask while one is wait for the next, which begins at the end of
+    the loop turn in which the running one ends, or in which its first joiner asked if
+    none was running. A crowd arriving (or a reconnect storm) then costs one read per
+    read time, whatever its size, and no joiner waits for more than two reads.
     """
 
     def __init__(self, backends: Backends) -> None:
         self._b = backends
-        self._next: dict[str, asyncio.Future[RoomView]] = {}
+        self._next: dict[str, tuple[asyncio.Future[RoomView], set[str]]] = {}
+        self._running: set[str] = set()
         self._reads: set[asyncio.Task[None]] = set()
         self.reads = 0
 
-    def get(self, room_id: str) -> asyncio.Future[RoomView]:
-        """The view of a read that starts after this call (await it)."""
-        future = self._next.get(room_id)
-        if future is None:
+    def get(self, room_id: str, user: str) -> asyncio.Future[RoomView]:
+        """The view of a read that begins after this call (await it), with ``user``'s
+        own part."""
+        batch = self._next.get(room_id)
+        if batch is None:
             loop = asyncio.get_running_loop()
-            future = self._next[room_id] = loop.create_future()
-            loop.call_soon(self._start, room_id)
-        return future
+            batch = self._next[room_id] = (loop.create_future(), set())
+            if room_id not in self._running:
+                self._running.add(room_id)
+                loop.call_soon(self._start, room_id)
+        batch[1].add(user)
+        return batch[0]
 
     def _start(self, room_id: str) -> None:
-        future = self._next.pop(room_id)
-        task = asyncio.get_running_loop().create_task(self._read(room_id, future))
+        future, users = self._next.pop(room_id)
+        task = asyncio.get_running_loop().create_task(self._read(room_id, users, future))
         self._reads.add(task)
         task.add_done_callback(self._reads.discard)
+        task.add_done_callback(lambda _: self._done(room_id))
 
-    async def _read(self, room_id: str, future: asyncio.Future[RoomView]) -> None:
+    def _done(self, room_id: str) -> None:
+        if room_id in self._next:
+            self._start(room_id)
+        else:
+            self._running.discard(room_id)
+
+    async def _read(self, room_id: str, users: set[str], future: asyncio.Future[RoomView]) -> None:
         self.reads += 1
         b = self._b
         try:
-            view = RoomView(
-                await b.log.snapshot(room_id),
-                await b.counters.add_likes(room_id, 0),
-                await b.inventory.active_sales(room_id),
-                await b.moderation.slow(room_id),
+            snap, likes, sales, slow, banned, orders = await asyncio.gather(
+                b.log.snapshot(room_id),
+                b.counters.add_likes(room_id, 0),
+                b.inventory.active_sales(room_id),
+                b.moderation.slow(room_id),
+                b.moderation.banned(room_id, users),
+                b.inventory.orders_of(room_id, users),
             )
         except Exception as exc:
             if not future.done():
@@ -231,7 +250,7 @@ class RoomViews:
             future.exception()  # retrieved: no warning if every joiner gave up
             return
         if not future.done():
-            future.set_result(view)
+            future.set_result(RoomView(snap, likes, sales, slow, banned, orders))
 
 
 @dataclass(frozen=True, slots=True)
@@ -387,14 +406,15 @@ class RoomService:
         epoch: str | None,
     ) -> Joined:
         room = await self.room(room_id)
-        if await self.backends.moderation.is_banned(room.id, who.id):
-            raise Error("banned", "you are banned from this room")
         staff = who.role_in(room.id, room.host) in MODERATORS
         membership = await self.hub.attach(room.id, conn, staff=staff)
         try:
-            # shared by the joiners of this loop turn; asyncio.shield: a joiner that
-            # gives up must not cancel the others' read
-            view = await asyncio.shield(self._views.get(room.id))
+            # shared with the other joiners of the room (a banned joiner is a member
+            # until its answer comes, buffering: it is sent nothing); asyncio.shield: a
+            # joiner that gives up must not cancel the others' read
+            view = await asyncio.shield(self._views.get(room.id, who.id))
+            if who.id in view.banned:
+                raise Error("banned", "you are banned from this room")
             snap = view.snap
             replay: list[bytes] = []
             recovered = False
@@ -404,7 +424,7 @@ class RoomService:
                 if lines is not None:
                     replay, recovered = lines, True
                     floor = max(floor, since + len(lines))
-            orders = await self.backends.inventory.user_orders(room.id, who.id)
+            orders = view.orders.get(who.id, [])
             moderation = self.backends.moderation
             if staff:
                 flagged = [loads(e) for e in await moderation.flagged(room.id)]
