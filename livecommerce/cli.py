@@ -62,15 +62,22 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--fanout-share",
         type=float,
-        default=0.35,
+        default=0.30,
         help="share of a core a room's fan-out may take per process before its tick "
-        "grows (default 0.35)",
+        "grows (default 0.30)",
     )
     serve.add_argument(
         "--outbound-limit",
         type=int,
         default=512 * 1024,
         help="bytes queued per connection before it is closed with 4009",
+    )
+    serve.add_argument(
+        "--stall-s",
+        type=float,
+        default=2.5,
+        help="close (4009) a client that took less than half of what it was sent over "
+        "about this long; 0: off (default 2.5)",
     )
     serve.add_argument(
         "--hold-s", type=int, default=300, help="payment window of a hold, in seconds (default 300)"
@@ -197,6 +204,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         tick_max_ms=args.tick_max_ms,
         fanout_share=args.fanout_share,
         outbound_limit=args.outbound_limit,
+        stall_s=args.stall_s,
         hold_s=args.hold_s,
         workers=args.workers,
         bridge=args.bridge,

@@ -57,7 +57,7 @@ class Settings:
     room's tick; a large room's grows (see ``fanout_share``)."""
     tick_max_ms: int = 250
     """The longest a large room's tick grows (at or below ``tick_ms``: it does not)."""
-    fanout_share: float = 0.35
+    fanout_share: float = 0.30
     """The share of a core one room's fan-out passes may take in one process before its
     tick grows (``rooms/hub.py``, ``adapt_tick``)."""
     presence_interval_ms: int = 1000
@@ -70,6 +70,9 @@ class Settings:
     here). Bounded, so a stalled reader shows in the outbound queue within seconds."""
     max_lag_s: float = 5.0
     """A connection whose queue has not drained for this long is closed with 4009."""
+    stall_s: float = 2.5
+    """A connection whose client took less than half of what its kernel acknowledged
+    over about this long is closed with 4009 (``http/stalls.py``; 0 = off)."""
     drain_timeout_s: float = 5.0
     hold_s: int = 300
     """Payment window of a hold."""
@@ -128,6 +131,8 @@ class Settings:
             raise ConfigError("tick_max_ms must be between 1 and 5000")
         if not 0.01 <= self.fanout_share <= 1:
             raise ConfigError("fanout_share must be between 0.01 and 1")
+        if not (self.stall_s == 0 or 0.2 <= self.stall_s <= 3600):
+            raise ConfigError("stall_s must be 0 (off) or between 0.2 and 3600 seconds")
         if not 1 <= self.hold_s <= 86400:
             raise ConfigError("hold_s must be between 1 and 86400 seconds")
         if self.history_size < 1:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 
 import pytest
@@ -11,7 +12,7 @@ from livecommerce.backends import Backends
 from livecommerce.backends.memory import memory_backends
 from livecommerce.config import Settings
 from livecommerce.errors import ConfigError
-from livecommerce.protocol import encode_event, split_frame
+from livecommerce.protocol import encode_event, split_frame, text_frame
 from livecommerce.rooms import hub as hub_module
 from livecommerce.rooms.hub import Hub, adapt_tick
 
@@ -29,12 +30,12 @@ class Recorder:
         self.removed_with.append(code)
 
     def seqs(self) -> list[int]:
-        return [
-            e["seq"]
-            for f in self.frames
-            for e in split_frame(f[2:] if f[1] < 126 else f[4:])
-            if "seq" in e
-        ]
+        return [s for f in self.frames for s in self.seqs_of(f)]
+
+    @staticmethod
+    def seqs_of(frame: bytes) -> list[int]:
+        body = frame[2:] if frame[1] < 126 else frame[4:]
+        return [e["seq"] for e in split_frame(body) if "seq" in e]
 
 
 @pytest.fixture
@@ -160,32 +161,160 @@ def test_tick_settings_out_of_range_are_refused(fields: dict[str, float]) -> Non
         Settings(secret="s" * 32, **fields).check()  # type: ignore[arg-type]
 
 
-async def test_a_pass_lets_the_loop_run_between_slices_and_skips_who_left(
-    stores: Backends, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def six_in_three_slices(
+    stores: Backends, monkeypatch: pytest.MonkeyPatch, *, tick_s: float
+) -> tuple[Hub, list[Recorder]]:
+    """A hub whose room has six live members, written two at a time: three slices a
+    third of ``tick_s`` apart (once a tick was cut with all six)."""
     monkeypatch.setattr(hub_module, "PASS_SLICE", 2)
-    hub = Hub(stores, node="n", tick_s=0.005, presence_s=60)
+    hub = Hub(stores, node="n", tick_s=tick_s, max_tick_s=tick_s, presence_s=60)
     members = [Recorder(f"u{i}") for i in range(6)]
     for m in members:
         (await hub.attach("r", m)).go_live(0)
-    await asyncio.sleep(0.05)  # the first tick's presence and likes lines
-    ran_between: list[int] = []
-    first = members[0]
-    plain_write = first.write
+    await asyncio.sleep(2 * tick_s + 0.03)
+    return hub, members
 
-    def write_then_leave(frame: bytes) -> None:  # the last member leaves mid-pass
-        plain_write(frame)
-        asyncio.get_running_loop().call_soon(hub.detach, "r", members[5])
-        asyncio.get_running_loop().call_soon(lambda: ran_between.append(len(members[2].frames)))
 
-    first.write = write_then_leave  # type: ignore[method-assign]
+async def test_a_member_that_leaves_before_its_slices_turn_gets_nothing_more(
+    stores: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub, members = await six_in_three_slices(stores, monkeypatch, tick_s=0.06)
+    left: list[Recorder] = []
+
+    def hooked(i: int, m: Recorder) -> None:
+        plain_write = m.write
+
+        def write(frame: bytes) -> None:
+            plain_write(frame)
+            if not left and Recorder.seqs_of(frame):  # the first to get the line: the
+                gone = members[(i - 2) % 6]  # slice before its own comes last
+                left.append(gone)
+                hub.detach("r", gone)
+
+        m.write = write  # type: ignore[method-assign]
+
+    for i, m in enumerate(members):
+        hooked(i, m)
     before = [len(m.frames) for m in members]
     await publish(stores, 1)
     for _ in range(100):
-        if len(members[4].frames) > before[4]:
+        if sum(m.seqs() == [1] for m in members) == 5:
             break
         await asyncio.sleep(0.005)
-    got = [len(m.frames) - b for m, b in zip(members, before, strict=True)]
-    assert got == [1, 1, 1, 1, 1, 0]
-    assert ran_between and ran_between[0] == before[2]  # ran before the pass reached u2
+    await asyncio.sleep(0.1)  # a whole tick more: nothing for the one that left
+    assert left and left[0].frames[before[members.index(left[0])] :] == []
+    assert [m.seqs() for m in members if m is not left[0]] == [[1]] * 5
+    await hub.close()
+
+
+async def test_a_large_room_is_written_in_slices_each_with_what_came_until_its_turn(
+    stores: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub, members = await six_in_three_slices(stores, monkeypatch, tick_s=0.09)
+    later: list[asyncio.Task[list[int]]] = []
+
+    def hooked(m: Recorder) -> None:
+        plain_write = m.write
+
+        def write(frame: bytes) -> None:  # a line comes right after the first slice's turn
+            plain_write(frame)
+            if not later and 1 in m.seqs():
+                later.append(asyncio.create_task(publish(stores, 1)))
+
+        m.write = write  # type: ignore[method-assign]
+
+    for m in members:
+        hooked(m)
+    await publish(stores, 1)
+    for _ in range(200):
+        if all(m.seqs() == [1, 2] for m in members):
+            break
+        await asyncio.sleep(0.005)
+    assert all(m.seqs() == [1, 2] for m in members)
+    got = [[s for f in m.frames if (s := Recorder.seqs_of(f))] for m in members]
+    # the first slice to have line 1 had line 2 a tick later; the other two slices'
+    # turns came after line 2 arrived: both in one frame, not one a tick late
+    first = got.index([[1], [2]]) // 2
+    for k, frames in enumerate(got):
+        assert frames == ([[1], [2]] if k // 2 == first else [[1, 2]]), got
+    await hub.close()
+
+
+async def test_members_coming_and_going_mid_tick_get_every_line_once_in_order(
+    stores: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hub_module, "PASS_SLICE", 3)
+    hub = Hub(stores, node="n", tick_s=0.02, presence_s=60)
+    stayers = [Recorder(f"s{i}") for i in range(7)]
+    for m in stayers:
+        (await hub.attach("r", m)).go_live(0)
+    sent: list[int] = []
+    joined: list[tuple[Recorder, int]] = []
+    for round_ in range(30):
+        sent += await publish(stores, 2)
+        if round_ % 5 == 2:  # a newcomer whose snapshot covers what was sent so far
+            newcomer = Recorder(f"n{round_}")
+            membership = await hub.attach("r", newcomer)
+            await asyncio.sleep(0.003)
+            floor = sent[-1]
+            membership.go_live(floor)
+            joined.append((newcomer, floor))
+        if round_ % 7 == 3:
+            hub.detach("r", stayers.pop())
+        await asyncio.sleep(0.007)
+    everyone = stayers + [m for m, _ in joined]
+    for _ in range(200):
+        if all(m.seqs()[-1:] == sent[-1:] for m in everyone):
+            break
+        await asyncio.sleep(0.005)
+    for m in stayers:
+        assert m.seqs() == sent
+    for newcomer, floor in joined:
+        assert newcomer.seqs() == [s for s in sent if s > floor]
+    ch = hub.channel("r")
+    assert ch is not None and len(ch.lines) <= 4  # what every member had is forgotten
+    await hub.close()
+
+
+async def test_members_resuming_with_a_replay_mid_tick_get_every_line_once_in_order(
+    stores: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As the service resumes a member: attach, read the snapshot and the history
+    after ``since`` (each a while later), write the replay, go live above it."""
+    monkeypatch.setattr(hub_module, "PASS_SLICE", 3)
+    hub = Hub(stores, node="n", tick_s=0.03, max_tick_s=0.03, presence_s=60)
+    for i in range(10):
+        (await hub.attach("r", Recorder(f"s{i}"))).go_live(0)
+    rng = random.Random(7)
+    chatting = True
+
+    async def chat() -> None:
+        while chatting:
+            await publish(stores, 1)
+            await asyncio.sleep(rng.random() * 0.004)
+
+    async def resume(i: int) -> tuple[Recorder, int]:
+        await asyncio.sleep(rng.random() * 0.3)
+        since = max(0, (await stores.log.snapshot("r")).seq - rng.randint(0, 20))
+        member = Recorder(f"v{i}")
+        membership = await hub.attach("r", member)
+        await asyncio.sleep(rng.random() * 0.05)
+        snap = await stores.log.snapshot("r")
+        await asyncio.sleep(rng.random() * 0.02)
+        replay = await stores.log.history("r", since, snap.epoch)
+        assert replay is not None
+        if replay:
+            member.write(text_frame(b"\n".join(replay)))
+        membership.go_live(max(snap.seq, since + len(replay)))
+        return member, since
+
+    chatter = asyncio.create_task(chat())
+    resumed = await asyncio.gather(*(resume(i) for i in range(40)))
+    await asyncio.sleep(0.1)
+    chatting = False
+    await chatter
+    await asyncio.sleep(0.1)  # a few ticks: everything delivered
+    last = (await stores.log.snapshot("r")).seq
+    for member, since in resumed:
+        assert member.seqs() == list(range(since + 1, last + 1)), member.user_id
     await hub.close()
