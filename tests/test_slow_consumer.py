@@ -27,9 +27,10 @@ class StalledMember:
     with a small receive buffer, so the server's queue for it really grows.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, rcvbuf: int = 4096) -> None:
         self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.setblocking(False)
         self.loop = asyncio.get_running_loop()
         self.pending = b""
@@ -122,3 +123,37 @@ async def test_a_stalled_member_is_closed_4009_while_the_others_keep_receiving(
     last = await host.request("announce", room="demo", text="still here")
     event = await readers[0].next_event(lambda e: e["type"] == "announcement")
     assert event["seq"] == last["seq"]
+
+
+async def test_a_member_that_stops_reading_is_closed_before_its_buffers_fill(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    """The stall rule alone (the queue's limits are out of reach): the member's kernel
+    still takes what it is sent, but its application takes nothing."""
+    server = await start_server(
+        stall_s=0.4, max_lag_s=600.0, outbound_limit=64 << 20, socket_sndbuf=0, tick_ms=20
+    )
+    host = await connect(server, HOST)
+    readers = [await connect(server, token(f"r{i}")) for i in range(3)]
+    for c in readers:
+        await c.join("demo")
+    stalled = StalledMember(rcvbuf=0)  # the kernel's own buffer: megabytes on loopback
+    await stalled.join(server.port)
+    await asyncio.sleep(0.1)  # its join has gone through
+
+    sent = []
+    text = "x" * 480
+    while await slow_closes(server.port) == 0:  # ~50 KB/s, as a busy room
+        sent.append((await host.request("announce", room="demo", text=text))["seq"])
+        await asyncio.sleep(0.01)
+        assert len(sent) < 3000, "the stalled member was never closed"
+    assert len(sent) > 10  # it had been sent enough to judge
+    for c in readers:  # the readers were judged too, every sample, and kept
+        seqs: list[int] = []
+        while len(seqs) < len(sent):
+            event = await c.next_event(lambda e: e["type"] == "announcement", timeout=10)
+            seqs.append(event["seq"])
+        assert seqs == sent
+    assert await asyncio.wait_for(stalled.close_code(), 10) == 4009
+    stalled.sock.close()
+    assert await slow_closes(server.port) == 1

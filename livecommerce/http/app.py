@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -32,7 +33,7 @@ from livecommerce.http.keys import (
     SERVICE,
     SETTINGS,
 )
-from livecommerce.http.ws import CLOSE_GOING_AWAY
+from livecommerce.http.ws import CLOSE_GOING_AWAY, watch_readers
 from livecommerce.inventory.rules import Product
 from livecommerce.rooms.hub import Hub
 from livecommerce.rooms.service import RoomService
@@ -88,6 +89,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
                 _every(settings.sweep_interval_ms / 1000, stop, service.sweep, "sweep")
             ),
         ]
+        if settings.stall_s:
+            watch = functools.partial(watch_readers, app)
+            tasks.append(asyncio.create_task(_every(settings.stall_s / 2, stop, watch, "readers")))
         yield
         stop.set()
         await asyncio.wait(tasks, timeout=settings.drain_timeout_s)

@@ -10,8 +10,9 @@ Room events reach a connection from the hub as ready-made frames, written straig
 the transport. Replies are corked: those made in one turn of the event loop go out in
 one write (one system call) at its end, or before the next event frame, whichever
 comes first, so the order of what a client receives is the order it was produced in.
-A connection whose unsent bytes pass the outbound limit (or stay high for too long) is
-closed with 4009, never waited for.
+A connection whose unsent bytes pass the outbound limit (or stay high for too long), or
+whose client stopped reading (:mod:`~livecommerce.http.stalls`), is closed with 4009,
+never waited for.
 """
 
 from __future__ import annotations
@@ -30,9 +31,18 @@ from aiohttp import WSMsgType, web
 from livecommerce.auth import Principal, guest, verify_token
 from livecommerce.errors import Error
 from livecommerce.http.keys import CONNECTIONS, METRICS, SECRET, SERVICE, SETTINGS
+from livecommerce.http.stalls import ReadWatch, read_progress
 from livecommerce.inventory.rules import Order
 from livecommerce.moderation.rules import TokenBucket
-from livecommerce.protocol import Command, decode, encode_error, encode_reply, loads, text_frame
+from livecommerce.protocol import (
+    Command,
+    close_frame,
+    decode,
+    encode_error,
+    encode_reply,
+    loads,
+    text_frame,
+)
 from livecommerce.rooms.service import RoomService
 
 log = logging.getLogger(__name__)
@@ -58,6 +68,8 @@ class Connection:
         sock = self.transport.get_extra_info("socket") if self.transport else None
         if settings.socket_sndbuf and sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_sndbuf)
+        self._sock = sock
+        self._reading = ReadWatch()
         self.client_id = secrets.token_hex(8)
         self.principal: Principal = guest(self.client_id)
         self.rooms: set[str] = set()
@@ -118,6 +130,14 @@ class Connection:
             log.info("closing slow consumer %s (%d bytes queued)", self.client_id, queued)
             self.close(CLOSE_SLOW, "slow consumer")
 
+    def check_reading(self) -> None:
+        """Sample the client's read progress; close with 4009 if it stopped reading."""
+        progress = None if self.closing else read_progress(self._sock)
+        if progress is not None and self._reading.stalled(*progress):
+            self._metrics["slow_closes"] += 1
+            log.info("closing slow consumer %s (stopped reading)", self.client_id)
+            self.close(CLOSE_SLOW, "slow consumer")
+
     def removed(self, room: str, code: int) -> None:
         self.rooms.discard(room)
         if code:
@@ -154,16 +174,30 @@ class Connection:
 
     async def _close(self, code: int, reason: str) -> None:
         """Send the close frame after what is queued; give the client the grace time to
-        read it, then drop the socket whatever it did."""
+        read it, then drop the socket whatever it did. A slow consumer's answer is not
+        waited for: the socket is closed once what is queued is in the kernel's hands."""
         deadline = self._loop.time() + self._grace
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await asyncio.wait_for(
-                self.ws.close(code=code, message=reason.encode(), drain=False), self._grace
-            )
+        if code == CLOSE_SLOW:
+            self.transport.write(close_frame(code, reason))
+            self.transport.close()  # after the queue drains, or aborted below
+        else:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(
+                    self.ws.close(code=code, message=reason.encode(), drain=False), self._grace
+                )
         while self.transport.get_write_buffer_size() and self._loop.time() < deadline:
             await asyncio.sleep(0.05)
         if self.transport.get_write_buffer_size():
             self.transport.abort()
+
+
+async def watch_readers(app: web.Application) -> None:
+    """Sample every connection's read progress once (a slice, then the loop's turn)."""
+    conns: list[Connection] = [*app[CONNECTIONS]]
+    for i, conn in enumerate(conns, 1):
+        conn.check_reading()
+        if i % 500 == 0:
+            await asyncio.sleep(0)
 
 
 Handler = Callable[[RoomService, Connection, Command], Awaitable[dict[str, Any] | None]]
