@@ -7,8 +7,12 @@ it: uvloop, the same GC settings; its ICE offers only 127.0.0.1), measures the i
 server, publishes a synthetic camera over WHIP (``--size`` at 30 fps, ``--codec`` VP8 or
 H264, encoded here by aiortc, with Opus silence), then adds WHEP viewers step by step
 (``--steps``, ascending; 0 is the publisher alone: ingest plus HLS packaging, the
-baseline of the per-viewer cost). At each step, after ``--settle`` seconds, it measures
-over ``--window`` seconds:
+baseline of the per-viewer cost). Before the first step it waits (at least 20 s, at
+most ``--ramp-wait`` seconds) for the publisher's bitrate to stop climbing: aiortc's encoders
+start at 0.5 Mbit/s and follow the server's bandwidth estimates up (VP8 takes about
+15 s to reach its cap), and a step 0 measured meanwhile has less ingest than the steps
+after it, which reads as a cost of the first viewer. At each step, after ``--settle``
+seconds, it measures over ``--window`` seconds:
 
 - **server CPU** (utime + stime of its process from ``/proc``) in % of one core; per
   viewer, (CPU with N viewers - CPU with none) / N; and marginal, what each viewer
@@ -22,7 +26,8 @@ over ``--window`` seconds:
 - **frame rate** of every viewer: decoded frames for the sample; for the others,
   frames counted from RTP marker bits by a tap on the receiver (no decode, so the
   generator stays cheap): min and median, and the camera's own rate;
-- what a viewer **receives** (median of the counting viewers): video RTP packets and
+- what the publisher **sent** (video payload kbit/s, its sender's count) and what a
+  viewer **receives** (median of the counting viewers): video RTP packets and
   payload kbit/s. The cost of a viewer is mostly per packet, and the publisher's
   bitrate is aiortc's choice: VP8 is constant-rate (about 1.4 Mbit/s here, as its
   receiver estimates on loopback let it rise to its 1.5 Mbit/s cap); H.264 codes the
@@ -610,6 +615,7 @@ class Options:
     quiet_below: float | None
     quiet_wait: float
     json: str | None
+    ramp_wait: float = 60.0
 
 
 @dataclass
@@ -642,6 +648,51 @@ class Snapshot:
     decoded: list[int]
     counted: list[Tally]
     worker_counts: list[tuple[float, list[Tally], tuple[float | None, float | None]]]
+    published_octets: int | None = None
+
+
+RAMP_MIN_S = 20.0
+"""The least time :func:`wait_steady` waits for the publisher's bitrate to settle."""
+
+
+async def published_octets(pc: RTCPeerConnection | None) -> int | None:
+    """Video payload bytes the publisher has sent so far (its sender's own count)."""
+    for sender in [] if pc is None else pc.getSenders():
+        if sender.kind == "video":
+            report = await sender.getStats()
+            return sum(int(s.bytesSent) for s in report.values() if s.type == "outbound-rtp")
+    return None
+
+
+async def wait_steady(pc: RTCPeerConnection, most_s: float) -> dict[str, Any]:
+    """Wait until the publisher's video bitrate stops climbing, at most ``most_s``.
+
+    aiortc's encoders start low (VP8 and H.264 at 0.5 Mbit/s) and follow the server's
+    bandwidth estimates (REMB) up to their cap, which takes VP8 about 15 s: a step 0
+    measured meanwhile sees less ingest than the steps after it, and its difference
+    looks like the first viewer's cost. Steady: after ``RAMP_MIN_S`` (VP8 holds its
+    starting rate for several seconds before it climbs), three 2 s rates within 10 % of
+    each other."""
+    t0 = last_t = time.monotonic()
+    last = await published_octets(pc) or 0
+    rates: list[float] = []
+    while True:
+        await asyncio.sleep(2.0)
+        now, octets = time.monotonic(), await published_octets(pc) or 0
+        rates.append(8 * (octets - last) / (now - last_t) / 1000)
+        last, last_t = octets, now
+        recent = rates[-3:]
+        steady = (
+            now - t0 >= min(RAMP_MIN_S, most_s)
+            and len(recent) == 3
+            and 0 < max(recent) <= 1.1 * min(recent)
+        )
+        if steady or now - t0 >= most_s:
+            return {
+                "waited_s": round(now - t0, 1),
+                "steady": steady,
+                "kbit_per_s": [round(r, 1) for r in rates],
+            }
 
 
 async def add_viewers(
@@ -676,7 +727,10 @@ async def add_viewers(
     await wait_for_frames(new, FIRST_FRAME_S)
 
 
-async def snapshot(gen: Generator, server_pid: int) -> Snapshot:
+async def snapshot(
+    gen: Generator, server_pid: int, publisher: RTCPeerConnection | None = None
+) -> Snapshot:
+    published = await published_octets(publisher)
     for _, pipe in gen.workers:
         pipe.send(("counts",))
     box = _common.machine_cpu()
@@ -699,6 +753,7 @@ async def snapshot(gen: Generator, server_pid: int) -> Snapshot:
         decoded,
         counted,
         [(t, frames, lag) for _, t, frames, lag in replies],
+        published,
     )
 
 
@@ -795,6 +850,10 @@ def step_row(
             "median": round(statistics.median(fps), 2) if fps else None,
             "below_29": sum(1 for f in fps if f < 29),
         },
+        # what the publisher sent (video payload, its sender's count)
+        "video_tx_kbit_per_s": None
+        if a.published_octets is None or b.published_octets is None
+        else round(8 * (b.published_octets - a.published_octets) / wall / 1000, 1),
         # what each counting viewer received: video RTP packets and payload kbit/s
         "video_rx": {
             "packets_per_s": round(statistics.median(r[1] for r in rates), 1) if rates else None,
@@ -898,6 +957,7 @@ async def run(opts: Options) -> dict[str, Any]:
     publisher: RTCPeerConnection | None = None
     rows: list[dict[str, Any]] = []
     idle: dict[str, Any] = {}
+    ramp: dict[str, Any] | None = None
     try:
         async with aiohttp.ClientSession() as http:
             await wait_healthy(http, base, server)
@@ -924,17 +984,24 @@ async def run(opts: Options) -> dict[str, Any]:
             print(f"idle server: {idle['server_cpu_pct']} % of a core", flush=True)
 
             publisher = await publish(http, base, gen.camera, opts.codec)
+            if opts.ramp_wait > 0:
+                ramp = await wait_steady(publisher, opts.ramp_wait)
+                print(
+                    f"publisher: {ramp['kbit_per_s'][-1]} kbit/s after {ramp['waited_s']} s"
+                    + ("" if ramp["steady"] else " (still changing)"),
+                    flush=True,
+                )
             for step in opts.steps:
                 await add_viewers(http, base, gen, step, opts.decoders)
                 await asyncio.sleep(opts.settle)
                 before = await others_quiet(gen, server.pid, opts.quiet_below, opts.quiet_wait)
-                a = await snapshot(gen, server.pid)
+                a = await snapshot(gen, server.pid, publisher)
                 for v in gen.decoders:
                     v.take()
                 gen.lag.take()
                 gen.camera.late_s = []
                 await asyncio.sleep(opts.window)
-                b = await snapshot(gen, server.pid)
+                b = await snapshot(gen, server.pid, publisher)
                 row = step_row(step, a, b, gen, [v.take() for v in gen.decoders])
                 row["others_before"] = before
                 row["hls"] = await hls(http, base)
@@ -956,6 +1023,8 @@ async def run(opts: Options) -> dict[str, Any]:
         "procs": opts.procs,
         "settle_s": opts.settle,
         "window_s": opts.window,
+        "ramp_wait_s": opts.ramp_wait,
+        "ramp": ramp,
         "cores": multiprocessing.cpu_count(),
         "quiet_wait": quiet,
         "server_pid": server.pid,
@@ -987,7 +1056,8 @@ async def _stop(gen: Generator, publisher: RTCPeerConnection | None, server: Bas
 def _row_line(row: dict[str, Any]) -> str:
     lat, fps, gen, m = row["latency_ms"], row["fps"], row["generator"], row["machine_pct_of_a_core"]
     return (
-        f"{row['viewers']:>3} viewers: server {row['server_cpu_pct']:5.1f} %, latency p50/p95/max "
+        f"{row['viewers']:>3} viewers: server {row['server_cpu_pct']:5.1f} %, "
+        f"published {_v(row['video_tx_kbit_per_s'])} kbit/s, latency p50/p95/max "
         f"{lat['p50']}/{lat['p95']}/{lat['max']} ms ({lat['samples']}), fps min/median "
         f"{fps['min']}/{fps['median']} (camera {fps['camera']}), generator "
         f"{gen['total_cpu_pct']:.0f} %, idle {m['idle']:.0f} %, others {m['others']:.0f} %"
@@ -1028,6 +1098,7 @@ def table(fig: dict[str, Any]) -> str:
         "latency p50/p95/max ms (n)",
         "lost",
         "fps min/median (camera)",
+        "tx kbit/s",
         "rx pkt/s, kbit/s",
         "generator % (lag p99 ms)",
         "idle/irq/others %",
@@ -1054,6 +1125,7 @@ def table(fig: dict[str, Any]) -> str:
                     f"{_v(lat['p50'])}/{_v(lat['p95'])}/{_v(lat['max'])} ({lat['samples']})",
                     f"{lat['skipped']} skipped, {lat['unreadable']} unreadable",
                     f"{_v(fps['min'])}/{_v(fps['median'])} ({fps['camera']})",
+                    _v(r.get("video_tx_kbit_per_s")),
                     f"{_v(r['video_rx']['packets_per_s'])}, {_v(r['video_rx']['kbit_per_s'])}",
                     f"{gen['total_cpu_pct']:.0f} ({_v(worst_lag)})",
                     f"{m['idle']:.0f}/{m['irq_softirq']:.0f}/{m['others']:.0f}",
@@ -1100,6 +1172,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--settle", type=float, default=3.0, help="seconds before a window (3)")
     p.add_argument("--window", type=float, default=10.0, help="measured seconds per step (10)")
+    p.add_argument(
+        "--ramp-wait",
+        type=float,
+        default=60.0,
+        help="most seconds to wait, once publishing, for the publisher's bitrate to stop "
+        "climbing before the first step (60, at least 20 unless 0; 0: do not wait)",
+    )
     p.add_argument("--port", type=int, default=0, help="the server's port (0: a free one)")
     p.add_argument(
         "--quiet-below",
@@ -1140,6 +1219,7 @@ def options(argv: Sequence[str] | None = None) -> Options:
             (0 <= a.procs <= 8, "--procs must be 0 to 8"),
             (0 <= a.settle <= 600, "--settle must be 0 to 600"),
             (1 <= a.window <= 600, "--window must be 1 to 600"),
+            (0 <= a.ramp_wait <= 600, "--ramp-wait must be 0 to 600"),
             (0 <= a.port <= 65535, "--port must be 0 to 65535"),
             *_common.quiet_checks(a),
         ],
@@ -1157,6 +1237,7 @@ def options(argv: Sequence[str] | None = None) -> Options:
         quiet_below=a.quiet_below,
         quiet_wait=a.quiet_wait,
         json=a.json,
+        ramp_wait=a.ramp_wait,
     )
 
 

@@ -21,7 +21,7 @@ from livecommerce.http.clips import CLIPS
 from livecommerce.http.keys import HUB
 from livecommerce.http.media import MEDIA, RECORDER
 from livecommerce.protocol import loads
-from tests.conftest import HOST, ClientFactory, LiveServer, ServerFactory
+from tests.conftest import HOST, ClientFactory, LiveServer, ServerFactory, until
 from tests.test_media_hls import (
     HLS_TIMEOUT_S,
     PLAYLIST,
@@ -36,7 +36,6 @@ from tests.test_media_http import (
     loopback_ice,  # noqa: F401 (an autouse fixture)
     peers,  # noqa: F401 (a fixture)
     publisher,
-    until,
 )
 
 CLIP_FIELDS = {

@@ -3,10 +3,12 @@ pinned to aiortc 1.16), checked one by one so that an aiortc upgrade that breaks
 fails here, naming it, rather than as a silent lack of video.
 
 Three layers: the internals exist with the shape relied on (``check_aiortc``); aiortc's
-code still calls them the way the adapter assumes (its source); and the adapter works on
-real aiortc receivers and senders over a fake transport (no network): packets reach the
-tap and no decoder is made, a PLI goes out, forwarded payloads go out untouched with no
-encoder made, and a viewer's PLI or FIR reaches the track.
+(and aioice's) code still calls them the way the adapter assumes, and still does what the
+lean send path does in its place (their source); and the adapter works on real aiortc
+receivers and senders over a fake transport (no network): packets reach the tap and no
+decoder is made, a PLI goes out, forwarded payloads go out untouched with no encoder
+made, a viewer's NACK is answered, and a viewer's PLI or FIR reaches the track.
+tests/test_media_send.py checks the lean send path over a real connection.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import inspect
 from collections.abc import Callable
 from typing import Any, cast
 
+import aioice.ice
 import aiortc
+import aiortc.rtcdtlstransport
+import aiortc.rtcicetransport
 import pytest
 from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender, rtcrtpreceiver, rtcrtpsender
 from aiortc.rtcrtpparameters import (
@@ -28,8 +33,10 @@ from aiortc.rtcrtpreceiver import RemoteStreamTrack
 from aiortc.rtp import (
     RTCP_PSFB_FIR,
     RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
     RtcpPacket,
     RtcpPsfbPacket,
+    RtcpRtpfbPacket,
     RtpPacket,
     wrap_rtx,
 )
@@ -44,6 +51,7 @@ from livecommerce.media.forwarding import (
     tap_receiver,
 )
 from livecommerce.media.packets import EncodedFrame
+from tests.conftest import until
 
 VP8_PT, RTX_PT = 97, 98
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=VP8_PT)
@@ -88,19 +96,122 @@ CALL_SITES: list[tuple[str, Callable[[], str], list[str], str]] = [
         "RTCRtpSender._next_encoded_frame",
         lambda: _source(RTCRtpSender._run_rtp),
         [
+            "self.__rtp_started.set()",
             "await self._next_encoded_frame(codec)",
-            "enc_frame.payloads",
-            "uint32_add(timestamp_origin, enc_frame.timestamp)",
-            "MediaStreamError",
+            "except (asyncio.CancelledError, ConnectionError, MediaStreamError):",
+            "self.__track.stop()",
+            "self.__rtp_exited.set()",
         ],
-        "the sender loop takes each frame's payloads from it (and stops on "
-        "MediaStreamError): attach_sender overrides it to send the publisher's payloads",
+        "the sender loop asks it for its first frame once send() configured the sender: "
+        "attach_sender overrides it to run the lean sender until the track ends, then "
+        "raise MediaStreamError, which ends the loop (and stops the track) cleanly",
     ),
     (
         "RTCRtpSender._send_keyframe",
         lambda: _source(RTCRtpSender._handle_rtcp_packet),
         ["RTCP_PSFB_FIR", "RTCP_PSFB_PLI", "self._send_keyframe()"],
         "a viewer's PLI/FIR calls it: attach_sender overrides it to forward the request",
+    ),
+    (
+        "RTCRtpSender._retransmit",
+        lambda: _source(RTCRtpSender._handle_rtcp_packet),
+        ["RTCP_RTPFB_NACK", "for seq in packet.lost:", "await self._retransmit(seq)"],
+        "a viewer's NACK calls it: attach_sender overrides it to answer from the lean "
+        "sender's history",
+    ),
+    (
+        "RTCRtpSender._retransmit (what the lean sender does in its place)",
+        lambda: _source(RTCRtpSender._retransmit),
+        [
+            "self.__rtp_history.get(sequence_number % RTP_HISTORY_SIZE)",
+            "if self.__rtx_payload_type is not None:",
+            "packet = wrap_rtx(",
+            "ssrc=self._rtx_ssrc",
+        ],
+        "LeanSender.retransmit answers NACKs the same way: RTX when negotiated",
+    ),
+    (
+        "RTCRtpSender.send (mid, header extensions, RTX)",
+        lambda: _source(RTCRtpSender.send),
+        [
+            "self.__mid = parameters.muxId",
+            "self.__rtp_header_extensions_map.configure(parameters)",
+            "self.__rtx_payload_type = codec.payloadType",
+            "asyncio.ensure_future(self._run_rtp(parameters.codecs[0]))",
+        ],
+        "LeanSender reads the mid, the extension map and the RTX payload type that send() "
+        "configures before it starts _run_rtp (whose first frame request starts it)",
+    ),
+    (
+        "RTCRtpSender._run_rtp (what the lean sender does in its place)",
+        lambda: _source(RTCRtpSender._run_rtp),
+        [
+            "sequence_number = random_sequence_number()",
+            "packet.marker = (i == len(enc_frame.payloads) - 1) and 1 or 0",
+            "packet.extensions.abs_send_time = (",
+            "clock.current_ntp_time() >> 14",
+            "packet.extensions.mid = self.__mid",
+            "packet.extensions.audio_level = (False, -enc_frame.audio_level)",
+            "packet.serialize(self.__rtp_header_extensions_map)",
+            "self.__ntp_timestamp = clock.current_ntp_time()",
+            "self.__rtp_timestamp = packet.timestamp",
+            "self.__octet_count += len(payload)",
+            "self.__packet_count += 1",
+        ],
+        "LeanSender makes the same packets (marker on a frame's last payload; mid, "
+        "abs-send-time and audio-level extensions) and keeps the same counts",
+    ),
+    (
+        "RTCRtpSender.__packet_count, __octet_count, __ntp_timestamp, __rtp_timestamp",
+        lambda: _source(RTCRtpSender._run_rtcp),
+        [
+            "ntp_timestamp=self.__ntp_timestamp",
+            "rtp_timestamp=self.__rtp_timestamp",
+            "packet_count=self.__packet_count & 0xFFFFFFFF",
+            "octet_count=self.__octet_count & 0xFFFFFFFF",
+        ],
+        "the RTCP sender reports read the counts LeanSender keeps",
+    ),
+    (
+        "RTCDtlsTransport._send_rtp (what the lean sender's link does in its place)",
+        lambda: _source(aiortc.rtcdtlstransport.RTCDtlsTransport._send_rtp),
+        [
+            "if self._state != State.CONNECTED:",
+            "data = self._tx_srtp.protect(data)",
+            "await self.transport._send(data)",
+            "self.__tx_bytes += len(data)",
+            "self.__tx_packets += 1",
+        ],
+        "_Link protects with _tx_srtp and keeps the transport's counts the same way",
+    ),
+    (
+        "RTCDtlsTransport._setup_srtp (repeated protection)",
+        lambda: _source(aiortc.rtcdtlstransport.RTCDtlsTransport._setup_srtp),
+        ["tx_policy.allow_repeat_tx = True", "self._tx_srtp = Session(tx_policy)"],
+        "a retransmission without RTX protects the same packet index again",
+    ),
+    (
+        "RTCIceTransport._connection",
+        lambda: _source(aiortc.rtcicetransport.RTCIceTransport.__init__),
+        ["self._connection = gatherer._connection", "self._send = self._connection.send"],
+        "RTCDtlsTransport sends through the aioice connection's send, which _Link skips",
+    ),
+    (
+        "aioice.Connection._nominated",
+        lambda: _source(aioice.ice.Connection.sendto),
+        [
+            "active_pair = self._nominated.get(component)",
+            "await active_pair.protocol.send_data(data, active_pair.remote_addr)",
+            'raise ConnectionError("Cannot send data, not connected")',
+        ],
+        "_Link sends to the nominated pair of component 1 itself, and stops when there "
+        "is none (consent expired, connection closed)",
+    ),
+    (
+        "aioice.StunProtocol.send_data",
+        lambda: _source(aioice.ice.StunProtocol.send_data),
+        ["self.transport.sendto(data, addr)"],
+        "_Link calls the pair's transport.sendto without the coroutine around it",
     ),
     (
         "RTCRtpReceiver.__jitter_buffer",
@@ -174,13 +285,6 @@ class FakeTransport:
 
     def _get_stats(self) -> dict[str, object]:
         return {}
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
-    async with asyncio.timeout(timeout):
-        while not check():
-            await asyncio.sleep(0.01)
-    assert check(), what
 
 
 def vp8_packet(seq: int, ts: int, payload: bytes, *, marker: bool) -> RtpPacket:
@@ -271,6 +375,12 @@ async def test_the_sender_sends_the_payloads_untouched_and_makes_no_encoder(
         assert sent[0].timestamp == sent[1].timestamp
         assert (sent[2].timestamp - sent[0].timestamp) & 0xFFFFFFFF == 3000
         assert encoders == [], "RTCRtpSender made an encoder despite attach_sender"
+
+        await sender._handle_rtcp_packet(
+            RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=1, media_ssrc=sender._ssrc, lost=[seqs[1]])
+        )
+        await until(lambda: len(transport.sent) >= 4, "the NACKed packet sent again")
+        assert transport.sent[3] == transport.sent[1], "no RTX negotiated: the same packet"
 
         for fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             await sender._handle_rtcp_packet(

@@ -32,14 +32,13 @@ from livecommerce.http.media import MEDIA, RECORDER
 from livecommerce.media import h264
 from livecommerce.media.hls import Packager
 from livecommerce.media.stream import Stream
-from tests.conftest import HOST, LiveServer, ServerFactory
+from tests.conftest import HOST, LiveServer, ServerFactory, until
 from tests.test_media_fmp4 import fu_a, stap_a
 from tests.test_media_http import (
     Peer,
     loopback_ice,  # noqa: F401 (an autouse fixture)
     peers,  # noqa: F401 (a fixture)
     publisher,
-    until,
 )
 
 HLS_TIMEOUT_S = 30.0

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import fractions
+import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from livecommerce.http import create_app
 from livecommerce.http.media import MEDIA
 from livecommerce.media.relay import MediaRelay
 from livecommerce.protocol import loads
-from tests.conftest import HOST, SECRET, LiveServer, ServerFactory, free_port, token
+from tests.conftest import HOST, ROOT, SECRET, LiveServer, ServerFactory, free_port, token, until
 
 SDP = "application/sdp"
 FRAME_TIMEOUT_S = 20.0
@@ -181,13 +182,6 @@ async def peers() -> AsyncIterator[list[Peer]]:
     made: list[Peer] = []
     yield made
     await asyncio.gather(*(p.pc.close() for p in made))
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = FRAME_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
-        await asyncio.sleep(0.02)
 
 
 async def frames(track: MediaStreamTrack, count: int) -> list[Any]:
@@ -446,3 +440,20 @@ async def test_shutdown_closes_every_peer_connection(settings: Settings, peers: 
     assert relay.sessions() == []
     await ended(watcher.tracks["video"])
     await until(lambda: studio.pc.connectionState == "closed", "the studio's connection closed")
+
+
+def test_closing_the_relay_while_it_gathers_leaves_no_socket_open() -> None:
+    """aioice leaves open the UDP sockets it opens after its connection was closed; a
+    session closed while it gathers (a request given up, the server shutting down)
+    must wait for the gathering. Leaked sockets show only when the process exits."""
+    out = subprocess.run(
+        [sys.executable, "-X", "dev", "-m", "tests.media_close_probe"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert "closed while gathering: 3" in out.stdout, out.stdout
+    assert "unclosed" not in out.stderr, out.stderr

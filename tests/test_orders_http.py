@@ -3,7 +3,6 @@ callbacks, a real webhook receiver's payment URL, the dead-letter admin."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -16,17 +15,10 @@ from livecommerce.client import Client
 from livecommerce.http.orders import ORDER_KEY, SANDBOX
 from livecommerce.orders.webhooks import envelope, sign
 from livecommerce.protocol import loads
-from tests.conftest import HOST, ClientFactory, LiveServer, ServerFactory, free_port, token
+from tests.conftest import HOST, ClientFactory, LiveServer, ServerFactory, free_port, token, until
 from tests.test_commerce_ws import is_type, open_sale
 
 WHSEC = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
-
-
-async def until(check: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.02)
 
 
 async def buy(
@@ -65,7 +57,7 @@ async def test_sandbox_checkout_pays_the_hold(
     assert order["payment_url"] == f"/sandbox/checkout/{order['id']}"
     shop = server.app[SANDBOX]
     assert shop is not None
-    await until(lambda: shop.deliveries[order["id"]] == 1)  # the bridge delivered it once
+    await until(lambda: shop.deliveries[order["id"]] == 1, "the bridge delivered it once")
     assert shop.orders[order["id"]]["qty"] == 1 and shop.orders[order["id"]]["buyer_id"] == "buyer"
 
     base = f"http://127.0.0.1:{server.port}{order['payment_url']}"

@@ -139,7 +139,9 @@ async def whep_post(request: web.Request) -> web.Response:
     """``POST /api/rooms/{room}/whep``: watch the room's video over WebRTC."""
     who = principal(request)
     room = await request.app[SERVICE].room(room_id(request))
-    if who.role != "guest" and await request.app[BACKENDS].moderation.is_banned(room.id, who.id):
+    if who.role != "guest" and who.id in await request.app[BACKENDS].moderation.banned(
+        room.id, [who.id]
+    ):
         raise Error("banned", "you are banned from this room")
     offer = await _offer(request)
     try:

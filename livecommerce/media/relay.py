@@ -124,6 +124,8 @@ class Session:
         self.reason: str | None = None
         self._done = asyncio.Event()
         self._watchdog: asyncio.TimerHandle | None = None
+        self._gathering: asyncio.Task[None] | None = None
+        """Our answer being made (ICE gathering): :meth:`close` lets it finish."""
         self.pc.on("connectionstatechange", self._on_state)
 
     @property
@@ -138,11 +140,17 @@ class Session:
         except Exception as exc:
             log.info("%s offer refused in room %s: %r", self.kind, self.room, exc)
             raise _bad(f"the offer was refused: {exc or type(exc).__name__}") from None
-        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        # its own task, shielded: a request given up must not stop the gathering halfway
+        gathering = self._gathering = asyncio.ensure_future(self._describe())
+        gathering.add_done_callback(lambda t: t.cancelled() or t.exception())
+        await asyncio.shield(gathering)
         self.answer = self.pc.localDescription.sdp
         self._watchdog = asyncio.get_running_loop().call_later(
             self.relay.connect_timeout_s, self._check_connected
         )
+
+    async def _describe(self) -> None:
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
 
     def _answered_codecs(self) -> dict[int, str]:
         """The first codec of each section of our answer, by section index."""
@@ -180,6 +188,11 @@ class Session:
         try:
             self.relay._forget(self)
             self._teardown()
+            gathering = self._gathering
+            if gathering is not None and not gathering.done():
+                # aioice leaves open the UDP sockets it opens after its connection was
+                # closed: a close in the middle of gathering leaked them
+                await asyncio.wait([gathering], timeout=CLOSE_TIMEOUT_S)
             await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT_S)
         except Exception:
             log.exception("closing %s session %s failed", self.kind, self.id)

@@ -22,7 +22,7 @@ from playwright.async_api import Page, Route, expect
 from livecommerce.http.media import MEDIA
 from livecommerce.media import MediaRelay
 from livecommerce.media.relay import Session, SessionKind
-from tests.conftest import HOST, ROOT, LiveServer
+from tests.conftest import HOST, ROOT, LiveServer, until
 from tests.pages import helpers
 from tests.pages.conftest import ClientsFactory, PageFactory, PageServerFactory
 from tests.pages.helpers import MUG, MUG_IMAGE
@@ -59,16 +59,6 @@ def need_hls_js() -> None:
 
 def relay(server: LiveServer) -> MediaRelay:
     return server.app[MEDIA]
-
-
-async def until(check: Any, what: str, timeout: float = 15.0) -> None:
-    """Poll ``check()`` (server side) until true."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.05)
 
 
 def refusal(status: int, body: str) -> Callable[[Route], Awaitable[None]]:
