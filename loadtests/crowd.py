@@ -58,6 +58,7 @@ _LAG_EVERY_S: Final = 0.005
 BATCH_S: Final = 0.5
 """Seconds of a viewer's stream one batched read takes (see ``Crowd.window``)."""
 _KEY_BYTES: Final = 64
+_LAST_KEY_BYTES: Final = 24
 _SHAPES: Final = 256
 _CLOSE_GRACE_S: Final = 3.0
 
@@ -189,11 +190,11 @@ class Tally:
         self.jitter_s = 1.0
         self.resume_for_s = 30.0
         self.tasks: set[asyncio.Task[None]] = set()
-        self.shapes: dict[tuple[int, bytes], tuple[int, int, int, int]] = {}
+        self.shapes: dict[tuple[int, bytes, bytes], tuple[int, int, int, int]] = {}
         """What :meth:`shape` found in the last frames, by their key."""
 
     def shape(
-        self, key: tuple[int, bytes], data: bytes | bytearray, start: int, end: int
+        self, key: tuple[int, bytes, bytes], data: bytes | bytearray, start: int, end: int
     ) -> tuple[int, int, int, int]:
         """``(lines, first seq, last seq, sequenced lines)`` of the frame
         ``data[start:end]`` (seqs 0 when it has none), kept under ``key`` (its length
@@ -307,8 +308,16 @@ class Viewer(WsClient):
 
     def on_text(self, data: bytes | bytearray, start: int, end: int) -> None:
         t = self.tally
-        # The hub writes the same frame to every member: read it once per worker.
-        key = (end - start, bytes(data[start : start + _KEY_BYTES]))
+        # The hub writes the same frame to the members at the same point: read it once
+        # per worker. The key is its length, its first bytes and the first bytes of its
+        # last line (the last seq): frames that begin alike (with the same likes line,
+        # say) and are as long, but carry other seqs, are told apart.
+        last_line = data.rfind(b"\n", start, end) + 1 or start
+        key = (
+            end - start,
+            bytes(data[start : start + _KEY_BYTES]),
+            bytes(data[last_line : last_line + _LAST_KEY_BYTES]),
+        )
         shape = t.shapes.get(key)
         if shape is None:
             shape = t.shape(key, data, start, end)
@@ -500,26 +509,29 @@ class Crowd:
         self.pipe.send(reply)
 
     async def add(self, n: int) -> AddReport:
-        """Connect and join ``n`` more viewers, ``plan.batch`` at a time."""
+        """Connect and join ``n`` more viewers, ``plan.batch`` at a time: a window that
+        starts the next as soon as one is done (batches that waited for their slowest
+        member left the server idle between them and measured that, not the server)."""
         plan = self.plan
         errors: Counter[str] = Counter()
         rss_before = rss_mib_self()
         cpu0 = time.process_time()
         started = time.monotonic()
-        connected = 0
         first = len(self.viewers)
-        for lo in range(first, first + n, plan.batch):
-            group = [
-                Viewer(plan, self.tally, i) for i in range(lo, min(lo + plan.batch, first + n))
-            ]
-            outcomes = await asyncio.gather(*(v.join(None) for v in group), return_exceptions=True)
-            for v, outcome in zip(group, outcomes, strict=True):
-                if isinstance(outcome, BaseException):
-                    code = getattr(outcome, "code", None)
-                    errors[code if isinstance(code, str) else type(outcome).__name__] += 1
-                else:
-                    connected += 1
-                self.viewers.append(v)  # a failed one keeps its index (its address)
+        group = [Viewer(plan, self.tally, i) for i in range(first, first + n)]
+        self.viewers += group  # a failed one keeps its index (its address)
+        window = asyncio.Semaphore(plan.batch)
+
+        async def join(v: Viewer) -> None:
+            async with window:
+                await v.join(None)
+
+        outcomes = await asyncio.gather(*(join(v) for v in group), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                code = getattr(outcome, "code", None)
+                errors[code if isinstance(code, str) else type(outcome).__name__] += 1
+        connected = n - sum(errors.values())
         seconds = time.monotonic() - started
         cpu_s = time.process_time() - cpu0
         # The connections live to the end: keep the collector from walking them again
@@ -758,7 +770,7 @@ class CrowdHandle:
             plan = CrowdPlan(
                 index=i,
                 targets=tuple(targets),
-                tokens=tuple(tokens),
+                tokens=tuple(tokens[i::processes]) or tuple(tokens),  # each its own share
                 room=room,
                 block=first_block + i,
                 batch=batch,

@@ -288,6 +288,14 @@ def cpu_pct(
     return out
 
 
+def cpu_seconds(before: dict[int, float | None], after: dict[int, float | None]) -> float:
+    """CPU seconds the processes used between two :meth:`Watch.cpu` readings, in all."""
+    used = (
+        a - b for pid, a in after.items() if a is not None and (b := before.get(pid)) is not None
+    )
+    return sum(used)
+
+
 def kill(pid: int) -> None:
     """SIGKILL ``pid`` (a server process)."""
     with contextlib.suppress(ProcessLookupError):

@@ -9,6 +9,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pytest
 
 from livecommerce.protocol import dumps, sequence, text_frame
 from loadtests import plot
+from loadtests._common import listening_pids
 from loadtests.crowd import CrowdPlan, Tally, Viewer, evenly
 from loadtests.wsclient import (
     CLOSE_ABNORMAL,
@@ -145,6 +147,19 @@ async def test_a_viewer_counts_lines_and_sees_gaps_and_repeats_without_parsing()
     assert (tally.frames, tally.lines, tally.gaps) == (5, 10, 2)
 
 
+async def test_frames_that_begin_alike_and_are_as_long_are_told_apart() -> None:
+    """Members written at different points of a tick get frames that may begin with
+    the same unsequenced line and be as long, with other seqs after it."""
+    viewer, tally = _viewer()
+    likes = _event(None, "likes") + b" " * 64  # longer than the key's first bytes
+    viewer.feed(_frame(likes, _event(11), _event(12)))
+    other, _ = _viewer()
+    other.tally = tally  # a viewer of the same worker, a little ahead
+    other.last_seq = 12
+    other.feed(_frame(likes, _event(13), _event(14)))
+    assert (tally.gaps, tally.duplicates, other.last_seq) == (0, 0, 14)
+
+
 async def test_frames_split_anywhere_are_put_back_together() -> None:
     viewer, tally = _viewer()
     big = _event(11) + b" " * 70_000  # a frame with a 64-bit length
@@ -230,8 +245,13 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture
 def two_workers(redis_url: str, spawn: Callable[..., ServerProcess]) -> Iterator[ServerProcess]:
-    """``serve --workers 2`` on the session's Redis."""
+    """``serve --workers 2`` on the session's Redis, both workers listening (the server
+    answers once one of them does)."""
     p = spawn("--redis-url", redis_url, "--secret", SECRET, "--demo", "--workers", "2")
+    deadline = time.monotonic() + 30
+    while len(listening_pids(p.port)) < 2:
+        assert time.monotonic() < deadline, "the second worker never listened"
+        time.sleep(0.05)
     yield p
     p.stop(signal.SIGTERM)
 
