@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from typing import Any
 
 import pytest
 
@@ -32,10 +33,16 @@ class Recorder:
     def seqs(self) -> list[int]:
         return [s for f in self.frames for s in self.seqs_of(f)]
 
+    def likes(self) -> list[int]:
+        return [e["total"] for f in self.frames for e in events(f) if e["type"] == "likes"]
+
     @staticmethod
     def seqs_of(frame: bytes) -> list[int]:
-        body = frame[2:] if frame[1] < 126 else frame[4:]
-        return [e["seq"] for e in split_frame(body) if "seq" in e]
+        return [e["seq"] for e in events(frame) if "seq" in e]
+
+
+def events(frame: bytes) -> list[dict[str, Any]]:
+    return split_frame(frame[2:] if frame[1] < 126 else frame[4:])
 
 
 @pytest.fixture
@@ -317,4 +324,31 @@ async def test_members_resuming_with_a_replay_mid_tick_get_every_line_once_in_or
     last = (await stores.log.snapshot("r")).seq
     for member, since in resumed:
         assert member.seqs() == list(range(since + 1, last + 1)), member.user_id
+    await hub.close()
+
+
+async def test_quiet_ticks_look_up_likes_once_a_presence_interval(
+    stores: Backends, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = Hub(stores, node="n", tick_s=0.005, presence_s=0.2)
+    asked: list[int] = []
+    add_likes = stores.counters.add_likes
+
+    async def counting(room: str, n: int) -> int:
+        asked.append(n)
+        return await add_likes(room, n)
+
+    monkeypatch.setattr(stores.counters, "add_likes", counting)
+    member = Recorder("a")
+    (await hub.attach("r", member)).go_live(0)
+    await asyncio.sleep(0.3)  # ~60 quiet ticks
+    assert 1 <= len(asked) <= 3 and set(asked) == {0}
+    await add_likes("r", 5)  # tapped on another process
+    hub.add_likes("r", 2)  # and here: the next tick counts them and sees the total
+    await asyncio.sleep(0.05)
+    assert 2 in asked
+    assert member.likes()[-1] == 7
+    await add_likes("r", 3)  # another process's only: seen at the next look
+    await asyncio.sleep(0.25)
+    assert member.likes()[-1] == 10
     await hub.close()

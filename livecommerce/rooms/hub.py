@@ -195,6 +195,8 @@ class Channel:
 
     def trim(self) -> None:
         """Forget the lines every member has had."""
+        if not self.lines:  # every member has had them all
+            return
         low = min((m.sent for m in self.members.values()), default=self.end)
         del self.lines[: low - self.base]
         self.base = low
@@ -207,7 +209,8 @@ class Hub:
         backends: the stores (the event log and the counters are used).
         node: this process's name, unique among the processes of a deployment.
         tick_s: the fan-out tick of a small room (the shortest).
-        presence_s: how often presence is reported and sent.
+        presence_s: how often presence is reported and sent; also how often a room
+            with no likes of this process in a tick looks up the other processes'.
         fanout_share: the share of a core a room's passes may take before its tick
             grows (see :func:`adapt_tick`).
         max_tick_s: the longest a room's tick grows.
@@ -377,13 +380,15 @@ class Hub:
             elif _UNPINNED in head:
                 ch.pinned = None
         figures: list[bytes] = []
-        total = await self._counters.add_likes(ch.room, likes)
-        if total != ch.likes_sent:
-            ch.likes_sent = total
-            figures.append(encode_event("likes", ch.room, int(now * 1000), {"total": total}))
+        looking = now >= ch.next_presence
+        if likes or looking:  # other processes' likes: seen at least once a presence_s
+            total = await self._counters.add_likes(ch.room, likes)
+            if total != ch.likes_sent:
+                ch.likes_sent = total
+                figures.append(encode_event("likes", ch.room, int(now * 1000), {"total": total}))
         if ch.sales_open:
             await self._stock(ch, now, figures)
-        if now >= ch.next_presence:
+        if looking:
             ch.next_presence = now + self.presence_s
             ch.sales_open = True  # look again once in a while, whatever we missed
             await self._presence(ch, now, figures)
@@ -406,6 +411,8 @@ class Hub:
         of a slice but a newcomer or two) get the very same bytes. One that is still
         buffering keeps the lines for :meth:`Membership.go_live`.
         """
+        if not ch.lines:  # a quiet turn: every member is at the end of the log
+            return 0.0
         began = time.thread_time()
         end, base, lines = ch.end, ch.base, ch.lines
         last_seq = ch.head.seq
