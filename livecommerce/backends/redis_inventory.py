@@ -327,6 +327,25 @@ end
 return out
 """
 
+ORDERS_OF = """
+-- KEYS: 1 the room's open sales (set; for routing only)
+-- ARGV: 1 prefix, 2.. users
+-- Returns, per user in the order given, that user's orders: each a flat list of
+-- field, value pairs (as HGETALL); an empty list for a user with none.
+local out = {}
+for i = 2, #ARGV do
+  local orders = {}
+  for _, oid in ipairs(redis.call('ZRANGE', ARGV[1] .. 'uord:' .. ARGV[i], 0, -1)) do
+    local fields = redis.call('HGETALL', ARGV[1] .. 'ordr:' .. oid)
+    if #fields > 0 then
+      orders[#orders + 1] = fields
+    end
+  end
+  out[#out + 1] = orders
+end
+return out
+"""
+
 _SALE_INTS = (
     "price",
     "stock",
@@ -380,6 +399,7 @@ class RedisInventoryStore:
         self._sweep = register(r, SWEEP)
         self._forget = register(r, FORGET_ROOM)
         self._stock = register(r, STOCK)
+        self._orders_of = register(r, ORDERS_OF)
 
     async def put_product(self, room: str, product: Product) -> None:
         await self._r.hset(key(room, "products"), product.sku, dumps(product.to_dict()))
@@ -514,26 +534,16 @@ class RedisInventoryStore:
         return _order(await self._r.hgetall(key(room, f"ordr:{order_id}")))
 
     async def orders_of(self, room: str, users: Collection[str]) -> dict[str, list[Order]]:
-        # two round trips whatever the crowd: every user's order ids, then the orders
-        # (none when, as for most joiners, nobody has any)
+        # one script whatever the crowd (a command per user cost the server more than
+        # the rest of a joiner's reads)
         users = list(users)
-        async with self._r.pipeline(transaction=False) as pipe:
-            for user in users:
-                pipe.zrange(key(room, f"uord:{user}"), 0, -1)
-            id_lists = await pipe.execute() if users else []
-        owned = [(u, ids) for u, ids in zip(users, id_lists, strict=True) if ids]
-        if not owned:
+        if not users:
             return {}
-        async with self._r.pipeline(transaction=False) as pipe:
-            for _, ids in owned:
-                for oid in ids:
-                    pipe.hgetall(key(room, f"ordr:{_str(oid)}"))
-            raws = iter(await pipe.execute())
+        args = [key(room, ""), *users]
+        per_user = await self._orders_of(keys=[key(room, "sales")], args=args)
         result: dict[str, list[Order]] = {}
-        for user, ids in owned:
-            orders = [
-                o for _, raw in zip(ids, raws, strict=False) if (o := _order(raw)) is not None
-            ]
+        for user, flats in zip(users, per_user, strict=True):
+            orders = [o for flat in flats if (o := _order(_pairs(flat))) is not None]
             if orders:
                 result[user] = orders
         return result
@@ -551,6 +561,11 @@ def _sale_fields(sale: Sale) -> list[tuple[str, Any]]:
     return [
         (name, getattr(sale, name) if getattr(sale, name) is not None else "") for name, _ in fields
     ]
+
+
+def _pairs(flat: list[Any]) -> dict[Any, Any]:
+    """A flat ``[field, value, ...]`` list (HGETALL inside a script) as a dict."""
+    return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
 def _str(value: Any) -> str:
