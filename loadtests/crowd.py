@@ -272,6 +272,7 @@ class Viewer(WsClient):
         "paused_at",
         "plan",
         "recovered",
+        "refused",
         "resuming",
         "sampled",
         "slow",
@@ -298,6 +299,8 @@ class Viewer(WsClient):
         self.duplicates = 0
         self.lost_at = 0.0
         self.lost_code = 0
+        self.refused: str | None = None
+        """The code of a refused ``connect`` (pipelined: its reply is a line)."""
         self.back_at: float | None = None
         self.recovered = False
         self.attempts = 0
@@ -346,6 +349,10 @@ class Viewer(WsClient):
             t.lines += lines
             if self.sampled:
                 t.sample(data, start, end)
+
+    def on_line(self, obj: dict[str, Any]) -> None:
+        if obj.get("id") == CONNECT_ID and not obj.get("ok", True):
+            self.refused = str(obj["error"]["code"])
 
     def replied(self, obj: dict[str, Any]) -> None:
         if obj.get("id") == JOIN_ID and obj.get("ok"):
@@ -399,16 +406,19 @@ class Viewer(WsClient):
         async with asyncio.timeout(plan.connect_timeout_s):
             await open_connection(lambda: self, host, port, source=source)
             try:
+                # connect and join in one write, as a client may (docs/protocol.md)
                 token = plan.tokens[self.index % len(plan.tokens)]
-                reply = await self.request(
-                    CONNECT_ID, dumps({"op": "connect", "id": CONNECT_ID, "token": token})
-                )
-                if not reply["ok"]:
-                    raise CommandRefused(str(reply["error"]["code"]))
+                connect = {"op": "connect", "id": CONNECT_ID, "token": token}
                 cmd: dict[str, Any] = {"op": "join", "id": JOIN_ID, "room": plan.room}
                 if since is not None and self.epoch is not None:
                     cmd["since"], cmd["epoch"] = since, self.epoch
-                reply = await self.request(JOIN_ID, dumps(cmd))
+                self.refused = None
+                try:
+                    reply = await self.request(JOIN_ID, dumps(cmd), ahead=dumps(connect))
+                except ConnectionError:
+                    if self.refused is not None:  # and the server closed
+                        raise CommandRefused(self.refused) from None
+                    raise
                 if not reply["ok"]:
                     raise CommandRefused(str(reply["error"]["code"]))
             except BaseException:

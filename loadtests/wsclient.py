@@ -280,9 +280,10 @@ class WsClient(asyncio.BufferedProtocol):
         if self.transport is not None:
             self.transport.write(masked_frame(OP_TEXT, payload))
 
-    async def request(self, cid: int, payload: bytes) -> dict[str, Any]:
+    async def request(self, cid: int, payload: bytes, *, ahead: bytes = b"") -> dict[str, Any]:
         """Send ``payload`` (a command with id ``cid``) and return its reply object,
-        ``ok`` or not; :attr:`control` must be set.
+        ``ok`` or not; :attr:`control` must be set. A command ``ahead`` goes first in
+        the same write (pipelined; its reply goes to :meth:`on_line`).
 
         Raises:
             ConnectionError: the connection dropped first.
@@ -291,7 +292,9 @@ class WsClient(asyncio.BufferedProtocol):
         waiter: asyncio.Future[dict[str, Any]] = loop.create_future()
         self._waiter = waiter
         self._wait_id = cid
-        self.send_text(payload)
+        if self.transport is not None:
+            first = masked_frame(OP_TEXT, ahead) if ahead else b""
+            self.transport.write(first + masked_frame(OP_TEXT, payload))
         try:
             return await waiter
         finally:

@@ -19,7 +19,7 @@ import pytest
 from livecommerce.protocol import dumps, sequence, text_frame
 from loadtests import plot
 from loadtests._common import listening_pids
-from loadtests.crowd import CrowdPlan, Tally, Viewer, evenly
+from loadtests.crowd import CommandRefused, CrowdPlan, Tally, Viewer, evenly
 from loadtests.wsclient import (
     CLOSE_ABNORMAL,
     OP_TEXT,
@@ -28,7 +28,7 @@ from loadtests.wsclient import (
     masked_frame,
     source_address,
 )
-from tests.conftest import ROOT, SECRET, ServerProcess
+from tests.conftest import ROOT, SECRET, ServerFactory, ServerProcess, token
 
 # -- the client, without a network ---------------------------------------------------------
 
@@ -130,6 +130,33 @@ def _event(seq: int | None, type_: str = "chat") -> bytes:
 
 def _frame(*lines: bytes) -> bytes:
     return text_frame(b"\n".join(lines))
+
+
+async def test_a_viewer_joins_with_connect_and_join_in_one_write_and_names_a_refusal(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server()
+    plans = [
+        CrowdPlan(
+            index=0,
+            targets=(("127.0.0.1", server.port),),
+            tokens=(tok,),
+            room="demo",
+            block=11,
+            batch=1,
+            connect_timeout_s=5.0,
+            deadline_s=10.0,
+        )
+        for tok in (token("v1"), "x.y.z")
+    ]
+    viewer = Viewer(plans[0], Tally(), 0)
+    await viewer.join(None)
+    assert viewer.joined and viewer.epoch and viewer.refused is None
+    viewer.close()
+    refused = Viewer(plans[1], Tally(), 1)
+    with pytest.raises(CommandRefused) as info:
+        await refused.join(None)
+    assert info.value.code == "unauthorized" and not refused.joined
 
 
 async def test_a_viewer_counts_lines_and_sees_gaps_and_repeats_without_parsing() -> None:

@@ -551,3 +551,28 @@ async def test_a_crowd_joining_while_chats_flow_shares_reads_and_misses_nothing(
         assert seqs == list(range(snap_seq + 1, snap_seq + 1 + len(seqs)))
         assert seqs == [] or seqs[-1] >= sent[-1]
     assert views.reads - reads_before < len(crowd)  # joiners of a turn shared a read
+
+
+async def test_join_may_follow_connect_without_waiting_for_its_reply(
+    start_server: ServerFactory,
+) -> None:
+    server = await start_server()
+    url = f"http://127.0.0.1:{server.port}/ws"
+    async with aiohttp.ClientSession() as session:
+        ws = await session.ws_connect(url)
+        await ws.send_str(dumps({"op": "connect", "id": 1, "token": token("v1")}).decode())
+        await ws.send_str(dumps({"op": "join", "id": 2, "room": "demo"}).decode())
+        replies: list[dict[str, Any]] = []
+        while len(replies) < 2:
+            replies += [e for e in split_frame(await ws.receive_str(timeout=5)) if "id" in e]
+        assert [(r["id"], r["ok"]) for r in replies] == [(1, True), (2, True)]
+        assert replies[1]["data"]["snapshot"]["room"] == "demo"
+        await ws.close()
+        # a refused token: the join after it is never read
+        ws = await session.ws_connect(url)
+        await ws.send_str(dumps({"op": "connect", "id": 1, "token": "x.y.z"}).decode())
+        await ws.send_str(dumps({"op": "join", "id": 2, "room": "demo"}).decode())
+        frame = split_frame(await ws.receive_str(timeout=5))
+        assert [(r["id"], r["error"]["code"]) for r in frame] == [(1, "unauthorized")]
+        msg = await ws.receive(timeout=5)
+        assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
