@@ -154,7 +154,7 @@ class Channel:
     def __init__(self, room: str) -> None:
         self.room = room
         self.members: dict[Subscriber, Membership] = {}
-        self.joined: list[tuple[Subscriber, Membership]] = []
+        self.joined: list[Membership] = []
         """Members that came since this tick's slices were cut (the last slice's)."""
         self.uncounted = 0
         """Members that are not viewers (see :attr:`Membership.counted`)."""
@@ -269,7 +269,7 @@ class Hub:
             membership = ch.members[conn] = Membership(
                 conn, staff=staff, counted=counted, sent=ch.end
             )
-            ch.joined.append((conn, membership))
+            ch.joined.append(membership)
             ch.uncounted += not counted
             if staff:
                 ch.stats_sent = None  # the newcomer gets the figures at the next second
@@ -334,12 +334,14 @@ class Hub:
         """Tick after tick until the room has no member left: each tick writes to the
         members in slices spread over the tick (one slice for a room of up to
         :data:`PASS_SLICE`), each slice with the lines that arrived until its turn;
-        members that came since the slices were cut go with the last slice."""
+        members that came since the slices were cut go with the last slice. The cut
+        is made when a slice first has lines to write (a quiet tick makes none)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time()
         while True:
-            members, ch.joined = list(ch.members.items()), []
-            slices = max(1, -(-len(members) // PASS_SLICE))
+            members: list[Membership] | None = None
+            ch.joined = []
+            slices = max(1, -(-len(ch.members) // PASS_SLICE))
             took, start = 0.0, ch.end
             for i in range(slices):
                 # A fixed cadence: the slices' own time is not added to the tick.
@@ -354,10 +356,14 @@ class Hub:
                     raise
                 except Exception:
                     log.exception("tick of room %s failed", ch.room)
-                batch = members[i * PASS_SLICE : (i + 1) * PASS_SLICE]
-                if i == slices - 1:  # and who came since the cut
-                    batch += ch.joined
-                took += self._write(ch, batch)
+                if members is None:
+                    if not ch.lines:  # a quiet turn: every member is at the end
+                        continue
+                    members, ch.joined = list(ch.members.values()), []
+                if i < slices - 1:
+                    took += self._write(ch, members[i * PASS_SLICE : (i + 1) * PASS_SLICE])
+                else:  # the rest, and who came since the cut
+                    took += self._write(ch, members[i * PASS_SLICE :] + ch.joined)
             self.frames_sent += ch.end > start  # ticks that had lines to send
             ch.pass_s += (took - ch.pass_s) * _PASS_WEIGHT
             ch.tick_s = adapt_tick(self.tick_s, self.max_tick_s, ch.pass_s, self.fanout_share)
@@ -402,7 +408,7 @@ class Hub:
         ch.changes += (ln for ln in lines if _CHANGES.search(ln, 0, 64))
         ch.lines += lines
 
-    def _write(self, ch: Channel, batch: list[tuple[Subscriber, Membership]]) -> float:
+    def _write(self, ch: Channel, batch: list[Membership]) -> float:
         """Write to each member of ``batch`` still in the room the lines it has not had;
         return the CPU time it took (this thread's, so time the process spent
         descheduled on a busy machine does not count as the cost).
@@ -418,9 +424,9 @@ class Hub:
         last_seq = ch.head.seq
         current = ch.members
         frames: dict[int, tuple[bytes, list[bytes]]] = {}
-        for conn, membership in batch:
+        for membership in batch:
             sent = membership.sent
-            if sent == end or current.get(conn) is not membership:
+            if sent == end or current.get(membership.conn) is not membership:
                 continue
             got = frames.get(sent)
             if got is None:
