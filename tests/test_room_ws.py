@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 import aiohttp
 import pytest
 
 from livecommerce.client import ClientError, ConnectionLost
+from livecommerce.http import ws as ws_module
 from livecommerce.http.keys import SERVICE
+from livecommerce.http.ws import _ClientIds
 from livecommerce.protocol import dumps, split_frame
 from tests.conftest import HOST, MOD, ClientFactory, LiveServer, ServerFactory, token
 
@@ -576,3 +579,17 @@ async def test_join_may_follow_connect_without_waiting_for_its_reply(
         assert [(r["id"], r["error"]["code"]) for r in frame] == [(1, "unauthorized")]
         msg = await ws.receive(timeout=5)
         assert msg.type == aiohttp.WSMsgType.CLOSE and msg.data == 4001
+
+
+def test_client_ids_are_64_random_bits_and_a_forked_child_draws_its_own() -> None:
+    ids = _ClientIds()
+    drawn = [next(ids) for _ in range(1500)]  # three draws from the OS
+    assert len(set(drawn)) == 1500 and all(len(i) == 16 and int(i, 16) >= 0 for i in drawn)
+    next(ws_module._client_ids)  # the parent's pool is filled
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: the module's ids were reset at the fork
+        os.write(write, next(ws_module._client_ids).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.read(read, 16).decode() != next(ws_module._client_ids)
