@@ -466,6 +466,7 @@ class Rig:
                         backend=opts.backend,
                         workers=opts.server_workers,
                         tick_ms=opts.tick_ms,
+                        log_dir=opts.results_dir,  # kept beside the figures
                     )
                 ]
                 self.started = True

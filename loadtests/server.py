@@ -120,6 +120,8 @@ def start(
     workdir = tempfile.mkdtemp(prefix="loadtests-")
     secret = "loadtests-" + secrets.token_hex(16)
     port = free_port()
+    if log_dir:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
     log_path = str(Path(log_dir or workdir) / f"serve-{port}.log")
     server = Server(
         base=f"http://127.0.0.1:{port}",

@@ -57,11 +57,13 @@ def read_progress(sock: Any) -> tuple[int, int] | None:
 class ReadWatch:
     """The last two samples of one connection's read progress, and the verdict."""
 
-    __slots__ = ("_newer", "_older")
+    __slots__ = ("_newer", "_older", "span")
 
     def __init__(self) -> None:
         self._older: tuple[int, int] | None = None
         self._newer: tuple[int, int] | None = None
+        self.span = (0, 0)
+        """``(bytes sent, bytes taken)`` over the span that made it stalled."""
 
     def stalled(self, acked: int, edge: int) -> bool:
         """Take a sample; True if the reader stalled since the older of the last two.
@@ -76,5 +78,9 @@ class ReadWatch:
         ref_acked, ref_edge = ref
         sent, taken = acked - ref_acked, edge - ref_edge
         if sent:
-            return 2 * taken < sent and sent - taken >= MIN_UNREAD
-        return edge == acked and ref_edge == ref_acked
+            stalled = 2 * taken < sent and sent - taken >= MIN_UNREAD
+        else:
+            stalled = edge == acked and ref_edge == ref_acked
+        if stalled:  # kept only then: no tuple per sample
+            self.span = (sent, taken)
+        return stalled

@@ -149,7 +149,7 @@ class Connection:
             self._behind_since = now
         if queued > self._limit or now - self._behind_since > self._max_lag:
             self._metrics["slow_closes"] += 1
-            log.info("closing slow consumer %s (%d bytes queued)", self.client_id, queued)
+            log.warning("closing slow consumer %s: %d bytes queued", self.client_id, queued)
             self.close(CLOSE_SLOW, "slow consumer")
 
     def check_reading(self) -> None:
@@ -157,7 +157,13 @@ class Connection:
         progress = None if self.closing else read_progress(self._sock)
         if progress is not None and self._reading.stalled(*progress):
             self._metrics["slow_closes"] += 1
-            log.info("closing slow consumer %s (stopped reading)", self.client_id)
+            sent, taken = self._reading.span
+            log.warning(
+                "closing slow consumer %s: stopped reading (took %d of %d bytes sent)",
+                self.client_id,
+                taken,
+                sent,
+            )
             self.close(CLOSE_SLOW, "slow consumer")
 
     def removed(self, room: str, code: int) -> None:
