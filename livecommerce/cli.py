@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         "--stall-s",
         type=float,
         default=2.5,
-        help="close (4009) a client that took less than half of what it was sent over "
+        help="close (4009) a client that took less than a third of what it was sent over "
         "about this long; 0: off (default 2.5)",
     )
     serve.add_argument(
