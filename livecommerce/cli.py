@@ -76,8 +76,8 @@ def _parser() -> argparse.ArgumentParser:
         "--stall-s",
         type=float,
         default=2.5,
-        help="close (4009) a client that took less than a third of what it was sent over "
-        "about this long; 0: off (default 2.5)",
+        help="close (4009) a client that took less than half of what it was sent over "
+        "about this long, twice in a row; 0: off (default 2.5)",
     )
     serve.add_argument(
         "--hold-s", type=int, default=300, help="payment window of a hold, in seconds (default 300)"

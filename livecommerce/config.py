@@ -71,8 +71,8 @@ class Settings:
     max_lag_s: float = 5.0
     """A connection whose queue has not drained for this long is closed with 4009."""
     stall_s: float = 2.5
-    """A connection whose client took less than a third of what its kernel acknowledged
-    over about this long is closed with 4009 (``http/stalls.py``; 0 = off)."""
+    """A connection whose client took less than half of what its kernel acknowledged
+    over about this long, twice in a row, is closed with 4009 (``http/stalls.py``; 0 = off)."""
     drain_timeout_s: float = 5.0
     hold_s: int = 300
     """Payment window of a hold."""

@@ -9,19 +9,20 @@ acknowledged + window) moves on only when the client's application reads. Linux'
 ``TCP_INFO`` gives both (``tcpi_bytes_acked``, and ``tcpi_snd_wnd`` since 6.2).
 
 So every half ``stall_s`` each connection's (acknowledged, edge) is sampled, and a
-connection that over the last two samples (about ``stall_s``) took less than a third
-of what it was sent and left at least :data:`MIN_UNREAD` more unread, or whose window
-stayed shut, is a stalled reader. A reader that stopped takes nothing, or what the
-kernel lets the edge creep (~18 % of what arrives, seen here). A client may rightly
-leave some data unread, though: one that asks to be woken only once a batch has come
-(``SO_RCVLOWAT``, as our load generator does), and the window counts the kernel's
-buffers, not the bytes in them, so a batch of small frames can shut much more of it
-than its size (seen: 4.7 KB of frames unread took 42 KB of window, so a reading
-viewer "took" 48 % of what it was sent over a span). Hence the third, and the floor
-(in a quiet room, where a batch takes long to come, a rule without it closed such
-readers). A reading client's edge keeps pace with what it is sent whatever its
-network's speed; a slow network shows in the server's queue instead (``max_lag_s``).
-One ``getsockopt`` per connection per sample: ~1.5 µs.
+connection that, at two samples in a row, took less than half of what it was sent
+since the sample two before (about ``stall_s``) and left at least :data:`MIN_UNREAD`
+more unread, or whose window stayed shut over such a span, is a stalled reader. A reader that
+stopped takes nothing, or what the kernel lets the edge creep as its buffer grows,
+span after span. A client may rightly leave some data unread, though: one that asks
+to be woken only once a batch has come (``SO_RCVLOWAT``, as our load generator does),
+and the window counts the kernel's buffers, not the bytes in them, so a batch of
+small frames can shut much more of it than its size (seen: 4.7 KB of frames unread
+held 42 KB of window, a reading viewer "took" 48 % of what it was sent over a span);
+but its window comes back when it reads, so the next span shows it taking all. Hence
+two spans, and the floor (in a quiet room, where a batch takes long to come, a rule
+without it closed such readers). A reading client's edge keeps pace with what it is
+sent whatever its network's speed; a slow network shows in the server's queue
+instead (``max_lag_s``). One ``getsockopt`` per connection per sample: ~1.5 µs.
 
 Where ``TCP_INFO`` lacks the fields (another OS, an older kernel) nothing is judged.
 """
@@ -62,20 +63,22 @@ def read_progress(sock: Any) -> tuple[int, int] | None:
 class ReadWatch:
     """The last two samples of one connection's read progress, and the verdict."""
 
-    __slots__ = ("_newer", "_older", "span")
+    __slots__ = ("_behind", "_newer", "_older", "span")
 
     def __init__(self) -> None:
         self._older: tuple[int, int] | None = None
         self._newer: tuple[int, int] | None = None
+        self._behind = False
         self.span = (0, 0)
         """``(bytes sent, bytes taken)`` over the span that made it stalled."""
 
     def stalled(self, acked: int, edge: int) -> bool:
-        """Take a sample; True if the reader stalled since the older of the last two.
+        """Take a sample; True if the reader stalled.
 
-        Stalled: the edge moved less than a third as far as what was acknowledged, and
-        at least :data:`MIN_UNREAD` less; or nothing acknowledged with the window shut
-        at both ends (its buffer was full all along).
+        Stalled: over the span since the older of the last two samples and over the
+        span before it, the edge moved less than half as far as what was acknowledged,
+        and at least :data:`MIN_UNREAD` less; or, over the last span, nothing
+        acknowledged with the window shut at both ends (its buffer full all along).
         """
         ref, self._older, self._newer = self._older, self._newer, (acked, edge)
         if ref is None:
@@ -83,7 +86,8 @@ class ReadWatch:
         ref_acked, ref_edge = ref
         sent, taken = acked - ref_acked, edge - ref_edge
         if sent:
-            stalled = 3 * taken < sent and sent - taken >= MIN_UNREAD
+            behind = 2 * taken < sent and sent - taken >= MIN_UNREAD
+            stalled, self._behind = behind and self._behind, behind
         else:
             stalled = edge == acked and ref_edge == ref_acked
         if stalled:  # kept only then: no tuple per sample
