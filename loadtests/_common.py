@@ -44,8 +44,9 @@ T = TypeVar("T")
 # -- the protocol client ----------------------------------------------------------------
 
 
-class CommandRefused(Exception):
-    """The server answered a command with ``ok: false``."""
+class CommandRefused(ConnectionError):
+    """The server answered a command with ``ok: false`` (a connection that cannot go
+    on as asked: callers that retry a dropped connection retry this too)."""
 
     def __init__(self, code: str) -> None:
         super().__init__(code)
@@ -359,10 +360,24 @@ def busy_pct(before: dict[str, float], after: dict[str, float], wall: float) -> 
     return round(sum(v for k, v in spent.items() if k not in ("idle", "steal")), 1)
 
 
+def speed_probe() -> float:
+    """Milliseconds a fixed pure-Python loop takes, best of three: how fast this
+    machine runs us now (a shared host slows down at times; figures taken when this
+    is well above its usual value are of a slower machine)."""
+    best = math.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
+
+
 async def wait_quiet(below: float | None, most_s: float) -> dict[str, Any]:
     """Wait until the machine's busy CPU over one second is under ``below`` % of a
     core, for at most ``most_s`` seconds; say how it went (with no ``below``, just
-    measure one second: ``quiet`` is then None)."""
+    measure one second: ``quiet`` is then None), and the :func:`speed_probe`."""
     started = time.monotonic()
     while True:
         box0, t0 = machine_cpu(), time.monotonic()
@@ -371,7 +386,13 @@ async def wait_quiet(below: float | None, most_s: float) -> dict[str, Any]:
         waited = round(time.monotonic() - started, 1)
         if below is None or busy < below or waited >= most_s:
             quiet = None if below is None else busy < below
-            return {"below_pct": below, "busy_pct": busy, "waited_s": waited, "quiet": quiet}
+            return {
+                "below_pct": below,
+                "busy_pct": busy,
+                "waited_s": waited,
+                "quiet": quiet,
+                "probe_ms": speed_probe(),
+            }
 
 
 @dataclass(slots=True)

@@ -46,7 +46,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any, Final
 
 from livecommerce.protocol import dumps, loads
-from loadtests._common import lag_figures, rss_mib, run_worker, spawn_worker
+from loadtests._common import CommandRefused, lag_figures, rss_mib, run_worker, spawn_worker
 from loadtests.wsclient import CLOSE_ABNORMAL, WsClient, open_connection, source_address
 
 SEQ: Final = b'{"seq":'
@@ -242,14 +242,6 @@ class Tally:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-
-
-class CommandRefused(ConnectionError):
-    """``connect`` or ``join`` was answered ``ok: false``."""
-
-    def __init__(self, code: str) -> None:
-        super().__init__(code)
-        self.code = code
 
 
 class Viewer(WsClient):

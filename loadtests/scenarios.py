@@ -55,6 +55,7 @@ from loadtests._common import (
     machine_pct,
     percentile,
     rss_mib,
+    speed_probe,
     wait_quiet,
 )
 from loadtests.actors import CHAT_USER_RATE, LIKE_USER_RATE, MAX_TAPS, Load, Sent, users_for
@@ -567,9 +568,10 @@ class Rig:
         """Run the load; measure ``duration`` seconds after ``warmup`` seconds.
         ``during(t0, t1)`` runs alongside (a kill, slow viewers stopping...)."""
         assert self.crowd is not None and self.watch is not None and self.load is not None
-        quiet = None
         if self.opts.quiet_below is not None:
             quiet = await wait_quiet(self.opts.quiet_below, self.opts.quiet_wait)
+        else:
+            quiet = {"probe_ms": speed_probe()}
         start = time.time() + 0.5
         t0 = start + warmup
         t1 = t0 + duration
@@ -1199,7 +1201,8 @@ def table(doc: dict[str, Any]) -> str:
             f"{r['likes_latency_ms']['p50']} ms, p99 {r['likes_latency_ms']['p99']} ms; "
             f"closes {r['closes'] or '{}'}; "
             f"machine idle {r['machine']['cpu_pct_of_a_core'].get('idle')} % of a core, "
-            f"untracked {r['machine']['untracked_pct']}"
+            f"untracked {r['machine']['untracked_pct']}, "
+            f"speed probe {r['machine']['quiet_before']['probe_ms']} ms"
         )
     if "slow_consumers" in doc:
         s = doc["slow_consumers"]

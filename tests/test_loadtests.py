@@ -18,8 +18,8 @@ import pytest
 
 from livecommerce.protocol import dumps, sequence, text_frame
 from loadtests import plot
-from loadtests._common import listening_pids
-from loadtests.crowd import CommandRefused, CrowdPlan, Tally, Viewer, evenly
+from loadtests._common import CommandRefused, listening_pids
+from loadtests.crowd import CrowdPlan, Tally, Viewer, evenly
 from loadtests.wsclient import (
     CLOSE_ABNORMAL,
     OP_TEXT,
