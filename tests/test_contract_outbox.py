@@ -105,3 +105,24 @@ async def test_rooms_are_read_together(backends: Backends) -> None:
     got = await box.read("w1", 10, block_ms=0)
     assert sorted(ids(got)) == sorted(a + b)
     assert await box.rooms() == ["r1", "r2"]
+
+
+async def test_delivered_and_buried_entries_leave_the_outbox(backends: Backends) -> None:
+    box = backends.outbox
+    placed = await orders(backends, 3)
+    assert [e["id"] for e in await backends.inventory.outbox("r1")] == placed
+    a, b, c = await box.read("w1", 3, block_ms=0)
+    await box.ack([a])
+    await box.bury(b, "rejected", NOW)
+    assert [e["id"] for e in await backends.inventory.outbox("r1")] == [placed[2]]
+    assert [d.fields["id"] for d in await box.dead_letters()] == [placed[1]]
+    await box.ack([a, c])  # again for a: nothing changes
+    assert await backends.inventory.outbox("r1") == []
+    assert await box.backlog() == 0
+    assert await box.reclaim("w2", min_idle_ms=0, count=10) == []
+    # a new entry after the group's last read one was deleted: still counted, read
+    await backends.inventory.reserve(
+        "r1", "s1", [Attempt(order_id("r1", "u9", "k"), "u9", "k", 1)], now_ms=NOW, hold_ms=1000
+    )
+    assert await box.backlog() == 1
+    assert [e.fields["user"] for e in await box.read("w1", 10, block_ms=0)] == ["u9"]

@@ -273,7 +273,8 @@ class InventoryStore(Protocol):
         """Rooms that may have holds or open sales."""
 
     async def outbox(self, room: str) -> list[dict[str, str]]:
-        """The room's outbox entries, oldest first (the order bridge consumes them)."""
+        """The room's outbox entries not yet delivered nor buried, oldest first (the
+        order bridge consumes them, and each leaves once acknowledged)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -291,19 +291,17 @@ class MemoryOutboxStore:
         self._failures: dict[tuple[str, int], int] = {}
         self._dead: dict[tuple[str, int], DeadLetter] = {}
         self._dead_ids = itertools.count(1)
-        self._written: dict[str, list[dict[str, str]]] = {}
         self._arrived = asyncio.Event()
 
     def append(self, room: str, fields: dict[str, str]) -> None:
         entries = self._entries.setdefault(room, [])
         entries.append(fields)
-        self._written.setdefault(room, []).append(fields)
         self._unread.append((room, len(entries) - 1))
         self._arrived.set()
 
     def entries(self, room: str) -> list[dict[str, str]]:
-        """Every entry ever written for the room, delivered or not."""
-        return [dict(f) for f in self._written.get(room, [])]
+        """The room's entries not yet delivered (nor buried), oldest first."""
+        return [dict(f) for f in self._entries.get(room, []) if f is not None]
 
     def _entry(self, room: str, n: int) -> OutboxEntry:
         fields = self._entries[room][n]

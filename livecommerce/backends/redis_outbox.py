@@ -2,7 +2,10 @@
 
 The reservation script writes ``lc:{room}:outbox`` (one entry per new hold). The bridge's
 workers share the consumer group ``bridge`` on every room's stream; an entry stays in the
-group's pending list until a worker acknowledges it (delivered) or buries it. Beside the
+group's pending list until a worker acknowledges it (delivered) or buries it, and
+either takes it out of the stream (so a stream holds what is yet to be delivered, not
+every hold ever made; an XDEL lost after its XACK leaves one delivered entry, never
+read again). Beside the
 stream, under the same hash tag: ``outbox:failures`` (hash entry id -> failed deliveries)
 and ``outbox:dead`` (stream of dead letters: the entry's fields plus ``reason``,
 ``failures``, ``at`` and ``entry``). ``lc:outboxes`` (set) lists the rooms that have an
@@ -37,7 +40,8 @@ _DEAD_META = ("reason", "failures", "at", "entry")
 BURY = """
 -- KEYS: 1 the room's outbox stream
 -- ARGV: 1 prefix, 2 entry id, 3 reason, 4 now ms, 5 group
--- Copies the entry to the dead letters and acknowledges it, once: 1 if this call did.
+-- Moves the entry to the dead letters (acknowledged, out of the stream), once: 1 if
+-- this call did.
 local p, id = ARGV[1], ARGV[2]
 if redis.call('XACK', KEYS[1], ARGV[5], id) == 0 then return 0 end
 local e = redis.call('XRANGE', KEYS[1], id, id)
@@ -47,6 +51,7 @@ local failures = redis.call('HGET', p .. 'outbox:failures', id) or '0'
 redis.call('XADD', p .. 'outbox:dead', '*', 'reason', ARGV[3], 'failures', failures,
            'at', ARGV[4], 'entry', id, unpack(fields))
 redis.call('HDEL', p .. 'outbox:failures', id)
+redis.call('XDEL', KEYS[1], id)
 return 1
 """
 
@@ -196,8 +201,9 @@ class RedisOutboxStore:
             if e.failures:  # only failed entries have a count to clear
                 failed.setdefault(e.room, []).append(eid)
         async with self._r.pipeline(transaction=False) as pipe:
-            for room, ids in by_room.items():
+            for room, ids in by_room.items():  # delivered: out of the stream too
                 pipe.xack(key(room, "outbox"), GROUP, *ids)
+                pipe.xdel(key(room, "outbox"), *ids)
             for room, ids in failed.items():
                 pipe.hdel(key(room, "outbox:failures"), *ids)
             await pipe.execute()
@@ -241,10 +247,9 @@ class RedisOutboxStore:
         return bool(done)
 
     async def backlog(self) -> int:
+        # a stream holds what is pending or unread: delivered entries leave it (the
+        # group's own lag is unknown to Redis once its last-read entry is deleted)
         total = 0
         for stream in await self._streams():
-            for group in await self._r.xinfo_groups(stream):
-                g = {_s(k): v for k, v in group.items()}
-                if _s(g.get("name")) == GROUP:
-                    total += int(g.get("pending") or 0) + int(g.get("lag") or 0)
+            total += int(await self._r.xlen(stream))
         return total
