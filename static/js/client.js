@@ -158,6 +158,8 @@ export class LiveClient {
     this._reconnectTimer = 0;
     this._pingTimer = 0;
     this._stableTimer = 0;
+    /** Rooms whose join went out with this connection's `connect`. */
+    this._earlyJoins = new Set();
   }
 
   /**
@@ -253,14 +255,22 @@ export class LiveClient {
     ws.onopen = () => {
       if (ws !== this._ws) return;
       const fields = this._token ? { token: this._token } : {};
-      this._request("connect", fields, { handshake: true }).then(
-        (data) => this._onHandshake(ws, data),
-        (err) => {
-          if (err.code === "unauthorized") this._authRefused = true;
-          // The server closes the socket after a refused connect; the close
-          // handler decides what to do next.
-        },
-      );
+      // The handshake completes as its reply is read (not a promise turn later),
+      // so it is done before the replies to the joins sent behind it.
+      const onReply = (msg) => {
+        if (msg.ok) this._onHandshake(ws, msg.data ?? {});
+      };
+      this._request("connect", fields, { handshake: true, onReply }).catch((err) => {
+        if (err.code === "unauthorized") this._authRefused = true;
+        // The server closes the socket after a refused connect; the close
+        // handler decides what to do next.
+      });
+      // The rooms to join again go right behind `connect`, without waiting for
+      // its reply: one round trip less on every reconnect (docs/protocol.md).
+      this._earlyJoins = new Set(this._rooms.keys());
+      for (const room of this._earlyJoins) {
+        this._sendJoin(room, true, true).catch(() => {}); // reported through onError
+      }
     };
     ws.onmessage = (e) => {
       if (ws === this._ws) this._onFrame(e.data);
@@ -288,6 +298,7 @@ export class LiveClient {
       this._pingTimer = setInterval(() => this._ping(), this.pingIntervalMs);
     }
     for (const room of this._rooms.keys()) {
+      if (this._earlyJoins.has(room)) continue; // sent with connect
       this._sendJoin(room, true).catch(() => {}); // reported through onError
     }
     for (const w of this._waiters.splice(0)) w.resolve(data);
@@ -447,8 +458,10 @@ export class LiveClient {
   /**
    * @param {string} room
    * @param {boolean} background sent by the client itself (errors go to onError)
+   * @param {boolean} [early] sent right behind `connect`, before its reply (a
+   *   refused `connect` closes the socket: that is reported by the close, not here)
    */
-  _sendJoin(room, background) {
+  _sendJoin(room, background, early = false) {
     const track = this._rooms.get(room);
     if (!track) return Promise.reject(clientError("bad_request", "room not tracked"));
     const fields = { room };
@@ -470,10 +483,11 @@ export class LiveClient {
       if (!recovered) track.seq = snapshot.seq;
       this.onJoin(room, snapshot, recovered);
     };
-    const sent = this._request("join", fields, { onReply });
-    if (this._live) track.joining = true;
+    const sent = this._request("join", fields, { onReply, handshake: early });
+    if (this._live || early) track.joining = true;
     sent.catch((err) => {
       if (this._rooms.get(room) === track && err.code === "timeout") track.joining = false;
+      if (early && err.code === "disconnected") return;
       if (background) this.onError({ ...err, op: "join", room });
     });
     return sent;

@@ -125,6 +125,10 @@ class Link:
         self.up = True
         self.open: list[tuple[WebSocketRoute, WebSocketRoute]] = []
         self.refused = 0
+        self.connections = 0
+        self.frames: list[tuple[int, str, str | bytes]] = []
+        """``(connection number, "page" or "server", message)`` in the order they
+        passed the link."""
 
     async def install(self, page: Page) -> None:
         await page.route_web_socket(WS_PATH, self.route)
@@ -134,7 +138,21 @@ class Link:
             self.refused += 1
             await ws.close(code=1001, reason="network down")
             return
-        self.open.append((ws, ws.connect_to_server()))
+        server = ws.connect_to_server()
+        n = self.connections
+        self.connections += 1
+
+        def to_server(message: str | bytes) -> None:
+            self.frames.append((n, "page", message))
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            self.frames.append((n, "server", message))
+            ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+        self.open.append((ws, server))
 
     async def cut(self) -> None:
         self.up = False

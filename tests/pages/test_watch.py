@@ -306,6 +306,11 @@ async def test_reconnect_resumes_without_losing_chat(
     await page.wait_for_function(f"window.__live.stats.joins > {joins}")
     # Resumed with since/epoch: the server replayed what the page missed.
     assert await page.evaluate("window.__live.stats.recovered") is True
+    # ... and the join went out right behind connect, before its reply came back
+    last = [(side, str(m)) for n, side, m in link.frames if n == link.connections - 1]
+    joined = next(i for i, (side, m) in enumerate(last) if side == "page" and '"join"' in m)
+    answered = next(i for i, (side, m) in enumerate(last) if side == "server" and "client_id" in m)
+    assert joined < answered, last[:4]
     await say("eve", "after the resume")
     # Every message once, in order (a list: exact count and order).
     await expect(page.locator("#feed .msg-text")).to_have_text(said)
