@@ -642,6 +642,8 @@ class Snapshot:
     wall: float
     box: dict[str, float]
     server_cpu_s: float
+    server_loop_cpu_s: float
+    """Of it, the event loop's thread (the viewers' work: forwarding, SRTP, RTCP)."""
     own_cpu_s: float
     worker_cpu_s: list[float | None]
     camera_frames: int
@@ -735,6 +737,7 @@ async def snapshot(
         pipe.send(("counts",))
     box = _common.machine_cpu()
     server = _common.cpu_seconds(server_pid)
+    server_loop = _common.thread_cpu_seconds(server_pid)
     own, wall = time.process_time(), time.monotonic()
     workers = list(_common.cpu_each(gen.worker_pids).values())
     decoded = [v.frames for v in gen.decoders]
@@ -747,6 +750,7 @@ async def snapshot(
         wall,
         box,
         server,
+        server_loop,
         own,
         workers,
         camera,
@@ -823,6 +827,7 @@ def step_row(
     late = sorted(gen.camera.late_s)
     gen.camera.late_s = []
     server = b.server_cpu_s - a.server_cpu_s
+    loop = b.server_loop_cpu_s - a.server_loop_cpu_s
     main = b.own_cpu_s - a.own_cpu_s
     workers = [
         (y - x) if x is not None and y is not None else 0.0
@@ -835,6 +840,9 @@ def step_row(
         "decoding": len(gen.decoders),
         "window_s": round(wall, 2),
         "server_cpu_pct": _pct(server, wall),
+        # the event loop's thread, and the rest (the HLS transcoder of a VP8 stream)
+        "server_loop_cpu_pct": _pct(loop, wall),
+        "server_other_threads_cpu_pct": _pct(server - loop, wall),
         "latency_ms": {
             "samples": len(latencies),
             "p50": _ms(_common.percentile(latencies, 0.50)),
@@ -896,35 +904,42 @@ def limited_by(row: dict[str, Any]) -> list[str]:
 def per_viewer(rows: list[dict[str, Any]]) -> None:
     """Set each row's ``per_viewer_pct``, (CPU at N - CPU at 0) / N (None without a
     0-viewer row, and for it), and ``marginal_pct``, what each viewer added since the
-    step before: (CPU at N - CPU at M) / (N - M) (None for the first row)."""
-    base = next((r["server_cpu_pct"] for r in rows if r["viewers"] == 0), None)
-    before: dict[str, Any] | None = None
-    for row in rows:
-        n = row["viewers"]
-        row["per_viewer_pct"] = (
-            round((row["server_cpu_pct"] - base) / n, 2) if base is not None and n else None
-        )
-        row["marginal_pct"] = (
-            None
-            if before is None
-            else round(
-                (row["server_cpu_pct"] - before["server_cpu_pct"]) / (n - before["viewers"]), 2
+    step before: (CPU at N - CPU at M) / (N - M) (None for the first row); and the
+    same of the event loop's thread alone (``per_viewer_loop_pct``,
+    ``marginal_loop_pct``), where a viewer's work runs: the process's other threads
+    are the HLS transcoder of a VP8 stream, whose cost does not depend on viewers but
+    drifts by 1-2 % of a core from one window to the next on this machine, as much as
+    one or two viewers cost in all."""
+    for cpu, suffix in (("server_cpu_pct", ""), ("server_loop_cpu_pct", "_loop")):
+        base = next((r[cpu] for r in rows if r["viewers"] == 0), None)
+        before: dict[str, Any] | None = None
+        for row in rows:
+            n = row["viewers"]
+            row[f"per_viewer{suffix}_pct"] = (
+                round((row[cpu] - base) / n, 2) if base is not None and n else None
             )
-        )
-        before = row
+            row[f"marginal{suffix}_pct"] = (
+                None
+                if before is None
+                else round((row[cpu] - before[cpu]) / (n - before["viewers"]), 2)
+            )
+            before = row
 
 
 def verdicts(codec: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Each target of issue 6 against the rows: met (True), or where not (False), or
     None where no row measured it (no viewer, no 0-viewer row, not H.264)."""
     watched = [r for r in rows if r["viewers"]]
-    cost = [r for r in watched if r["per_viewer_pct"] is not None]
+    cost = [r for r in watched if r["per_viewer_loop_pct"] is not None]
     timed = [r for r in watched if r["latency_ms"]["p95"] is not None]
     base = next((r for r in rows if r["viewers"] == 0), None)
     return {
+        # judged on the event loop's thread (see per_viewer); the whole process's
+        # figure is in each row, and where it is over too
         "per_viewer_le_1pct": {
-            "met": all(r["per_viewer_pct"] <= 1 for r in cost) if cost else None,
-            "over_at": [r["viewers"] for r in cost if r["per_viewer_pct"] > 1],
+            "met": all(r["per_viewer_loop_pct"] <= 1 for r in cost) if cost else None,
+            "over_at": [r["viewers"] for r in cost if r["per_viewer_loop_pct"] > 1],
+            "whole_process_over_at": [r["viewers"] for r in cost if (r["per_viewer_pct"] or 0) > 1],
         },
         "latency_p95_le_150ms": {
             "met": all(r["latency_ms"]["p95"] <= 150 for r in timed) if timed else None,
@@ -1056,7 +1071,8 @@ async def _stop(gen: Generator, publisher: RTCPeerConnection | None, server: Bas
 def _row_line(row: dict[str, Any]) -> str:
     lat, fps, gen, m = row["latency_ms"], row["fps"], row["generator"], row["machine_pct_of_a_core"]
     return (
-        f"{row['viewers']:>3} viewers: server {row['server_cpu_pct']:5.1f} %, "
+        f"{row['viewers']:>3} viewers: server {row['server_cpu_pct']:5.1f} % "
+        f"(loop {row['server_loop_cpu_pct']:.1f}), "
         f"published {_v(row['video_tx_kbit_per_s'])} kbit/s, latency p50/p95/max "
         f"{lat['p50']}/{lat['p95']}/{lat['max']} ms ({lat['samples']}), fps min/median "
         f"{fps['min']}/{fps['median']} (camera {fps['camera']}), generator "
@@ -1093,8 +1109,8 @@ def table(fig: dict[str, Any]) -> str:
     )
     cols = (
         "viewers",
-        "server %",
-        "per viewer % (marginal)",
+        "server % (loop thread)",
+        "per viewer %, loop thread (whole process)",
         "latency p50/p95/max ms (n)",
         "lost",
         "fps min/median (camera)",
@@ -1120,8 +1136,8 @@ def table(fig: dict[str, Any]) -> str:
             " | ".join(
                 [
                     str(r["viewers"]),
-                    f"{r['server_cpu_pct']:.1f}",
-                    f"{_v(r['per_viewer_pct'])} ({_v(r['marginal_pct'])})",
+                    f"{r['server_cpu_pct']:.1f} ({r['server_loop_cpu_pct']:.1f})",
+                    f"{_v(r['per_viewer_loop_pct'])} ({_v(r['per_viewer_pct'])})",
                     f"{_v(lat['p50'])}/{_v(lat['p95'])}/{_v(lat['max'])} ({lat['samples']})",
                     f"{lat['skipped']} skipped, {lat['unreadable']} unreadable",
                     f"{_v(fps['min'])}/{_v(fps['median'])} ({fps['camera']})",
