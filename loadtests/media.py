@@ -12,7 +12,9 @@ most ``--ramp-wait`` seconds) for the publisher's bitrate to stop climbing: aior
 start at 0.5 Mbit/s and follow the server's bandwidth estimates up (VP8 takes about
 15 s to reach its cap), and a step 0 measured meanwhile has less ingest than the steps
 after it, which reads as a cost of the first viewer. At each step, after ``--settle``
-seconds, it measures over ``--window`` seconds:
+seconds, it measures over ``--window`` seconds, or longer at few viewers
+(``--viewer-seconds``: the machine's drift between windows weighs 1/N in a viewer's
+cost, so step 0 and 1 viewer get 60 s, 2 viewers 30 s, 4 viewers 15 s by default):
 
 - **server CPU** (utime + stime of its process from ``/proc``) in % of one core; per
   viewer, (CPU with N viewers - CPU with none) / N; and marginal, what each viewer
@@ -616,6 +618,14 @@ class Options:
     quiet_wait: float
     json: str | None
     ramp_wait: float = 60.0
+    viewer_seconds: float = 60.0
+
+    def window_for(self, viewers: int) -> float:
+        """The window of a step of ``viewers``: at least ``window``, and long enough
+        for ``viewer_seconds`` (a viewer's cost is the step's rise over step 0 divided
+        by its viewers, so the machine's drift weighs 1/N: one viewer needs the longest
+        window, and step 0, the baseline of all, as long)."""
+        return max(self.window, self.viewer_seconds / max(viewers, 1))
 
 
 @dataclass
@@ -1015,7 +1025,7 @@ async def run(opts: Options) -> dict[str, Any]:
                     v.take()
                 gen.lag.take()
                 gen.camera.late_s = []
-                await asyncio.sleep(opts.window)
+                await asyncio.sleep(opts.window_for(step))
                 b = await snapshot(gen, server.pid, publisher)
                 row = step_row(step, a, b, gen, [v.take() for v in gen.decoders])
                 row["others_before"] = before
@@ -1038,6 +1048,7 @@ async def run(opts: Options) -> dict[str, Any]:
         "procs": opts.procs,
         "settle_s": opts.settle,
         "window_s": opts.window,
+        "viewer_seconds": opts.viewer_seconds,
         "ramp_wait_s": opts.ramp_wait,
         "ramp": ramp,
         "cores": multiprocessing.cpu_count(),
@@ -1104,7 +1115,8 @@ def table(fig: dict[str, Any]) -> str:
         f"live video: {fig['codec']} {fig['size']} at {fig['fps']} fps, noise bits "
         f"{fig['noise_bits']}; {fig['decoders']} decoding viewers, the rest counting in "
         f"{where}; windows of "
-        f"{fig['window_s']} s after {fig['settle_s']} s; idle server "
+        f"{fig['window_s']} s (or {fig.get('viewer_seconds', 0)} viewer-seconds) after "
+        f"{fig['settle_s']} s; idle server "
         f"{fig['idle'].get('server_cpu_pct')} % of a core"
     )
     cols = (
@@ -1187,7 +1199,16 @@ def _parser() -> argparse.ArgumentParser:
         "--procs", type=int, default=1, help="processes for the counting viewers (1; 0: here)"
     )
     p.add_argument("--settle", type=float, default=3.0, help="seconds before a window (3)")
-    p.add_argument("--window", type=float, default=10.0, help="measured seconds per step (10)")
+    p.add_argument(
+        "--window", type=float, default=10.0, help="measured seconds per step, at least (10)"
+    )
+    p.add_argument(
+        "--viewer-seconds",
+        type=float,
+        default=60.0,
+        help="a step of N viewers (and step 0 as one) measures at least this / N seconds "
+        "(60: 60 s at 0 and 1 viewer, 30 s at 2, 15 s at 4; 0: --window alone)",
+    )
     p.add_argument(
         "--ramp-wait",
         type=float,
@@ -1235,6 +1256,7 @@ def options(argv: Sequence[str] | None = None) -> Options:
             (0 <= a.procs <= 8, "--procs must be 0 to 8"),
             (0 <= a.settle <= 600, "--settle must be 0 to 600"),
             (1 <= a.window <= 600, "--window must be 1 to 600"),
+            (0 <= a.viewer_seconds <= 3600, "--viewer-seconds must be 0 to 3600"),
             (0 <= a.ramp_wait <= 600, "--ramp-wait must be 0 to 600"),
             (0 <= a.port <= 65535, "--port must be 0 to 65535"),
             *_common.quiet_checks(a),
@@ -1254,6 +1276,7 @@ def options(argv: Sequence[str] | None = None) -> Options:
         quiet_wait=a.quiet_wait,
         json=a.json,
         ramp_wait=a.ramp_wait,
+        viewer_seconds=a.viewer_seconds,
     )
 
 

@@ -296,3 +296,10 @@ def test_limited_by_names_each_limit_and_nothing_with_headroom() -> None:
     lagging = {"main_lag_ms": {"p99": 2.0}, "workers_lag_ms": [{"p99": 35.0}]}
     assert media.limited_by(_row(4, 20.0, generator=lagging)) == ["generator"]
     assert media.limited_by(_row(4, 20.0, fps={"camera": 27.0, "below_29": 4})) == ["generator"]
+
+
+def test_few_viewers_are_measured_longer() -> None:
+    opts = media.options(["--steps", "0,1,2,4,8,32"])
+    assert [opts.window_for(n) for n in opts.steps] == [60.0, 60.0, 30.0, 15.0, 10.0, 10.0]
+    flat = media.options(["--viewer-seconds", "0", "--window", "12"])
+    assert {flat.window_for(n) for n in (0, 1, 32)} == {12.0}
