@@ -26,7 +26,7 @@
 
 ARG PYTHON_IMAGE=python:3.11-slim
 ARG NODE_IMAGE=node:22-bookworm-slim
-ARG HLS_JS_VERSION=1
+ARG HLS_JS_VERSION=1.7.4
 
 # -- vendor: hls.js from the npm registry ----------------------------------------------
 FROM ${NODE_IMAGE} AS vendor
@@ -48,19 +48,22 @@ ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /app
 
-# Dependencies first, from pyproject.toml alone, so that a code change does not
-# reinstall them. Every dependency ships wheels for linux/amd64 and arm64 on 3.11.
-COPY pyproject.toml ./
+# Dependencies first, from pyproject.toml and the lock alone, so that a code change
+# does not reinstall them; at the lock's versions (constraints.txt, as scripts/_env.sh
+# installs them), so an image built later has what the tests passed with. Every
+# dependency ships wheels for linux/amd64 and arm64 on 3.11.
+COPY pyproject.toml constraints.txt ./
 RUN python -c "import tomllib; \
 print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
         > /tmp/requirements.txt \
-    && pip install -r /tmp/requirements.txt
+    && pip install -c constraints.txt pip setuptools \
+    && pip install -c constraints.txt -r /tmp/requirements.txt
 
 # The package itself, editable: /app/livecommerce stays the imported code, so
 # STATIC_DIR resolves to /app/static. (README.md is read by setuptools as the readme.)
 COPY README.md ./
 COPY livecommerce/ ./livecommerce/
-RUN pip install --no-deps -e . \
+RUN pip install --no-deps --no-build-isolation -e . \
     && python -m compileall -q livecommerce \
     && python -c "import livecommerce.http.app as a; assert str(a.STATIC_DIR) == '/app/static', a.STATIC_DIR"
 

@@ -4,9 +4,9 @@ Tokens are issued with PyJWT and verified here, with the standard library: a ser
 checks one on every connect (thousands a second when a crowd arrives), and PyJWT's
 general decoder cost 21 µs a token even with each secret's key vetted once (53 µs
 without), where an HS256 check is a split, three base64 decodes, one HMAC and a
-constant-time compare: 8.5 µs a verification here, claims included. Only ``alg: HS256`` is accepted, with no ``crit``
-header (RFC 7515 4.1.11: extensions we do not know must be refused); the tests check
-that what PyJWT refuses is refused here too.
+constant-time compare: 8.5 µs a verification here, claims included. Only
+``alg: HS256`` is accepted, with no ``crit`` header (RFC 7515 4.1.11: extensions we do
+not know must be refused); the tests check that what PyJWT refuses is refused here too.
 """
 
 from __future__ import annotations

@@ -467,7 +467,7 @@ class RedisEventLog:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
-        await self._pubsub.aclose()  # type: ignore[no-untyped-call]
+        await self._pubsub.aclose()
 
 
 class ShardedEventLog(RedisEventLog):

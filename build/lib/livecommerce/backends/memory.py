@@ -1,0 +1,615 @@
+"""The embedded backend: every store in this process's memory (one process only)."""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import itertools
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
+
+from livecommerce.backends import (
+    FLAGGED_SIZE,
+    MODLOG_SIZE,
+    Backends,
+    Clip,
+    DeadLetter,
+    Kind,
+    LogHead,
+    LogSnapshot,
+    OutboxEntry,
+    Refusal,
+    Sink,
+)
+from livecommerce.config import Settings
+from livecommerce.inventory.rules import (
+    Attempt,
+    Ledger,
+    Order,
+    Outcome,
+    Product,
+    Sale,
+    Settled,
+    SettleKind,
+    room_of_order,
+)
+from livecommerce.protocol import encode_event, sequence
+from livecommerce.rooms.state import Room, Status
+
+PRESENCE_TTL_MS = 5000
+MAX_EVENT_IDS = 1_000_000
+"""Callback event ids remembered (the Redis engine remembers them for a week)."""
+
+
+class MemoryRoomStore:
+    def __init__(self) -> None:
+        self._rooms: dict[str, Room] = {}
+
+    async def create(self, room: Room) -> bool:
+        if room.id in self._rooms:
+            return False
+        self._rooms[room.id] = room
+        return True
+
+    async def get(self, room_id: str) -> Room | None:
+        return self._rooms.get(room_id)
+
+    async def list(self, status: Status | None = None) -> list[Room]:
+        rooms = [r for r in self._rooms.values() if status is None or r.status == status]
+        return sorted(rooms, key=lambda r: (-r.created_at, r.id))
+
+    async def set_status(self, room_id: str, old: Status, new: Status) -> bool:
+        room = self._rooms.get(room_id)
+        if room is None or room.status != old:
+            return False
+        self._rooms[room_id] = Room(room.id, room.title, room.host, new, room.created_at)
+        return True
+
+
+@dataclass
+class _Log:
+    epoch: str
+    size: int
+    recent_size: int
+    seq: int = 0
+    lines: deque[bytes] = field(default_factory=deque)
+    recent: dict[str, bytes] = field(default_factory=dict)
+    msg_ids: dict[str, None] = field(default_factory=dict)
+    announcement: bytes | None = None
+    pinned: bytes | None = None
+
+
+class MemoryEventLog:
+    def __init__(self, *, history_size: int, recent_size: int) -> None:
+        self._history_size = history_size
+        self._recent_size = recent_size
+        self._logs: dict[str, _Log] = {}
+        self._sinks: dict[str, Sink] = {}
+
+    def _log(self, room: str) -> _Log:
+        log = self._logs.get(room)
+        if log is None:
+            log = self._logs[room] = _Log(
+                secrets.token_hex(4), self._history_size, self._recent_size
+            )
+        return log
+
+    async def publish(self, room: str, body: bytes, *, kind: Kind = "plain", ref: str = "") -> int:
+        log = self._log(room)
+        if kind == "chat.deleted":
+            if ref not in log.msg_ids:
+                return 0
+            del log.msg_ids[ref]
+            log.recent.pop(ref, None)
+        log.seq += 1
+        line = sequence(log.seq, body)
+        log.lines.append(line)
+        if len(log.lines) > log.size:
+            log.lines.popleft()
+        if kind == "chat":
+            log.recent[ref] = line
+            if len(log.recent) > log.recent_size:
+                del log.recent[next(iter(log.recent))]
+            log.msg_ids[ref] = None
+            if len(log.msg_ids) > log.size:
+                del log.msg_ids[next(iter(log.msg_ids))]
+        elif kind == "announcement":
+            log.announcement = line
+        elif kind == "pin":
+            log.pinned = line
+        elif kind == "unpin":
+            log.pinned = None
+        sink = self._sinks.get(room)
+        if sink is not None:
+            sink(line, None)
+        return log.seq
+
+    async def send_private(self, room: str, user: str, line: bytes) -> None:
+        sink = self._sinks.get(room)
+        if sink is not None:
+            sink(line, user)
+
+    async def history(self, room: str, after: int, epoch: str) -> list[bytes] | None:
+        log = self._log(room)
+        if epoch != log.epoch or after > log.seq:
+            return None
+        missing = log.seq - after
+        if missing > len(log.lines):
+            return None
+        return list(log.lines)[len(log.lines) - missing :] if missing else []
+
+    async def snapshot(self, room: str) -> LogSnapshot:
+        log = self._log(room)
+        return LogSnapshot(
+            log.seq, log.epoch, list(log.recent.values()), log.announcement, log.pinned
+        )
+
+    async def subscribe(self, room: str, sink: Sink) -> LogHead:
+        self._sinks[room] = sink
+        return await self.head(room)
+
+    async def unsubscribe(self, room: str) -> None:
+        self._sinks.pop(room, None)
+
+    async def head(self, room: str) -> LogHead:
+        log = self._log(room)
+        return LogHead(log.seq, log.epoch)
+
+
+class MemoryCounters:
+    def __init__(self) -> None:
+        self._figures: dict[str, dict[str, int]] = {}
+        self._likes: dict[str, int] = {}
+        self._presence: dict[str, dict[str, tuple[int, int]]] = {}
+
+    async def add_likes(self, room: str, n: int) -> int:
+        total = self._likes.get(room, 0) + n
+        self._likes[room] = total
+        return total
+
+    async def report_presence(self, room: str, node: str, count: int, now_ms: int) -> int:
+        nodes = self._presence.setdefault(room, {})
+        nodes[node] = (count, now_ms + PRESENCE_TTL_MS)
+        for name in [n for n, (_, exp) in nodes.items() if exp <= now_ms]:
+            del nodes[name]
+        return sum(c for c, _ in nodes.values())
+
+    async def count(self, room: str, figures: dict[str, int]) -> None:
+        mine = self._figures.setdefault(room, {})
+        for name, n in figures.items():
+            mine[name] = mine.get(name, 0) + n
+
+    async def note_viewers(self, room: str, viewers: int, *, sku: str | None = None) -> int:
+        mine = self._figures.setdefault(room, {})
+        name = f"peak_viewers:{sku}" if sku else "peak_viewers"
+        mine[name] = max(mine.get(name, 0), viewers)
+        return mine[name]
+
+    async def figures(self, room: str) -> dict[str, int]:
+        return dict(self._figures.get(room, {}))
+
+
+class MemoryModerationStore:
+    def __init__(self) -> None:
+        self._bans: set[tuple[str, str]] = set()
+        self._mutes: dict[tuple[str, str], int] = {}
+        self._slow: dict[str, int] = {}
+        self._last_chat: dict[tuple[str, str], int] = {}
+        self._filters: dict[str, dict[str, str]] = {}
+        self._flagged: dict[str, dict[str, bytes]] = {}
+        self._log: dict[str, deque[bytes]] = {}
+
+    async def slow(self, room: str) -> int:
+        return self._slow.get(room, 0)
+
+    async def change_filter(
+        self, room: str, add: list[str], remove: list[str], action: str
+    ) -> dict[str, str]:
+        terms = self._filters.setdefault(room, {})
+        for term in remove:
+            terms.pop(term, None)
+        for term in add:
+            terms[term] = action
+        return dict(terms)
+
+    async def filter_terms(self, room: str) -> dict[str, str]:
+        return dict(self._filters.get(room, {}))
+
+    async def flag(self, room: str, msg_id: str, entry: bytes) -> None:
+        queue = self._flagged.setdefault(room, {})
+        queue[msg_id] = entry
+        while len(queue) > FLAGGED_SIZE:
+            del queue[next(iter(queue))]
+
+    async def unflag(self, room: str, msg_id: str) -> bool:
+        return self._flagged.get(room, {}).pop(msg_id, None) is not None
+
+    async def flagged(self, room: str) -> list[bytes]:
+        return list(self._flagged.get(room, {}).values())
+
+    async def log_action(self, room: str, entry: bytes) -> None:
+        self._log.setdefault(room, deque(maxlen=MODLOG_SIZE)).append(entry)
+
+    async def actions(self, room: str, limit: int) -> list[bytes]:
+        entries = self._log.get(room, deque())
+        return list(entries)[-limit:] if limit > 0 else []
+
+    async def admit_chat(
+        self, room: str, user: str, now_ms: int, *, slow_exempt: bool = False
+    ) -> Refusal | None:
+        key = (room, user)
+        if key in self._bans:
+            return ("banned", 0)
+        muted = self._mutes.get(key, 0)
+        if muted > now_ms:
+            return ("muted", muted)
+        slow_ms = self._slow.get(room, 0) * 1000
+        if slow_ms and not slow_exempt:
+            last = self._last_chat.get(key, 0)
+            if last and now_ms - last < slow_ms:
+                return ("slow_mode", last + slow_ms)
+            self._last_chat[key] = now_ms
+        return None
+
+    async def mute(self, room: str, user: str, until_ms: int) -> None:
+        self._mutes[(room, user)] = until_ms
+
+    async def set_banned(self, room: str, user: str, banned: bool) -> bool:
+        key = (room, user)
+        if banned == (key in self._bans):
+            return False
+        if banned:
+            self._bans.add(key)
+        else:
+            self._bans.discard(key)
+        return True
+
+    async def banned(self, room: str, users: Collection[str]) -> set[str]:
+        return {u for u in users if (room, u) in self._bans}
+
+    async def set_slow(self, room: str, seconds: int) -> None:
+        self._slow[room] = seconds
+        if not seconds:
+            for key in [k for k in self._last_chat if k[0] == room]:
+                del self._last_chat[key]
+
+
+class MemoryOutboxStore:
+    """Every room's outbox as a list, with the bookkeeping of a consumer group."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._entries: dict[str, list[dict[str, str] | None]] = {}
+        """room -> entries by number (None once acknowledged or buried)."""
+        self._unread: deque[tuple[str, int]] = deque()
+        self._pending: dict[tuple[str, int], tuple[str, float]] = {}
+        """(room, n) -> (consumer, last touched)."""
+        self._failures: dict[tuple[str, int], int] = {}
+        self._dead: dict[tuple[str, int], DeadLetter] = {}
+        self._dead_ids = itertools.count(1)
+        self._arrived = asyncio.Event()
+
+    def append(self, room: str, fields: dict[str, str]) -> None:
+        entries = self._entries.setdefault(room, [])
+        entries.append(fields)
+        self._unread.append((room, len(entries) - 1))
+        self._arrived.set()
+
+    def entries(self, room: str) -> list[dict[str, str]]:
+        """The room's entries not yet delivered (nor buried), oldest first."""
+        return [dict(f) for f in self._entries.get(room, []) if f is not None]
+
+    def _entry(self, room: str, n: int) -> OutboxEntry:
+        fields = self._entries[room][n]
+        assert fields is not None
+        return OutboxEntry(f"{room}/{n}", room, dict(fields), self._failures.get((room, n), 0))
+
+    @staticmethod
+    def _key(entry_id: str) -> tuple[str, int]:
+        room, _, n = entry_id.rpartition("/")
+        return room, int(n)
+
+    async def read(self, consumer: str, count: int, *, block_ms: int) -> list[OutboxEntry]:
+        if not self._unread and block_ms > 0:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), block_ms / 1000)
+        out: list[OutboxEntry] = []
+        now = self._clock()
+        while self._unread and len(out) < count:
+            room, n = self._unread.popleft()
+            self._pending[(room, n)] = (consumer, now)
+            out.append(self._entry(room, n))
+        return out
+
+    async def reclaim(self, consumer: str, *, min_idle_ms: int, count: int) -> list[OutboxEntry]:
+        now = self._clock()
+        out: list[OutboxEntry] = []
+        for k, (_, touched) in list(self._pending.items()):
+            if len(out) >= count:
+                break
+            if (now - touched) * 1000 >= min_idle_ms:
+                self._pending[k] = (consumer, now)
+                out.append(self._entry(*k))
+        return out
+
+    async def touch(self, consumer: str, entries: list[OutboxEntry]) -> None:
+        now = self._clock()
+        for e in entries:
+            k = self._key(e.id)
+            if k in self._pending:
+                self._pending[k] = (consumer, now)
+
+    def _done(self, k: tuple[str, int]) -> None:
+        self._pending.pop(k, None)
+        self._failures.pop(k, None)
+        self._entries[k[0]][k[1]] = None
+
+    async def ack(self, entries: list[OutboxEntry]) -> None:
+        for entry in entries:
+            k = self._key(entry.id)
+            if k in self._pending:
+                self._done(k)
+
+    async def failed(self, entry: OutboxEntry) -> int:
+        k = self._key(entry.id)
+        self._failures[k] = self._failures.get(k, 0) + 1
+        return self._failures[k]
+
+    async def bury(self, entry: OutboxEntry, reason: str, now_ms: int) -> None:
+        k = self._key(entry.id)
+        if k not in self._pending:
+            return
+        n = next(self._dead_ids)
+        failures = self._failures.get(k, 0)
+        self._dead[(entry.room, n)] = DeadLetter(
+            f"{entry.room}/{n}", entry.room, dict(entry.fields), reason, failures, now_ms
+        )
+        self._done(k)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadLetter]:
+        return sorted(self._dead.values(), key=lambda d: (d.at_ms, d.id))[:limit]
+
+    async def redrive(self, dead_id: str) -> bool:
+        try:
+            dead = self._dead.pop(self._key(dead_id))
+        except (KeyError, ValueError):
+            return False
+        self.append(dead.room, dict(dead.fields))
+        return True
+
+    async def backlog(self) -> int:
+        return sum(1 for entries in self._entries.values() for f in entries if f is not None)
+
+    async def rooms(self) -> list[str]:
+        return sorted(self._entries)
+
+
+class MemoryInventoryStore:
+    """A :class:`Ledger` per room; events go through the memory event log."""
+
+    def __init__(
+        self, log: MemoryEventLog, outbox: MemoryOutboxStore, counters: MemoryCounters
+    ) -> None:
+        self._log = log
+        self._counters = counters
+        self._products: dict[str, dict[str, Product]] = {}
+        self._ledgers: dict[str, Ledger] = {}
+        self._outbox = outbox
+        self._events: dict[tuple[str, str], None] = {}
+        self._late: dict[str, dict[str, int]] = {}
+
+    def _ledger(self, room: str) -> Ledger:
+        ledger = self._ledgers.get(room)
+        if ledger is None:
+            ledger = self._ledgers[room] = Ledger(room)
+        return ledger
+
+    async def put_product(self, room: str, product: Product) -> None:
+        self._products.setdefault(room, {})[product.sku] = product
+
+    async def products(self, room: str) -> list[Product]:
+        return sorted(self._products.get(room, {}).values(), key=lambda p: p.sku)
+
+    async def start_sale(self, sale: Sale, event: bytes) -> None:
+        self._ledger(sale.room).start(sale)
+        await self._log.publish(sale.room, event)
+
+    async def _ended(self, sale: Sale, now_ms: int) -> None:
+        body = encode_event(
+            "sale.ended", sale.room, now_ms, {"sale_id": sale.id, "reason": sale.reason}
+        )
+        await self._log.publish(sale.room, body)
+
+    async def stop_sale(self, room: str, sale_id: str, now_ms: int) -> bool:
+        sale = self._ledger(room).end(sale_id, "stopped")
+        if sale is not None:
+            await self._ended(sale, now_ms)
+        return sale is not None
+
+    async def sale(self, room: str, sale_id: str) -> Sale | None:
+        sale = self._ledger(room).sales.get(sale_id)
+        return None if sale is None else replace(sale)
+
+    async def active_sales(self, room: str) -> list[Sale]:
+        return [replace(s) for s in self._ledger(room).active()]
+
+    async def stock(self, room: str) -> dict[str, int]:
+        return {s.id: s.remaining for s in self._ledger(room).active()}
+
+    async def reserve(
+        self, room: str, sale_id: str, attempts: list[Attempt], *, now_ms: int, hold_ms: int
+    ) -> list[Outcome]:
+        ledger = self._ledger(room)
+        outcomes = [ledger.reserve(sale_id, a, now=now_ms, hold_ms=hold_ms) for a in attempts]
+        for out in outcomes:
+            if out.created and out.order is not None:
+                await self._counters.count(room, {"orders": 1, f"orders:{out.order.sku}": 1})
+                entry = {k: str(v) for k, v in out.order.to_dict().items() if v is not None}
+                self._outbox.append(room, entry)
+        return [replace(o, order=None if o.order is None else replace(o.order)) for o in outcomes]
+
+    async def pay(self, order_id: str, now_ms: int) -> tuple[Order | None, bool]:
+        ledger = self._ledgers.get(room_of_order(order_id))
+        if ledger is None or order_id not in ledger.orders:
+            return None, False
+        was_held = ledger.orders[order_id].status == "held"
+        order, sold_out = ledger.pay(order_id)
+        if was_held and order is not None:
+            await self._count_sold(order, 1)
+        if sold_out is not None:
+            await self._ended(sold_out, now_ms)
+        return (None if order is None else replace(order)), was_held
+
+    async def cancel(self, order_id: str) -> Order | None:
+        ledger = self._ledgers.get(room_of_order(order_id))
+        order = None if ledger is None else ledger.release(order_id, "cancelled")
+        return None if order is None else replace(order)
+
+    async def sweep(self, room: str, now_ms: int) -> list[Order]:
+        ledger = self._ledger(room)
+        released = ledger.expire_due(now_ms)
+        for sale in ledger.end_due(now_ms):
+            await self._ended(sale, now_ms)
+        return [replace(o) for o in released]
+
+    async def order(self, order_id: str) -> Order | None:
+        ledger = self._ledgers.get(room_of_order(order_id))
+        order = None if ledger is None else ledger.orders.get(order_id)
+        return None if order is None else replace(order)
+
+    async def orders_of(self, room: str, users: Collection[str]) -> dict[str, list[Order]]:
+        ledger = self._ledger(room)
+        mine = {u: [replace(o) for o in ledger.user_orders(u)] for u in users}
+        return {u: orders for u, orders in mine.items() if orders}
+
+    async def rooms_to_sweep(self) -> list[str]:
+        return list(self._ledgers)
+
+    async def outbox(self, room: str) -> list[dict[str, str]]:
+        return self._outbox.entries(room)
+
+    async def settle(
+        self, order_id: str, kind: SettleKind, *, event_id: str | None, now_ms: int
+    ) -> Settled:
+        room = room_of_order(order_id)
+        ledger = self._ledgers.get(room)
+        if ledger is None or order_id not in ledger.orders:
+            return Settled(None, applied=False)
+        if event_id is not None:
+            if (room, event_id) in self._events:
+                order = replace(ledger.orders[order_id])
+                return Settled(order, applied=False, duplicate=True)
+            if len(self._events) >= MAX_EVENT_IDS:  # forget the oldest (insertion order)
+                del self._events[next(iter(self._events))]
+            self._events[(room, event_id)] = None
+        before = ledger.orders[order_id].status
+        done = ledger.settle(order_id, kind)
+        if done.order is not None and done.applied:
+            if before == "held" and done.order.status == "paid":
+                await self._count_sold(done.order, 1)
+            elif before == "paid":
+                await self._count_sold(done.order, -1)
+        if done.sold_out is not None:
+            await self._ended(done.sold_out, now_ms)
+        if done.late:
+            self._late.setdefault(room, {})[order_id] = now_ms
+        return replace(done, order=None if done.order is None else replace(done.order))
+
+    async def _count_sold(self, order: Order, sign: int) -> None:
+        units, revenue = sign * order.qty, sign * order.qty * order.price
+        await self._counters.count(
+            order.room,
+            {
+                "units_sold": units,
+                f"units_sold:{order.sku}": units,
+                "revenue": revenue,
+                f"revenue:{order.sku}": revenue,
+            },
+        )
+
+    async def set_payment_url(self, order_id: str, url: str) -> Order | None:
+        ledger = self._ledgers.get(room_of_order(order_id))
+        order = None if ledger is None else ledger.orders.get(order_id)
+        if order is None:
+            return None
+        order.payment_url = url
+        return replace(order)
+
+    async def late_payments(self, room: str) -> dict[str, int]:
+        return dict(self._late.get(room, {}))
+
+    async def orders(self, room: str) -> list[Order]:
+        ledger = self._ledgers.get(room)
+        orders = [] if ledger is None else ledger.orders.values()
+        return sorted((replace(o) for o in orders), key=lambda o: (o.created_at, o.id))
+
+
+class MemoryClipStore:
+    """Clips in this process's memory, ordered by :attr:`Clip.order_key`."""
+
+    def __init__(self) -> None:
+        self._clips: dict[tuple[str, str], Clip] = {}
+        self._order: list[str] = []
+        """Order keys, oldest first."""
+        self._by_key: dict[str, Clip] = {}
+
+    async def add(self, clip: Clip) -> None:
+        old = self._clips.get((clip.room, clip.id))
+        if old is not None:
+            self._forget(old)
+        self._clips[(clip.room, clip.id)] = clip
+        bisect.insort(self._order, clip.order_key)
+        self._by_key[clip.order_key] = clip
+
+    def _forget(self, clip: Clip) -> None:
+        del self._clips[(clip.room, clip.id)]
+        i = bisect.bisect_left(self._order, clip.order_key)
+        if i < len(self._order) and self._order[i] == clip.order_key:
+            del self._order[i]
+        self._by_key.pop(clip.order_key, None)
+
+    async def get(self, room: str, clip_id: str) -> Clip | None:
+        return self._clips.get((room, clip_id))
+
+    async def room_clips(self, room: str, *, sku: str | None = None) -> list[Clip]:
+        found = [
+            c for c in self._clips.values() if c.room == room and (sku is None or c.sku == sku)
+        ]
+        return sorted(found, key=lambda c: c.order_key, reverse=True)
+
+    async def feed(self, limit: int, cursor: str | None = None) -> tuple[list[Clip], str | None]:
+        end = len(self._order) if cursor is None else bisect.bisect_left(self._order, cursor)
+        keys = self._order[max(0, end - limit) : end][::-1]
+        clips = [self._by_key[k] for k in keys]
+        more = end - limit > 0
+        return clips, (keys[-1] if clips and more else None)
+
+    async def delete_ended_before(self, ms: int, *, limit: int = 1000) -> list[Clip]:
+        bound = f"{ms:013d}"
+        old = [self._by_key[k] for k in self._order[:limit] if k < bound]
+        for clip in old:
+            self._forget(clip)
+        return old
+
+
+def memory_backends(settings: Settings) -> Backends:
+    """Every store in memory, for one process."""
+    log = MemoryEventLog(
+        history_size=settings.history_size, recent_size=settings.limits.recent_chats
+    )
+    outbox = MemoryOutboxStore()
+    counters = MemoryCounters()
+    return Backends(
+        engine="memory",
+        rooms=MemoryRoomStore(),
+        log=log,
+        counters=counters,
+        moderation=MemoryModerationStore(),
+        inventory=MemoryInventoryStore(log, outbox, counters),
+        outbox=outbox,
+    )

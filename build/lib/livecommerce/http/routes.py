@@ -1,0 +1,276 @@
+"""The HTTP API of PROTOCOL.md, the demo sign-in, health, metrics and static pages.
+
+Errors always have the shape ``{"error": {"code", "message"}}`` with a fitting status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, cast
+
+from aiohttp import web
+
+from livecommerce.auth import Principal, Role, guest, issue_token, verify_token
+from livecommerce.errors import Error
+from livecommerce.http import openapi
+from livecommerce.http.keys import CONNECTIONS, HUB, METRICS, READY, SECRET, SERVICE, SETTINGS
+from livecommerce.http.ws import ws_handler
+from livecommerce.inventory.rules import Product
+from livecommerce.protocol import ROOM_ID, dumps, loads
+from livecommerce.protocol.codec import MAX_PRICE
+from livecommerce.rooms.state import STATUSES, clean_text
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "bad_request",
+    413: "too_large",
+    429: "rate_limited",
+}
+
+
+def json_response(data: Any, status: int = 200) -> web.Response:
+    return web.Response(body=dumps(data), status=status, content_type="application/json")
+
+
+def error_response(err: Error) -> web.Response:
+    return json_response({"error": {"code": err.code, "message": err.message}}, err.status)
+
+
+@web.middleware
+async def error_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Turn every refusal, including aiohttp's own (404, 405, 413), into our shape."""
+    try:
+        return await handler(request)
+    except Error as err:
+        return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "bad_request")
+        resp = error_response(Error(code, exc.reason))  # type: ignore[arg-type]
+        resp.set_status(exc.status)
+        return resp
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        return error_response(Error("internal", "internal error"))
+
+
+def principal(request: web.Request) -> Principal:
+    """The caller: from ``Authorization: Bearer <token>``, or a guest."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return guest("http")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Error("unauthorized", "use Authorization: Bearer <token>")
+    return verify_token(
+        token.strip(), request.app[SECRET], now=request.app[SERVICE].now_ms() / 1000
+    )
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = loads(raw)
+    except ValueError:
+        raise Error("bad_request", "the body must be JSON") from None
+    if not isinstance(body, dict):
+        raise Error("bad_request", "the body must be a JSON object")
+    return body
+
+
+def field_str(body: dict[str, Any], name: str, *, max_len: int, required: bool) -> str | None:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise Error("bad_request", f"{name} is required")
+        return None
+    if not isinstance(value, str) or len(value) > max_len:
+        raise Error("bad_request", f"{name} must be a string of at most {max_len} characters")
+    return value
+
+
+def room_id(request: web.Request) -> str:
+    value = request.match_info["room"]
+    if not ROOM_ID.fullmatch(value):
+        raise Error("not_found", f"no room {value[:64]!r}")
+    return value
+
+
+async def create_room(request: web.Request) -> web.Response:
+    who = principal(request)
+    body = await json_body(request)
+    title = field_str(body, "title", max_len=200, required=True)
+    rid = field_str(body, "id", max_len=64, required=False)
+    if rid is not None and not ROOM_ID.fullmatch(rid):
+        raise Error("bad_request", "id: lowercase letters, digits, '_' and '-', at most 64")
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as a host")
+    assert title is not None
+    room = await request.app[SERVICE].create_room(who, title=title, room_id=rid)
+    return json_response(room.to_dict(), 201)
+
+
+async def list_rooms(request: web.Request) -> web.Response:
+    status = request.query.get("status")
+    if status is not None and status not in STATUSES:
+        raise Error("bad_request", f"status must be one of {', '.join(STATUSES)}")
+    rooms = await request.app[SERVICE].list_rooms(status)
+    return json_response({"rooms": [r.to_dict() for r in rooms]})
+
+
+async def get_room(request: web.Request) -> web.Response:
+    return json_response(await request.app[SERVICE].describe(room_id(request)))
+
+
+def field_int(body: dict[str, Any], name: str, *, lo: int, hi: int) -> int:
+    value = body.get(name)
+    if type(value) is not int or not lo <= value <= hi:
+        raise Error("bad_request", f"{name} must be an integer from {lo} to {hi}")
+    return value
+
+
+async def put_product(request: web.Request) -> web.Response:
+    who = principal(request)
+    sku = request.match_info["sku"]
+    if not 0 < len(sku) <= 64:
+        raise Error("bad_request", "sku: 1 to 64 characters")
+    body = await json_body(request)
+    title = clean_text(field_str(body, "title", max_len=200, required=True) or "", 200)
+    price = field_int(body, "price", lo=0, hi=MAX_PRICE)
+    image = field_str(body, "image", max_len=2048, required=False)
+    product = Product(sku=sku, title=title, price=price, image=image)
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as the room's host")
+    saved = await request.app[SERVICE].put_product(who, room_id(request), product)
+    return json_response(saved.to_dict())
+
+
+async def list_products(request: web.Request) -> web.Response:
+    products = await request.app[SERVICE].products(room_id(request))
+    return json_response({"products": [p.to_dict() for p in products]})
+
+
+async def get_order(request: web.Request) -> web.Response:
+    who = principal(request)
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as the buyer")
+    order = await request.app[SERVICE].get_order(who, request.match_info["order"])
+    return json_response(
+        {
+            **order.public(),
+            "room": order.room,
+            "title": order.title,
+            "user": order.user,
+            "created_at": order.created_at,
+        }
+    )
+
+
+async def modlog(request: web.Request) -> web.Response:
+    """The room's moderation log, oldest first (host, moderators, admins)."""
+    raw = request.query.get("limit", "200")
+    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
+        raise Error("bad_request", "limit: 1 to 10000")
+    who = principal(request)
+    entries = await request.app[SERVICE].modlog(who, room_id(request), int(raw))
+    return json_response({"entries": entries})
+
+
+async def healthz(request: web.Request) -> web.Response:
+    if not request.app[READY][0]:
+        return json_response({"status": "starting"}, 503)
+    return json_response({"status": "ok", "pid": os.getpid()})  # which worker answered
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return json_response(openapi.document(demo=request.app[SETTINGS].demo))
+
+
+_DEMO_ROLES: dict[str, tuple[str, str]] = {
+    "viewer": ("demo-viewer", "Demo Viewer"),
+    "host": ("demo-host", "Demo Host"),
+    "moderator": ("demo-mod", "Demo Moderator"),
+    "admin": ("demo-admin", "Demo Admin"),
+}
+
+
+async def demo_token(request: web.Request) -> web.Response:
+    """Demo sign-in: a token for any role (only with ``--demo``)."""
+    body = await json_body(request)
+    role = field_str(body, "role", max_len=16, required=True)
+    if role not in _DEMO_ROLES:
+        raise Error("bad_request", f"role must be one of {', '.join(_DEMO_ROLES)}")
+    sub, name = _DEMO_ROLES[role]
+    custom = field_str(body, "name", max_len=64, required=False)
+    if custom:
+        name = custom.strip() or name
+        if role == "viewer":  # every named demo viewer is their own user
+            handle = "".join(c for c in name.lower() if c.isalnum())[:32]
+            sub = f"demo-viewer-{handle}" if handle else sub
+    rooms = None if role in ("viewer", "admin") else ["demo"]
+    settings = request.app[SETTINGS]
+    token = issue_token(
+        request.app[SECRET],
+        sub=sub,
+        name=name,
+        role=cast(Role, role),
+        rooms=rooms,
+        now=request.app[SERVICE].now_ms() / 1000,
+        ttl_s=settings.token_ttl_s,
+    )
+    return json_response({"token": token, "user": {"id": sub, "name": name, "role": role}})
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text format: counters of this process."""
+    app = request.app
+    lines = [f"livecommerce_{k} {v}" for k, v in sorted(app[METRICS].items())]
+    lines.append(f"livecommerce_connections {len(app[CONNECTIONS])}")
+    lines.append(f"livecommerce_frames_sent {app[HUB].frames_sent}")
+    for room, tick_s in sorted(app[HUB].ticks().items()):
+        lines.append(f'livecommerce_room_tick_ms{{room="{room}"}} {tick_s * 1000:.1f}')
+    batcher = app[SERVICE].batcher
+    lines.append(f"livecommerce_reserve_calls {batcher.calls}")
+    lines.append(f"livecommerce_reserve_attempts {batcher.attempts}")
+    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+
+
+def setup(app: web.Application, static_dir: Path) -> None:
+    r = app.router
+    r.add_get("/ws", ws_handler)
+    r.add_get("/healthz", healthz)
+    r.add_get("/metrics", metrics)
+    r.add_get("/api/openapi.json", openapi_json)
+    r.add_post("/api/rooms", create_room)
+    r.add_get("/api/rooms", list_rooms)
+    r.add_get("/api/rooms/{room}", get_room)
+    r.add_put("/api/rooms/{room}/products/{sku}", put_product)
+    r.add_get("/api/rooms/{room}/products", list_products)
+    r.add_get("/api/rooms/{room}/modlog", modlog)
+    r.add_get("/api/orders/{order}", get_order)
+    if app[SETTINGS].demo:
+        r.add_post("/api/demo/token", demo_token)
+    if static_dir.is_dir():
+        # Pages at the root, assets under their folders; nothing catches every path,
+        # so an unknown /api/... path still gets the JSON 404.
+        async def page(request: web.Request) -> web.FileResponse:
+            path = static_dir / request.match_info.get("name", "index.html")
+            if not path.is_file():
+                raise Error("not_found", "no such page")
+            return web.FileResponse(path)
+
+        r.add_get("/", page)
+        r.add_get(r"/{name:[a-z0-9_-]+\.html}", page)
+        for folder in sorted(p for p in static_dir.iterdir() if p.is_dir()):
+            r.add_static(f"/{folder.name}", folder, show_index=False)

@@ -1,0 +1,1 @@
+"""Products, flash sales and holds: the rules (``rules``, pure) and the batcher."""

@@ -1,0 +1,1 @@
+"""Moderation: rate limits, abuse, mutes, bans, slow mode (``rules`` is pure)."""

@@ -1,0 +1,833 @@
+"""What each command does, independent of the transport.
+
+The WebSocket endpoint and the HTTP routes call in here; this module checks rights,
+rate limits and content (in PROTOCOL.md's order: the shape was checked by the decoder),
+talks to the stores and the hub, and raises :class:`~livecommerce.errors.Error`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from livecommerce.auth import Principal, Role
+from livecommerce.backends import STAFF, Backends, LogSnapshot, ModerationStore, RoomStore
+from livecommerce.config import Settings
+from livecommerce.errors import Error
+from livecommerce.inventory.batcher import ReservationBatcher
+from livecommerce.inventory.rules import (
+    Attempt,
+    Order,
+    Outcome,
+    Product,
+    Sale,
+    Settled,
+    SettleKind,
+    order_id,
+)
+from livecommerce.moderation.rules import RateLimiter, refusal
+from livecommerce.moderation.wordfilter import Term, WordFilter
+from livecommerce.orders.sandbox import checkout_path
+from livecommerce.protocol import ROOM_ID, dumps, encode_event, fragment, loads
+from livecommerce.protocol.codec import FILTER_ACTIONS
+from livecommerce.rooms.hub import Hub, Membership, Subscriber
+from livecommerce.rooms.state import Room, Status, clean_text
+
+log = logging.getLogger(__name__)
+
+CHATTERS: frozenset[Role] = frozenset({"viewer", "moderator", "host", "admin"})
+MODERATORS: frozenset[Role] = frozenset({"moderator", "host", "admin"})
+HOSTS: frozenset[Role] = frozenset({"host", "admin"})
+
+
+class RoomCache:
+    """Rooms as this process read them, each read at most once at a time.
+
+    Chats, likes and orders read their room on every command. Read from Redis each
+    time, that is a round trip per order in a burst; cached with a plain expiry, the
+    entry expires in the middle of a burst and every waiting handler sends its own read
+    (a stampede), and the handlers that arrive after the refill overtake them in the
+    order queue. So:
+
+    - a room read less than ``fresh_s`` ago is served as it is;
+    - one read between ``fresh_s`` and ``stale_s`` ago is served as it is while one
+      background task reads it again;
+    - an older or missing one is read, and every caller meanwhile waits on that one read.
+
+    A room's host never changes. Its status changes are seen at once by the process that
+    made them (:meth:`forget`) and within ``stale_s`` by the others; the inventory's
+    scripts check a sale's own state atomically, so a stale status never sells a unit.
+    """
+
+    def __init__(
+        self,
+        store: RoomStore,
+        *,
+        fresh_s: float = 1.0,
+        stale_s: float = 5.0,
+        clock: Callable[[], float] = time.time,
+        max_rooms: int = 10_000,
+    ) -> None:
+        self._store = store
+        self._fresh_s = fresh_s
+        self._stale_s = stale_s
+        self._clock = clock
+        self._max_rooms = max_rooms
+        self._rooms: dict[str, tuple[float, Room]] = {}
+        self._reads: dict[str, asyncio.Task[Room | None]] = {}
+        self.reads = 0
+
+    async def get(self, room_id: str) -> Room | None:
+        """The room, or None if there is none."""
+        room = self.peek(room_id)
+        if room is not None:
+            return room
+        # A caller that stops waiting must not cancel the read the others wait on.
+        return await asyncio.shield(self._read(room_id))
+
+    def peek(self, room_id: str) -> Room | None:
+        """The room if it is known without waiting (fresh, or stale with a refresh
+        started), else None: then :meth:`get` reads it."""
+        cached = self._rooms.get(room_id)
+        if cached is None:
+            return None
+        age = self._clock() - cached[0]
+        if age < self._fresh_s:
+            return cached[1]
+        if age < self._stale_s:
+            self._read(room_id)
+            return cached[1]
+        return None
+
+    def forget(self, room_id: str) -> None:
+        """Drop what is known of the room (this process just changed it): the next
+        caller reads it again, and a read already under way is not kept."""
+        self._rooms.pop(room_id, None)
+        self._reads.pop(room_id, None)
+
+    def _read(self, room_id: str) -> asyncio.Task[Room | None]:
+        task = self._reads.get(room_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(self._load(room_id))
+            self._reads[room_id] = task
+            task.add_done_callback(functools.partial(self._read_done, room_id))
+        return task
+
+    async def _load(self, room_id: str) -> Room | None:
+        started = self._clock()
+        self.reads += 1
+        room = await self._store.get(room_id)
+        if self._reads.get(room_id) is not asyncio.current_task():
+            return room  # forgotten meanwhile: may predate the change
+        if room is None:
+            self._rooms.pop(room_id, None)
+        else:
+            if len(self._rooms) >= self._max_rooms:
+                self._rooms.clear()
+            self._rooms[room_id] = (started, room)
+        return room
+
+    def _read_done(self, room_id: str, task: asyncio.Task[Room | None]) -> None:
+        if self._reads.get(room_id) is task:
+            del self._reads[room_id]
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("reading room %s failed: %r", room_id, exc)
+
+
+class FilterCache:
+    """Each room's compiled word filter, read again at most once a second (another
+    process's change is seen within a second; this process's at once)."""
+
+    def __init__(
+        self, store: ModerationStore, *, ttl_s: float = 1.0, clock: Callable[[], float]
+    ) -> None:
+        self._store = store
+        self._ttl_s = ttl_s
+        self._clock = clock
+        self._filters: dict[str, tuple[float, WordFilter]] = {}
+
+    async def get(self, room: str) -> WordFilter:
+        now = self._clock()
+        cached = self._filters.get(room)
+        if cached is not None and now - cached[0] < self._ttl_s:
+            return cached[1]
+        terms = await self._store.filter_terms(room)
+        words = WordFilter(Term(t, a) for t, a in terms.items() if a in FILTER_ACTIONS)  # type: ignore[arg-type]
+        if len(self._filters) > 10_000:
+            self._filters.clear()
+        self._filters[room] = (now, words)
+        return words
+
+    def forget(self, room: str) -> None:
+        self._filters.pop(room, None)
+
+
+def _terms(terms: dict[str, str]) -> list[dict[str, str]]:
+    return [{"text": t, "action": a} for t, a in sorted(terms.items())]
+
+
+@dataclass(frozen=True, slots=True)
+class RoomView:
+    """What the joiners of one read are told: the room's part, alike for all, and each
+    joiner's own part (bans and orders, by user id)."""
+
+    snap: LogSnapshot
+    likes: int
+    sales: list[Sale]
+    slow: int
+    banned: set[str]
+    orders: dict[str, list[Order]]
+
+
+class RoomViews:
+    """Room views for joiners: one read of a room serves every joiner waiting for it.
+
+    A joiner is a hub member (buffering) before it asks, and a read begins only after
+    its joiners asked, so the lines after the read's ``seq`` reach each of them through
+    the hub, as with a read of their own. At most one read of a room is under way at a
+    time: joiners who ask while one is wait for the next, which begins at the end of
+    the loop turn in which the running one ends, or in which its first joiner asked if
+    none was running. A crowd arriving (or a reconnect storm) then costs one read per
+    read time, whatever its size, and no joiner waits for more than two reads.
+    """
+
+    def __init__(self, backends: Backends) -> None:
+        self._b = backends
+        self._next: dict[str, tuple[asyncio.Future[RoomView], set[str]]] = {}
+        self._running: set[str] = set()
+        self._reads: set[asyncio.Task[None]] = set()
+        self.reads = 0
+
+    def get(self, room_id: str, user: str) -> asyncio.Future[RoomView]:
+        """The view of a read that begins after this call (await it), with ``user``'s
+        own part."""
+        batch = self._next.get(room_id)
+        if batch is None:
+            loop = asyncio.get_running_loop()
+            batch = self._next[room_id] = (loop.create_future(), set())
+            if room_id not in self._running:
+                self._running.add(room_id)
+                loop.call_soon(self._start, room_id)
+        batch[1].add(user)
+        return batch[0]
+
+    def _start(self, room_id: str) -> None:
+        future, users = self._next.pop(room_id)
+        task = asyncio.get_running_loop().create_task(self._read(room_id, users, future))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+        task.add_done_callback(lambda _: self._done(room_id))
+
+    def _done(self, room_id: str) -> None:
+        if room_id in self._next:
+            self._start(room_id)
+        else:
+            self._running.discard(room_id)
+
+    async def _read(self, room_id: str, users: set[str], future: asyncio.Future[RoomView]) -> None:
+        self.reads += 1
+        b = self._b
+        try:
+            snap, likes, sales, slow, banned, orders = await asyncio.gather(
+                b.log.snapshot(room_id),
+                b.counters.add_likes(room_id, 0),
+                b.inventory.active_sales(room_id),
+                b.moderation.slow(room_id),
+                b.moderation.banned(room_id, users),
+                b.inventory.orders_of(room_id, users),
+            )
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            future.exception()  # retrieved: no warning if every joiner gave up
+            return
+        if not future.done():
+            future.set_result(RoomView(snap, likes, sales, slow, banned, orders))
+
+
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """The outcome of a join: the reply's data, the lines to replay after it, and the
+    membership to :meth:`~Membership.go_live` once both are written."""
+
+    data: dict[str, Any]
+    replay: list[bytes]
+    membership: Membership
+    floor: int
+
+
+class RoomService:
+    """The live-room commands of one process."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        backends: Backends,
+        hub: Hub,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends
+        self.hub = hub
+        self._clock = clock
+        lim = settings.limits
+        self._chat_limit = RateLimiter(lim.chat_rate, lim.chat_burst)
+        self._like_limit = RateLimiter(lim.like_rate, lim.like_burst)
+        self._order_limit = RateLimiter(lim.order_rate, lim.order_burst)
+        self._commerce_limit = RateLimiter(lim.commerce_rate, lim.commerce_burst)
+        self.batcher = ReservationBatcher(
+            backends.inventory,
+            hold_ms=settings.hold_s * 1000,
+            max_batch=settings.reserve_batch,
+            clock=clock,
+        )
+        self._rooms = RoomCache(backends.rooms, clock=clock)
+        self._views = RoomViews(backends)
+        self._filters = FilterCache(backends.moderation, clock=clock)
+        self._ids = itertools.count(1)
+        self._id_prefix = os.urandom(3).hex()
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def new_id(self) -> str:
+        """An id unique across processes: a random per-process prefix and a counter."""
+        return f"{self._id_prefix}{next(self._ids):x}"
+
+    def prune(self) -> None:
+        """Forget idle rate-limit buckets (called now and then)."""
+        now = self._clock()
+        for limiter in (
+            self._chat_limit,
+            self._like_limit,
+            self._order_limit,
+            self._commerce_limit,
+        ):
+            limiter.prune(now)
+
+    # -- rooms -----------------------------------------------------------------------
+
+    async def room(self, room_id: str) -> Room:
+        """The room, as this process saw it lately (see :class:`RoomCache`).
+
+        Raises:
+            Error: ``not_found`` if there is no such room.
+        """
+        room = await self._rooms.get(room_id)
+        if room is None:
+            raise Error("not_found", f"no room {room_id!r}")
+        return room
+
+    async def room_as(self, who: Principal, room_id: str, allowed: frozenset[Role]) -> Room:
+        """The room, if ``who`` holds one of ``allowed`` in it (rights before limits)."""
+        return _allowed(who, await self.room(room_id), allowed)
+
+    async def create_room(self, who: Principal, *, title: str, room_id: str | None) -> Room:
+        if who.role not in HOSTS:
+            raise Error("forbidden", "only hosts and admins create rooms")
+        if (
+            room_id is not None
+            and who.role == "host"
+            and who.rooms is not None
+            and (room_id not in who.rooms)
+        ):
+            raise Error("forbidden", f"your token does not cover room {room_id!r}")
+        title = clean_text(title, 200)
+        room = Room(
+            id=room_id or f"r-{secrets.token_hex(5)}",
+            title=title,
+            host=who.id,
+            status="scheduled",
+            created_at=self.now_ms(),
+        )
+        if not await self.backends.rooms.create(room):
+            raise Error("conflict", f"room {room.id!r} already exists")
+        return room
+
+    async def list_rooms(self, status: Status | None) -> list[Room]:
+        return await self.backends.rooms.list(status)
+
+    async def describe(self, room_id: str) -> dict[str, Any]:
+        """The room with its live figures (``GET /api/rooms/{room}``)."""
+        room = await self.room(room_id)
+        likes = await self.backends.counters.add_likes(room.id, 0)
+        snap = await self.backends.log.snapshot(room.id)
+        sales = await self.backends.inventory.active_sales(room.id)
+        return {
+            **room.to_dict(),
+            "viewers": self.hub.viewers(room.id),
+            "likes": likes,
+            "pinned": _pinned(snap.pinned),
+            "sales": [s.public() for s in sales],
+        }
+
+    async def start(self, who: Principal, room_id: str) -> None:
+        """Go live. Starting a live room again is a no-op; an ended room cannot."""
+        room = await self.room_as(who, room_id, HOSTS)
+        changed = await self.backends.rooms.set_status(room.id, "scheduled", "live")
+        self._rooms.forget(room.id)
+        if changed:
+            await self._publish(room.id, "room.started", {})
+        elif (await self.room(room.id)).status == "ended":
+            raise Error("bad_request", "the room has ended")
+
+    async def end(self, who: Principal, room_id: str) -> None:
+        """End the show, live or still scheduled; ending it again is a no-op.
+
+        Exactly one caller, on any process, wins the change and publishes ``room.ended``.
+        """
+        room = await self.room_as(who, room_id, HOSTS)
+        rooms = self.backends.rooms
+        changed = await rooms.set_status(room.id, "live", "ended") or await rooms.set_status(
+            room.id, "scheduled", "ended"
+        )
+        self._rooms.forget(room.id)
+        if changed:
+            await self._publish(room.id, "room.ended", {})
+
+    # -- membership ------------------------------------------------------------------
+
+    async def join(
+        self,
+        who: Principal,
+        conn: Subscriber,
+        room_id: str,
+        *,
+        since: int | None,
+        epoch: str | None,
+    ) -> Joined:
+        room = await self.room(room_id)
+        staff = who.role_in(room.id, room.host) in MODERATORS
+        membership = await self.hub.attach(room.id, conn, staff=staff)
+        try:
+            # shared with the other joiners of the room (a banned joiner is a member
+            # until its answer comes, buffering: it is sent nothing); asyncio.shield: a
+            # joiner that gives up must not cancel the others' read
+            view = await asyncio.shield(self._views.get(room.id, who.id))
+            if who.id in view.banned:
+                raise Error("banned", "you are banned from this room")
+            snap = view.snap
+            replay: list[bytes] = []
+            recovered = False
+            floor = snap.seq
+            if since is not None and epoch == snap.epoch and since <= snap.seq:
+                lines = await self.backends.log.history(room.id, since, snap.epoch)
+                if lines is not None:
+                    replay, recovered = lines, True
+                    floor = max(floor, since + len(lines))
+            orders = view.orders.get(who.id, [])
+            moderation = self.backends.moderation
+            if staff:
+                flagged = [loads(e) for e in await moderation.flagged(room.id)]
+                terms = await moderation.filter_terms(room.id)
+        except BaseException:
+            self.hub.detach(room.id, conn)
+            raise
+        snapshot: dict[str, Any] = {
+            "room": room.id,
+            "title": room.title,
+            "host": room.host,
+            "status": room.status,
+            "seq": snap.seq,
+            "epoch": snap.epoch,
+            "viewers": self.hub.viewers(room.id),
+            "likes": view.likes,
+            "pinned": _pinned(snap.pinned),
+            "sales": [s.public() for s in view.sales],
+            "recent": [fragment(line) for line in snap.recent],
+            "announcement": None if snap.announcement is None else fragment(snap.announcement),
+            "orders": [self.pay_link(o).public() for o in orders],
+            "slow": view.slow,
+        }
+        if staff:
+            snapshot["flagged"] = flagged
+            snapshot["filter"] = _terms(terms)
+        return Joined({"snapshot": snapshot, "recovered": recovered}, replay, membership, floor)
+
+    def leave(self, room_id: str, conn: Subscriber) -> None:
+        self.hub.detach(room_id, conn)
+
+    # -- talking ---------------------------------------------------------------------
+
+    async def _publish(self, room: str, type_: str, fields: dict[str, Any], **kw: Any) -> int:
+        body = encode_event(type_, room, self.now_ms(), fields)
+        return await self.backends.log.publish(room, body, **kw)
+
+    async def chat(self, who: Principal, room_id: str, text: str) -> dict[str, Any]:
+        room = await self.room_as(who, room_id, CHATTERS)
+        self._chat_limit.check(who.id, self._clock())
+        text = clean_text(text, self.settings.limits.chat_max_chars)
+        room.require_live()
+        staff = who.role_in(room.id, room.host) in MODERATORS
+        words = await self._filters.get(room.id)
+        verdict = words.check(text)
+        if verdict.action == "block":  # before admission, so a refused message uses no slot
+            raise Error("blocked_content", "this message has a blocked word")
+        refused = await self.backends.moderation.admit_chat(
+            room.id, who.id, self.now_ms(), slow_exempt=staff
+        )
+        if refused is not None:
+            raise refusal(*refused)
+        msg_id = self.new_id()
+        user = {"id": who.id, "name": who.name}
+        chat = {"msg_id": msg_id, "user": user, "text": verdict.text}
+        seq = await self._publish(room.id, "chat", chat, kind="chat", ref=msg_id)
+        flagged = [t.text for t in words.terms if t.action == "flag" and t.text in verdict.matched]
+        if flagged:
+            entry = {**chat, "chat_seq": seq, "terms": flagged, "ts": self.now_ms()}
+            await self.backends.moderation.flag(room.id, msg_id, dumps(entry))
+            await self._to_staff(room.id, "chat.flagged", entry)
+        figures = {"chats": 1}
+        if (sku := self.hub.pinned(room.id)) is not None:
+            figures[f"chats:{sku}"] = 1
+        await self.backends.counters.count(room.id, figures)
+        return {"msg_id": msg_id, "seq": seq}
+
+    async def like(self, who: Principal, room_id: str, count: int) -> None:
+        room = await self.room_as(who, room_id, CHATTERS)
+        self._like_limit.check(who.id, self._clock())
+        room.require_live()
+        if not self.hub.add_likes(room.id, count):
+            await self.backends.counters.add_likes(room.id, count)
+
+    async def announce(self, who: Principal, room_id: str, text: str) -> int:
+        room = await self.room_as(who, room_id, MODERATORS)
+        text = clean_text(text, self.settings.limits.chat_max_chars)
+        seq = await self._publish(
+            room.id, "announcement", {"text": text, "by": who.id}, kind="announcement"
+        )
+        await self._log(who, room.id, "announce", None, {"text": text})
+        return seq
+
+    # -- moderation ------------------------------------------------------------------
+
+    async def delete(self, who: Principal, room_id: str, msg_id: str) -> None:
+        room = await self.room_as(who, room_id, MODERATORS)
+        seq = await self._publish(
+            room.id, "chat.deleted", {"msg_id": msg_id}, kind="chat.deleted", ref=msg_id
+        )
+        if not seq:
+            raise Error("not_found", f"no message {msg_id!r} in the room's history")
+        await self._log(who, room.id, "delete", msg_id)
+        if await self.backends.moderation.unflag(room.id, msg_id):
+            await self._reviewed(who, room.id, msg_id, "deleted")
+
+    async def approve(self, who: Principal, room_id: str, msg_id: str) -> None:
+        """Take a flagged message off the review queue, leaving it published."""
+        room = await self.room_as(who, room_id, MODERATORS)
+        if not await self.backends.moderation.unflag(room.id, msg_id):
+            raise Error("not_found", f"message {msg_id!r} is not waiting for review")
+        await self._log(who, room.id, "approve", msg_id)
+        await self._reviewed(who, room.id, msg_id, "approved")
+
+    async def _reviewed(self, who: Principal, room: str, msg_id: str, action: str) -> None:
+        await self._to_staff(
+            room, "chat.reviewed", {"msg_id": msg_id, "action": action, "by": who.id}
+        )
+
+    async def change_filter(
+        self,
+        who: Principal,
+        room_id: str,
+        *,
+        add: list[str],
+        remove: list[str],
+        action: str | None,
+    ) -> list[dict[str, str]]:
+        """Change the room's word filter; every term with its action."""
+        room = await self.room_as(who, room_id, MODERATORS)
+        if add and action is None:
+            raise Error("bad_request", "action (block, mask or flag) is needed to add terms")
+        for term in add:
+            try:
+                WordFilter([Term(term, "block")])
+            except ValueError:
+                raise Error("bad_request", f"term {term!r} has no letters or digits") from None
+        terms = await self.backends.moderation.change_filter(room.id, add, remove, action or "")
+        self._filters.forget(room.id)
+        if add or remove:
+            details = {"add": add, "remove": remove, "action": action}
+            await self._log(who, room.id, "filter", None, details)
+        return _terms(terms)
+
+    async def modlog(self, who: Principal, room_id: str, limit: int) -> list[dict[str, Any]]:
+        """The room's moderation log, oldest first (staff only)."""
+        room = await self.room_as(who, room_id, MODERATORS)
+        return [loads(e) for e in await self.backends.moderation.actions(room.id, limit)]
+
+    async def _log(
+        self,
+        who: Principal,
+        room: str,
+        action: str,
+        target: str | None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Keep a moderation action in the room's log and show it to the staff live."""
+        entry = {
+            "at": self.now_ms(),
+            "by": {"id": who.id, "name": who.name},
+            "action": action,
+            "target": target,
+            "details": details or {},
+        }
+        await self.backends.moderation.log_action(room, dumps(entry))
+        await self._to_staff(room, "mod.logged", {"entry": entry})
+
+    async def _to_staff(self, room: str, type_: str, fields: dict[str, Any]) -> None:
+        line = encode_event(type_, room, self.now_ms(), fields)
+        await self.backends.log.send_private(room, STAFF, line)
+
+    async def _tell(self, room: str, user: str, fields: dict[str, Any]) -> None:
+        line = encode_event("moderation", room, self.now_ms(), fields)
+        await self.backends.log.send_private(room, user, line)
+
+    async def mute(self, who: Principal, room_id: str, user: str, seconds: int) -> None:
+        room = await self.room_as(who, room_id, MODERATORS)
+        if user == room.host:
+            raise Error("forbidden", "the room's host cannot be muted")
+        until = self.now_ms() + seconds * 1000
+        await self.backends.moderation.mute(room.id, user, until)
+        await self._tell(room.id, user, {"action": "muted", "until": until})
+        await self._log(who, room.id, "mute", user, {"seconds": seconds, "until": until})
+
+    async def ban(self, who: Principal, room_id: str, user: str, banned: bool) -> None:
+        room = await self.room_as(who, room_id, MODERATORS)
+        if banned and user == room.host:
+            raise Error("forbidden", "the room's host cannot be banned from it")
+        changed = await self.backends.moderation.set_banned(room.id, user, banned)
+        if changed and banned:
+            await self._tell(room.id, user, {"action": "banned", "until": None})
+        if changed:
+            await self._log(who, room.id, "ban" if banned else "unban", user)
+
+    async def slow(self, who: Principal, room_id: str, seconds: int) -> None:
+        room = await self.room_as(who, room_id, MODERATORS)
+        await self.backends.moderation.set_slow(room.id, seconds)
+        await self._publish(room.id, "room.slow", {"seconds": seconds})
+        await self._log(who, room.id, "slow", None, {"seconds": seconds})
+
+    # -- commerce --------------------------------------------------------------------
+
+    async def put_product(self, who: Principal, room_id: str, product: Product) -> Product:
+        room = await self.room_as(who, room_id, HOSTS)
+        await self.backends.inventory.put_product(room.id, product)
+        return product
+
+    async def products(self, room_id: str) -> list[Product]:
+        room = await self.room(room_id)
+        return await self.backends.inventory.products(room.id)
+
+    async def _product(self, room: str, sku: str) -> Product:
+        for product in await self.backends.inventory.products(room):
+            if product.sku == sku:
+                return product
+        raise Error("not_found", f"no product {sku!r} in the room's lineup")
+
+    async def pin(self, who: Principal, room_id: str, sku: str) -> None:
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        product = await self._product(room.id, sku)
+        await self._publish(room.id, "product.pinned", {"product": product.to_dict()}, kind="pin")
+
+    async def unpin(self, who: Principal, room_id: str, sku: str) -> None:
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        pinned = _pinned((await self.backends.log.snapshot(room.id)).pinned)
+        if pinned is None or pinned["sku"] != sku:
+            raise Error("not_found", f"{sku!r} is not pinned")
+        await self._publish(room.id, "product.unpinned", {"product": pinned}, kind="unpin")
+
+    async def start_sale(
+        self,
+        who: Principal,
+        room_id: str,
+        *,
+        sku: str,
+        price: int,
+        stock: int,
+        limit_per_user: int,
+        duration_s: int,
+    ) -> Sale:
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        product = await self._product(room.id, sku)
+        room.require_live()
+        now = self.now_ms()
+        sale = Sale(
+            id=f"s-{secrets.token_hex(5)}",
+            room=room.id,
+            sku=sku,
+            title=product.title,
+            price=price,
+            stock=stock,
+            limit_per_user=min(limit_per_user, stock),
+            starts_at=now,
+            ends_at=now + duration_s * 1000,
+        )
+        fields = {"sale": {k: v for k, v in sale.public().items() if k != "remaining"}}
+        event = encode_event("sale.started", room.id, now, fields)
+        await self.backends.inventory.start_sale(sale, event)
+        return sale
+
+    async def stop_sale(self, who: Principal, room_id: str, sale_id: str) -> None:
+        """Stop a sale; stopping an ended sale changes nothing."""
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        if await self.backends.inventory.sale(room.id, sale_id) is None:
+            raise Error("not_found", f"no sale {sale_id!r}")
+        await self.backends.inventory.stop_sale(room.id, sale_id, self.now_ms())
+
+    async def order(
+        self, who: Principal, room_id: str, *, sale_id: str, qty: int, key: str
+    ) -> Order:
+        attempt = self._attempt(who, await self.room(room_id), key, qty)
+        return self._placed(sale_id, await self.batcher.reserve(room_id, sale_id, attempt))
+
+    def order_nowait(
+        self,
+        who: Principal,
+        room_id: str,
+        *,
+        sale_id: str,
+        qty: int,
+        key: str,
+        done: Callable[[Order | Error], None],
+    ) -> bool:
+        """:meth:`order` without a task or a future, when the room is known: the
+        attempt joins the next batch and ``done`` gets the order or the refusal. False
+        (nothing done) when the room must be read first: await :meth:`order` then.
+
+        Raises:
+            Error: the checks before the reservation (rights, rate, room live).
+        """
+        room = self._rooms.peek(room_id)
+        if room is None:
+            return False
+        attempt = self._attempt(who, room, key, qty)
+
+        def resolved(outcome: Outcome | Exception) -> None:
+            if isinstance(outcome, Exception):
+                log.error("reserving failed", exc_info=outcome)
+                done(Error("internal", "internal error"))
+                return
+            try:
+                done(self._placed(sale_id, outcome))
+            except Error as err:
+                done(err)
+
+        self.batcher.submit(room_id, sale_id, attempt, resolved)
+        return True
+
+    def _attempt(self, who: Principal, room: Room, key: str, qty: int) -> Attempt:
+        """An order attempt, after the checks in their documented order."""
+        _allowed(who, room, CHATTERS)
+        self._order_limit.check(who.id, self._clock())
+        room.require_live()
+        return Attempt(order_id(room.id, who.id, key), who.id, key, qty)
+
+    def _placed(self, sale_id: str, outcome: Outcome) -> Order:
+        """The order of an outcome, with its payment page; its refusal raised."""
+        if outcome.error == "not_found":
+            raise Error("not_found", f"no sale {sale_id!r}")
+        return self.pay_link(outcome.result())
+
+    def pay_link(self, order: Order) -> Order:
+        """The order with its payment page: the sandbox's is known before the bridge
+        delivers the order, so every view of a hold has it at once."""
+        if order.payment_url is None and self.settings.order_webhook_url is None:
+            return replace(order, payment_url=checkout_path(order.id))
+        return order
+
+    async def get_order(self, who: Principal, oid: str) -> Order:
+        _check_order_id(oid)
+        order = await self.backends.inventory.order(oid)
+        if order is None or (order.user != who.id and who.role != "admin"):
+            raise Error("not_found", "no such order")  # others' orders do not exist
+        return self.pay_link(order)
+
+    async def _order_updated(self, order: Order) -> None:
+        fields = {"order": self.pay_link(order).public()}
+        line = encode_event("order.updated", order.room, self.now_ms(), fields)
+        await self.backends.log.send_private(order.room, order.user, line)
+
+    async def confirm_payment(self, oid: str) -> Order:
+        """The order system confirmed payment: the hold becomes paid (once).
+
+        Raises:
+            Error: ``not_found`` for an unknown order.
+        """
+        done = await self.settle(oid, "paid", event_id=None)
+        assert done.order is not None  # settle raised not_found otherwise
+        return done.order
+
+    async def settle(self, oid: str, kind: SettleKind, *, event_id: str | None) -> Settled:
+        """Apply an order-system callback (``docs/orders.md`` has the table); tell the
+        buyer if it changed the order.
+
+        Raises:
+            Error: ``not_found`` for an unknown order.
+        """
+        _check_order_id(oid)
+        done = await self.backends.inventory.settle(
+            oid, kind, event_id=event_id, now_ms=self.now_ms()
+        )
+        if done.order is None:
+            raise Error("not_found", "no such order")
+        if done.applied:
+            await self._order_updated(done.order)
+        return done
+
+    async def delivered(self, oid: str, payment_url: str | None) -> None:
+        """The order system has the order; if it gave a payment page, the hold gets it
+        and the buyer is told."""
+        if payment_url is None:
+            return
+        order = await self.backends.inventory.set_payment_url(oid, payment_url)
+        known = self.settings.order_webhook_url is None and payment_url == checkout_path(oid)
+        if order is not None and order.status == "held" and not known:  # news to the buyer
+            await self._order_updated(order)
+
+    async def sweep(self) -> int:
+        """Release expired holds and end sales past their time, in every room that may
+        have them; tell each buyer. Returns how many holds were released."""
+        released = 0
+        for room in await self.backends.inventory.rooms_to_sweep():
+            for order in await self.backends.inventory.sweep(room, self.now_ms()):
+                released += 1
+                await self._order_updated(order)
+        return released
+
+
+def _allowed(who: Principal, room: Room, allowed: frozenset[Role]) -> Room:
+    """``room``, if ``who`` holds one of ``allowed`` in it."""
+    role = who.role_in(room.id, room.host)
+    if role not in allowed:
+        if role == "guest":
+            raise Error("unauthorized", "sign in first")
+        raise Error("forbidden", f"a {role} may not do this in room {room.id!r}")
+    return room
+
+
+def _check_order_id(oid: str) -> None:
+    """Order ids are ``<room>.<20 hex>`` (``inventory.rules.order_id``)."""
+    room, dot, digest = oid.partition(".")
+    if not (dot and ROOM_ID.fullmatch(room) and len(digest) == 20 and digest.isalnum()):
+        raise Error("not_found", "no such order")
+
+
+def _pinned(line: bytes | None) -> dict[str, Any] | None:
+    """The product of a ``product.pinned`` line."""
+    if line is None:
+        return None
+    product: dict[str, Any] = loads(line)["product"]
+    return product
