@@ -13,7 +13,7 @@ import fractions
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,17 @@ from livecommerce.http import create_app
 from livecommerce.http.media import MEDIA
 from livecommerce.media.relay import MediaRelay
 from livecommerce.protocol import loads
-from tests.conftest import HOST, ROOT, SECRET, LiveServer, ServerFactory, free_port, token, until
+from tests.conftest import (
+    HOST,
+    ROOT,
+    SECRET,
+    ClientFactory,
+    LiveServer,
+    ServerFactory,
+    free_port,
+    token,
+    until,
+)
 
 SDP = "application/sdp"
 FRAME_TIMEOUT_S = 20.0
@@ -457,3 +467,58 @@ def test_closing_the_relay_while_it_gathers_leaves_no_socket_open() -> None:
     assert out.returncode == 0, out.stderr
     assert "closed while gathering: 3" in out.stdout, out.stdout
     assert "unclosed" not in out.stderr, out.stderr
+
+
+async def test_the_room_says_when_its_video_starts_becomes_playable_and_stops(
+    start_server: ServerFactory, connect: ClientFactory, peers: list[Peer]
+) -> None:
+    """The snapshot's ``media`` and the ``media.*`` events: a page asks for WHEP or HLS
+    only while they say there is something to play."""
+    server = await start_server()
+    watcher = await connect(server)
+    snap = await watcher.join("demo")
+    assert snap["media"] == {"live": False, "whep": False, "hls": False}
+
+    def of_type(kind: str) -> Callable[[dict[str, Any]], bool]:
+        return lambda e: e.get("type") == kind
+
+    studio, _ = publisher(server)
+    peers.append(studio)
+    assert (await studio.post("/api/rooms/demo/whip", HOST))[0] == 201
+    started = await watcher.next_event(of_type("media.started"), timeout=FRAME_TIMEOUT_S)
+    assert started["media"] == {"live": True, "whep": True, "hls": False} and "seq" in started
+    updated = await watcher.next_event(of_type("media.updated"), timeout=FRAME_TIMEOUT_S)
+    assert updated["media"] == {"live": True, "whep": True, "hls": True}
+    assert updated["seq"] > started["seq"]
+    async with aiohttp.ClientSession() as s, s.get(f"{studio.url}/hls/demo/live.m3u8") as r:
+        assert r.status == 200  # playable when the event says so
+    late = await connect(server)
+    assert (await late.join("demo"))["media"]["hls"] is True
+    async with aiohttp.ClientSession() as s, s.get(f"{studio.url}/api/rooms/demo") as r:
+        assert (await r.json())["media"]["live"] is True
+
+    assert await studio.delete(HOST) == 200
+    ended_ = await watcher.next_event(of_type("media.ended"), timeout=FRAME_TIMEOUT_S)
+    assert ended_["media"] == {"live": False, "whep": False, "hls": False}
+    again = await connect(server)
+    assert (await again.join("demo"))["media"]["live"] is False
+
+
+async def test_a_publisher_that_never_connects_is_never_announced(
+    start_server: ServerFactory, connect: ClientFactory, peers: list[Peer]
+) -> None:
+    server = await start_server()
+    server.app[MEDIA].connect_timeout_s = 0.5
+    watcher = await connect(server)
+    await watcher.join("demo")
+    studio, _ = publisher(server)
+    peers.append(studio)
+    offer = await studio.offer()  # posted, but our side never applies the answer
+    status, _, _ = await post_sdp(server, "/api/rooms/demo/whip", offer, HOST)
+    assert status == 201
+    relay = server.app[MEDIA]
+    await until(lambda: relay.sessions() == [], "the unconnected publisher dropped")
+    late = await connect(server)
+    assert (await late.join("demo"))["media"]["live"] is False
+    with pytest.raises(TimeoutError):
+        await watcher.next_event(lambda e: e.get("type", "").startswith("media."), timeout=0.5)

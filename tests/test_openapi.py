@@ -214,7 +214,15 @@ def test_host_creates_a_room(api_schema: OpenApiSchema, host_token: str) -> None
     detail = api_schema["/api/rooms/{room}"]["GET"].Case(path_parameters={"room": room["id"]})
     got = detail.call_and_validate(checks=CHECKS)
     assert got.status_code == 200
-    assert got.json() | {} == {**room, "viewers": 0, "likes": 0, "pinned": None, "sales": []}
+    no_media = {"live": False, "whep": False, "hls": False}
+    assert got.json() | {} == {
+        **room,
+        "viewers": 0,
+        "likes": 0,
+        "pinned": None,
+        "sales": [],
+        "media": no_media,
+    }
 
     # the token covers only "demo": another explicit id is forbidden, "demo" itself is taken
     other = create.Case(body={"title": "x", "id": "not-mine"}, headers=bearer)

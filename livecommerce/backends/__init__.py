@@ -34,7 +34,7 @@ STAFF = ""
 """The private target of events for a room's staff (host, moderators, admins): no user
 id is empty, so no user gets them by name."""
 
-Kind = Literal["plain", "chat", "chat.deleted", "announcement", "pin", "unpin"]
+Kind = Literal["plain", "chat", "chat.deleted", "announcement", "pin", "unpin", "media"]
 Refusal = tuple[Literal["banned", "muted", "slow_mode"], int]
 """A refused chat: the error code and until when (ms; 0 for a ban)."""
 
@@ -62,6 +62,8 @@ class LogSnapshot:
     announcement: bytes | None
     pinned: bytes | None
     """The line that pinned the product now pinned, if any."""
+    media: bytes | None = None
+    """The latest ``media.*`` line (the room's video state), if any."""
 
 
 class RoomStore(Protocol):
@@ -95,7 +97,8 @@ class EventLog(Protocol):
         ``kind`` keeps the snapshot's state in step: ``chat`` remembers the line as a
         recent chat with message id ``ref``; ``chat.deleted`` forgets message ``ref``;
         ``announcement`` remembers the line as the latest announcement; ``pin``
-        remembers it as the pinned product's line, ``unpin`` forgets that.
+        remembers it as the pinned product's line, ``unpin`` forgets that; ``media``
+        remembers the line as the room's video state.
 
         Returns:
             The seq, or 0 when ``kind`` is ``chat.deleted`` and ``ref`` is not a known

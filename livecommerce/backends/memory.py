@@ -81,6 +81,7 @@ class _Log:
     msg_ids: dict[str, None] = field(default_factory=dict)
     announcement: bytes | None = None
     pinned: bytes | None = None
+    media: bytes | None = None
 
 
 class MemoryEventLog:
@@ -123,6 +124,8 @@ class MemoryEventLog:
             log.pinned = line
         elif kind == "unpin":
             log.pinned = None
+        elif kind == "media":
+            log.media = line
         sink = self._sinks.get(room)
         if sink is not None:
             sink(line, None)
@@ -145,7 +148,7 @@ class MemoryEventLog:
     async def snapshot(self, room: str) -> LogSnapshot:
         log = self._log(room)
         return LogSnapshot(
-            log.seq, log.epoch, list(log.recent.values()), log.announcement, log.pinned
+            log.seq, log.epoch, list(log.recent.values()), log.announcement, log.pinned, log.media
         )
 
     async def subscribe(self, room: str, sink: Sink) -> LogHead:

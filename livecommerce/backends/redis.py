@@ -171,7 +171,7 @@ local function ensure_epoch(p, fresh)
     epoch = fresh
     redis.call('SET', p .. 'epoch', epoch)
     redis.call('DEL', p .. 'seq', p .. 'log', p .. 'recent', p .. 'msgs', p .. 'ann',
-               p .. 'pin')
+               p .. 'pin', p .. 'media')
   end
   return epoch
 end
@@ -221,6 +221,8 @@ elseif kind == 'pin' then
   redis.call('SET', p .. 'pin', line)
 elseif kind == 'unpin' then
   redis.call('DEL', p .. 'pin')
+elseif kind == 'media' then
+  redis.call('SET', p .. 'media', line)
 end
 return seq
 """
@@ -246,7 +248,7 @@ SNAPSHOT = (
     """
 -- KEYS: 1 the room's seq key (routing)
 -- ARGV: 1 prefix, 2 fresh epoch, 3 '1' for the full snapshot, '0' for the head only
--- Returns {seq, epoch[, recent lines newest first, announcement, pinned]}.
+-- Returns {seq, epoch[, recent lines newest first, announcement, pinned, media]}.
 """
     + LOG_LUA
     + """
@@ -255,7 +257,7 @@ local epoch = ensure_epoch(p, ARGV[2])
 local seq = tonumber(redis.call('GET', p .. 'seq') or '0')
 if ARGV[3] == '0' then return {seq, epoch} end
 return {seq, epoch, redis.call('LRANGE', p .. 'recent', 0, -1), redis.call('GET', p .. 'ann'),
-        redis.call('GET', p .. 'pin')}
+        redis.call('GET', p .. 'pin'), redis.call('GET', p .. 'media')}
 """
 )
 
@@ -393,10 +395,10 @@ class RedisEventLog:
         return None if lines is None else list(lines)
 
     async def snapshot(self, room: str) -> LogSnapshot:
-        seq, epoch, recent, ann, pin = await self._snapshot(
+        seq, epoch, recent, ann, pin, media = await self._snapshot(
             keys=[key(room, "seq")], args=[key(room, ""), _fresh_epoch(), "1"]
         )
-        return LogSnapshot(int(seq), epoch.decode(), list(reversed(recent)), ann, pin)
+        return LogSnapshot(int(seq), epoch.decode(), list(reversed(recent)), ann, pin, media)
 
     async def head(self, room: str) -> LogHead:
         seq, epoch = await self._snapshot(

@@ -51,7 +51,7 @@ from livecommerce.media import MediaRelay, OverCapacity, check_aiortc
 from livecommerce.media.recorder import Recorder
 from livecommerce.media.relay import Session, SessionKind
 from livecommerce.protocol import ROOM_ID
-from livecommerce.rooms.service import HOSTS
+from livecommerce.rooms.service import HOSTS, RoomService
 from livecommerce.rooms.state import Room
 
 log = logging.getLogger(__name__)
@@ -246,6 +246,44 @@ async def hls_options(request: web.Request) -> web.Response:
     )
 
 
+class MediaNews:
+    """Tells each room when its video starts, becomes playable over HLS and stops
+    (:meth:`RoomService.media_changed`), one change after the other, in the order they
+    happened here."""
+
+    def __init__(self, service: RoomService) -> None:
+        self._service = service
+        self._last: dict[str, asyncio.Task[None]] = {}
+        self.relay: MediaRelay | None = None
+
+    def live(self, room: str, live: bool) -> None:
+        self._tell(room, live=live, hls=False)
+
+    def playable(self, room: str) -> None:
+        if self.relay is not None and self.relay.publisher(room) is not None:
+            self._tell(room, live=True, hls=True)
+
+    def _tell(self, room: str, *, live: bool, hls: bool) -> None:
+        task = asyncio.ensure_future(self._send(self._last.get(room), room, live, hls))
+        self._last[room] = task
+        task.add_done_callback(lambda t: self._last.get(room) is t and self._last.pop(room))
+
+    async def _send(
+        self, before: asyncio.Task[None] | None, room: str, live: bool, hls: bool
+    ) -> None:
+        if before is not None:
+            await asyncio.wait([before])
+        try:
+            await self._service.media_changed(room, live=live, hls=hls)
+        except Exception:
+            log.exception("room %s: telling the room of its video failed", room)
+
+    async def close(self, timeout_s: float) -> None:
+        """Wait for the news being sent."""
+        if self._last:
+            await asyncio.wait(list(self._last.values()), timeout=timeout_s)
+
+
 async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     """The media directory, the recorder and its retention sweep, and the relay; on
     shutdown every peer connection is closed (publishers first), then the recordings
@@ -256,15 +294,19 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         tempfile.mkdtemp(prefix="livecommerce-media-") if temporary else str(settings.media_dir)
     )
     app[MEDIA_DIR] = media_dir
+    news = MediaNews(app[SERVICE])
     recorder = app[RECORDER] = Recorder(
         media_dir,
         hub=app[HUB],
         backends=app[BACKENDS],
         clips=app.get(CLIPS),
         retention_s=settings.media_retention_s,
+        on_playable=news.playable,
     )
-    relay = app[MEDIA] = MediaRelay(
-        max_viewers=app.get(MAX_VIEWERS, settings.media_max_viewers), recorder=recorder
+    relay = news.relay = app[MEDIA] = MediaRelay(
+        max_viewers=app.get(MAX_VIEWERS, settings.media_max_viewers),
+        recorder=recorder,
+        on_live=news.live,
     )
     stop = asyncio.Event()
     sweeper = asyncio.create_task(
@@ -274,6 +316,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     stop.set()
     await relay.close()
     await recorder.close()
+    await news.close(settings.drain_timeout_s)
     await sweeper
     if temporary:
         shutil.rmtree(media_dir, ignore_errors=True)

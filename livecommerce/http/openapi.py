@@ -57,15 +57,26 @@ _SCHEMAS: dict[str, Any] = {
             {"$ref": "#/components/schemas/Room"},
             {
                 "type": "object",
-                "required": ["viewers", "likes", "pinned", "sales"],
+                "required": ["viewers", "likes", "pinned", "sales", "media"],
                 "properties": {
                     "viewers": {"type": "integer", "minimum": 0},
                     "likes": {"type": "integer", "minimum": 0},
                     "pinned": {"type": ["object", "null"]},
                     "sales": {"type": "array", "items": {"type": "object"}},
+                    "media": {"$ref": "#/components/schemas/Media"},
                 },
             },
         ]
+    },
+    "Media": {
+        "type": "object",
+        "description": "The room's video: whether the host publishes, and how to watch",
+        "required": ["live", "whep", "hls"],
+        "properties": {
+            "live": {"type": "boolean", "description": "the host's camera is live"},
+            "whep": {"type": "boolean", "description": "POST .../whep may play it"},
+            "hls": {"type": "boolean", "description": "/hls/{room}/live.m3u8 plays it"},
+        },
     },
     "Product": {
         "type": "object",

@@ -123,6 +123,7 @@ class Packager:
         stream_id: the stream's directory name (unique in the room).
         clock: wall time (``EXT-X-PROGRAM-DATE-TIME``, clip times).
         on_end: called once, after the last segment and the final playlist are written.
+        on_playable: called once, when the live playlist first lists a segment.
         window: segments the live playlist lists.
     """
 
@@ -134,6 +135,7 @@ class Packager:
         *,
         clock: Callable[[], float] = time.time,
         on_end: Callable[[Packager], None] | None = None,
+        on_playable: Callable[[Packager], None] | None = None,
         window: int = LIVE_WINDOW,
     ) -> None:
         self.stream = stream
@@ -143,6 +145,7 @@ class Packager:
         self.dir.mkdir(parents=True, exist_ok=True)
         self._clock = clock
         self._on_end = on_end
+        self._on_playable = on_playable
         self._window = window
         self.video_codec = stream.codecs.get("video")
         self.has_audio = "audio" in stream.codecs
@@ -398,6 +401,10 @@ class Packager:
             write_atomic(self.room_dir / LIVE_PLAYLIST, text.encode())
         except OSError:
             log.exception("stream %s: writing the playlist failed", self.stream_id)
+            return
+        if self._on_playable is not None and not self.ended:
+            on_playable, self._on_playable = self._on_playable, None
+            on_playable(self)
 
     def _boundary(self) -> None:
         """A segment started: tell those waiting for a cut."""

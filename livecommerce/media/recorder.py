@@ -73,6 +73,8 @@ class Recorder:
             the room's end does not stop its stream).
         clips: where clips go (None: no clips).
         retention_s: what :meth:`sweep` keeps.
+        on_playable: called with the room when a stream's live playlist first lists a
+            segment (HLS viewers can play it).
         clock: wall time.
     """
 
@@ -84,9 +86,11 @@ class Recorder:
         backends: Backends | None = None,
         clips: ClipStore | None = None,
         retention_s: float = DEFAULT_RETENTION_S,
+        on_playable: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.media_dir = media_dir
+        self._on_playable = on_playable
         self.hub = hub
         self.backends = backends
         self.clips = clips
@@ -102,8 +106,14 @@ class Recorder:
         """Record ``stream`` (the room's publisher's) from now until it ends; ``stop``
         stops the publisher (when the room ends)."""
         stream_id = new_stream_id(self._clock())
+        on_playable = self._on_playable
         packager = Packager(
-            stream, self.media_dir / room, stream_id, clock=self._clock, on_end=self._ended
+            stream,
+            self.media_dir / room,
+            stream_id,
+            clock=self._clock,
+            on_end=self._ended,
+            on_playable=None if on_playable is None else lambda _p: on_playable(room),
         )
         clips = (
             ClipRecorder(packager, self.clips, room, spawn=self.spawn)

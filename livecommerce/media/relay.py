@@ -163,6 +163,8 @@ class Session:
     def _on_state(self) -> None:
         if self.pc.connectionState in ("failed", "closed"):
             self.close_soon(f"connection {self.pc.connectionState}")
+        elif self.pc.connectionState == "connected" and not self.closed:
+            self.relay._connected(self)
 
     def _check_connected(self) -> None:
         self._watchdog = None
@@ -364,6 +366,8 @@ class MediaRelay:
         recorder: records every publisher's stream (HLS and clips), if given.
         connect_timeout_s: see :data:`CONNECT_TIMEOUT_S`.
         keyframe_interval_s: least time between keyframe requests to a publisher.
+        on_live: called with ``(room, True)`` once a room's publisher is answered, and
+            ``(room, False)`` when that publisher is gone.
     """
 
     def __init__(
@@ -373,8 +377,12 @@ class MediaRelay:
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
         keyframe_interval_s: float = KEYFRAME_INTERVAL_S,
         recorder: StreamRecorder | None = None,
+        on_live: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.max_viewers = max_viewers
+        self._on_live = on_live
+        self._live: set[Session] = set()
+        """Publishers announced live (connected), until they are forgotten."""
         self.recorder = recorder
         self.connect_timeout_s = connect_timeout_s
         self.keyframe_interval_s = keyframe_interval_s
@@ -463,6 +471,17 @@ class MediaRelay:
             self._viewers -= 1
         elif self._publishers.get(session.room) is session:
             del self._publishers[session.room]
+        if session in self._live:
+            self._live.discard(session)
+            if self._on_live is not None:
+                self._on_live(session.room, False)
+
+    def _connected(self, session: Session) -> None:
+        """A session's ICE and DTLS are up: a publisher's room is live from now."""
+        if isinstance(session, Publisher) and session not in self._live:
+            self._live.add(session)
+            if self._on_live is not None:
+                self._on_live(session.room, True)
 
     def spawn(self, work: Awaitable[Any]) -> None:
         """Run ``work`` in the background, kept until it is done (errors logged)."""

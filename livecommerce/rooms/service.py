@@ -368,6 +368,7 @@ class RoomService:
             "likes": likes,
             "pinned": _pinned(snap.pinned),
             "sales": [s.public() for s in sales],
+            "media": _media(snap.media),
         }
 
     async def start(self, who: Principal, room_id: str) -> None:
@@ -447,6 +448,7 @@ class RoomService:
             "announcement": None if snap.announcement is None else fragment(snap.announcement),
             "orders": [self.pay_link(o).public() for o in orders],
             "slow": view.slow,
+            "media": _media(snap.media),
         }
         if staff:
             snapshot["flagged"] = flagged
@@ -498,6 +500,15 @@ class RoomService:
         room.require_live()
         if not self.hub.add_likes(room.id, count):
             await self.backends.counters.add_likes(room.id, count)
+
+    async def media_changed(self, room_id: str, *, live: bool, hls: bool) -> None:
+        """Tell the room its video state changed (the media relay and recorder call
+        this): ``media.started`` when a publisher connects, ``media.updated`` when its
+        HLS playlist becomes playable, ``media.ended`` when it stops. The snapshot's
+        ``media`` is the latest of them."""
+        type_ = "media.ended" if not live else "media.updated" if hls else "media.started"
+        media = media_state(live=live, hls=hls)
+        await self._publish(room_id, type_, {"media": media}, kind="media")
 
     async def announce(self, who: Principal, room_id: str, text: str) -> int:
         room = await self.room_as(who, room_id, MODERATORS)
@@ -823,6 +834,23 @@ def _check_order_id(oid: str) -> None:
     room, dot, digest = oid.partition(".")
     if not (dot and ROOM_ID.fullmatch(room) and len(digest) == 20 and digest.isalnum()):
         raise Error("not_found", "no such order")
+
+
+NO_MEDIA: dict[str, bool] = {"live": False, "whep": False, "hls": False}
+
+
+def media_state(*, live: bool, hls: bool) -> dict[str, bool]:
+    """The ``media`` object of PROTOCOL: whether the host publishes, and how to watch
+    (WHEP while a publisher is connected; HLS once its live playlist has a segment)."""
+    return {"live": live, "whep": live, "hls": live and hls}
+
+
+def _media(line: bytes | None) -> dict[str, bool]:
+    """The room's video state from its latest ``media.*`` line (none: not live)."""
+    if line is None:
+        return dict(NO_MEDIA)
+    media: dict[str, bool] = loads(line)["media"]
+    return media
 
 
 def _pinned(line: bytes | None) -> dict[str, Any] | None:

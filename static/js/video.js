@@ -457,12 +457,13 @@ async function probeLive(url) {
  */
 
 /**
- * Plays a room's live stream in a `<video>`: WebRTC (WHEP) first; HLS when the server
- * says `over_capacity` with `"fallback": "hls"`, when WebRTC fails (no
+ * Plays a room's live stream in a `<video>`, asking for it only while the room says
+ * there is one ({@link LivePlayer#setMedia}, from the snapshot's `media` and the
+ * `media.*` events): WebRTC (WHEP) first; HLS (once the room says it is playable) when
+ * the server says `over_capacity` with `"fallback": "hls"`, when WebRTC fails (no
  * RTCPeerConnection, no connection, no picture), or when this server process has no
- * publisher (404) but the room's HLS playlist is live (the publisher is on another
- * process); a placeholder and retries with backoff while the room has no live
- * stream, and once the stream ends. The WHEP
+ * publisher (404: the publisher is on another process); a placeholder while the room
+ * has no live stream, and once the stream ends. The WHEP
  * session is deleted when the stream ends, on {@link LivePlayer#stop}, and on
  * `pagehide` (a `keepalive` request).
  *
@@ -500,6 +501,8 @@ export class LivePlayer {
     this._whep = null;
     /** @type {HlsPlayback | null} */
     this._hls = null;
+    /** @type {{live: boolean, whep: boolean, hls: boolean} | null} the room's word */
+    this.media = null;
     this._countFrames();
     video.addEventListener("ended", () => this._ended("the stream ended"));
     document.addEventListener("visibilitychange", () => { this._lastFrame = performance.now(); });
@@ -507,9 +510,31 @@ export class LivePlayer {
     setInterval(() => this._watch(), 1000);
   }
 
-  /** Start playing (or trying to). */
+  /** Start playing (or trying to, once the room says there is a stream). */
   start() {
     if (this.state === "idle") this._attempt();
+  }
+
+  /**
+   * What the room says of its video (the snapshot's `media`, a `media.*` event): play
+   * when it goes live or becomes playable over HLS, stop when it ends.
+   * @param {{live: boolean, whep: boolean, hls: boolean}} media
+   */
+  setMedia(media) {
+    const before = this.media;
+    this.media = media;
+    if (this.state === "idle") return;
+    if (!media.live) {
+      if (this.state === "playing" || this.state === "connecting") {
+        this._ended("the host stopped the video");
+      } else {
+        clearTimeout(this._retryTimer); // no retries while there is nothing to ask for
+        this._wait(++this._gen);
+      }
+      return;
+    }
+    const news = !before?.live || (media.hls && !before.hls);
+    if (news && this.state !== "playing") this.retryNow();
   }
 
   /** Try again now if waiting (the room's events say the show started, say). */
@@ -535,10 +560,12 @@ export class LivePlayer {
   async _attempt() {
     const gen = ++this._gen;
     this._teardown();
+    const media = this.media;
+    if (!media?.live) return this._wait(gen); // nothing to ask for until the room says
     this.stats.attempts += 1;
     this._set("connecting", {});
     let err = null;
-    if (typeof RTCPeerConnection === "function") {
+    if (media.whep && typeof RTCPeerConnection === "function") {
       try {
         await this._webrtc(gen);
         return;
@@ -552,6 +579,11 @@ export class LivePlayer {
       // another one: HLS, served by every process, says which.
       if (err?.status !== 404) this.stats.fallbacks += 1;
       this.stats.lastError = `${err?.code}: ${err?.message}`;
+    }
+    if (!this.media?.hls) {
+      // not playable over HLS yet: its media.updated event tries again
+      if (err?.status === 404 || !err) return this._wait(gen, false);
+      return this._fail("The video cannot be played right now.", this._nextDelay());
     }
     try {
       await this._playHls(gen);
@@ -692,10 +724,16 @@ export class LivePlayer {
     this._wait(gen);
   }
 
-  /** @param {number} gen no stream now: say so and try again later */
-  _wait(gen) {
+  /**
+   * No stream now: say so, and try again later while the room says it is live (its
+   * next `media.*` event tries anyway).
+   * @param {number} gen
+   * @param {boolean} [again] false: only the room's next event tries again
+   */
+  _wait(gen, again = true) {
     if (gen !== this._gen) return;
-    const delay = this.retry() ? this._nextDelay() : 0;
+    this._retryTimer = 0;
+    const delay = again && this.media?.live && this.retry() ? this._nextDelay() : 0;
     this._set("waiting", { retryMs: delay });
     if (delay) this._retryTimer = window.setTimeout(() => this._attempt(), delay);
   }

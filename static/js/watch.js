@@ -221,6 +221,7 @@ function onJoin(room, snapshot, recovered) {
   for (const order of snapshot.orders ?? []) view.orders.set(order.id, order);
   if (!recovered) feed.reset(snapshot.recent);
   showAnnouncement(snapshot.announcement);
+  player.setMedia(snapshot.media ?? { live: false, whep: false, hls: false });
   if (player.state === "waiting") renderVideo("waiting", {}); // its words follow the show's status
   renderAll();
 }
@@ -293,8 +294,13 @@ function onEvent(ev) {
       break;
     case "room.started":
       view.status = "live";
-      player.retryNow(); // the host may have started the camera with the show
+      if (player.state === "waiting") renderVideo("waiting", {}); // "The show is on: ..."
       renderAll();
+      break;
+    case "media.started":
+    case "media.updated":
+    case "media.ended":
+      player.setMedia(ev.media);
       break;
     case "room.ended":
       view.status = "ended";

@@ -24,7 +24,7 @@ from livecommerce.media import MediaRelay
 from livecommerce.media.relay import Session, SessionKind
 from tests.conftest import HOST, ROOT, LiveServer, until
 from tests.pages import helpers
-from tests.pages.conftest import ClientsFactory, PageFactory, PageServerFactory
+from tests.pages.conftest import MEDIA_URL, ClientsFactory, PageFactory, PageServerFactory
 from tests.pages.helpers import MUG, MUG_IMAGE
 from tests.pages.test_studio_console import open_studio
 
@@ -248,17 +248,30 @@ async def test_watch_page_plays_over_webrtc_and_waits_while_the_host_is_off(
 ) -> None:
     server = await page_server()
     viewer = await open_page(server)
-    # Nobody publishes: the placeholder, and tries again now and then.
-    await expect(viewer.locator("#player")).to_have_attribute("data-state", "waiting")
-    await expect(viewer.locator("#player-message")).to_have_text("The host is not live yet")
-    await expect(viewer.locator("#video-state")).to_have_text("The host is not live yet")
-    await viewer.wait_for_function("() => window.__live.player.stats.attempts >= 2")
+    phone = await open_page(server, width=390, height=844, scale=2)
+    asked: list[str] = []
+    for page in (viewer, phone):
+        page.on("request", lambda r: asked.append(r.url) if MEDIA_URL.search(r.url) else None)
+    # Nobody publishes: the placeholder, and the page asks for no stream (the room's
+    # snapshot says there is none; open_page fails the test on any console error).
+    for page in (viewer, phone):
+        await expect(page.locator("#player")).to_have_attribute("data-state", "waiting")
+        await expect(page.locator("#player-message")).to_have_text("The host is not live yet")
+        await expect(page.locator("#video-state")).to_have_text("The host is not live yet")
+    await asyncio.sleep(2.5)  # the old page had tried twice by now
+    assert asked == []
+    assert await viewer.evaluate("() => window.__live.player.stats.attempts") == 0
     await helpers.screenshot(viewer, "watch-video-waiting")
+    await helpers.screenshot(phone, "watch-video-waiting-phone")
 
+    # The host goes live: media.started reaches the pages, which play without a reload.
     studio = await open_studio(open_page, server)
     await go_live_on_camera(studio)
     codec = await studio.evaluate(EXPECTED_CODEC)
     await assert_video_plays(viewer, "webrtc")
+    await assert_video_plays(phone, "webrtc")
+    assert not [u for u in asked if "/hls/" in u]  # WebRTC played: HLS never asked
+    await phone.close()
     assert await viewer.evaluate("() => window.__live.player.stats.codec") == codec
     await expect(viewer.locator("#video-state")).to_have_text("The live video is playing, muted.")
     assert len([s for s in relay(server).sessions() if s.kind == "whep"]) == 1
