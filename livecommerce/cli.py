@@ -89,6 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         help="server processes sharing the port (SO_REUSEPORT; more than 1 needs Redis)",
     )
     serve.add_argument(
+        "--sandbox-shop",
+        action="store_true",
+        default=os.environ.get("LIVECOMMERCE_SANDBOX_SHOP") == "1",
+        help="take orders in the built-in sandbox shop (buyers pay nothing; staging only); "
+        "without --demo a server needs this or --order-webhook-url",
+    )
+    serve.add_argument(
         "--no-bridge",
         dest="bridge",
         action="store_false",
@@ -219,6 +226,7 @@ def _order_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "order_webhook_url": args.order_webhook_url or None,
         "order_webhook_secret": args.order_webhook_secret or None,
+        "sandbox_shop": getattr(args, "sandbox_shop", False),
         "bridge_max_failures": args.order_webhook_max_attempts,
         "bridge_timeout_s": args.order_webhook_timeout_s,
         "bridge_concurrency": args.bridge_concurrency,
@@ -381,6 +389,8 @@ def _tool_settings(args: argparse.Namespace) -> Settings:
     """Settings of a command that works on a server's Redis (no HTTP side)."""
     _log_setup(str(args.log_level))
     extra = _order_settings(args) if args.command == "bridge" else {}
+    if not extra.get("order_webhook_url"):  # no HTTP side: no sandbox is served
+        extra["sandbox_shop"] = True
     # The token secret only matters to derive the sandbox's webhook secret.
     secret = args.secret or "unused-by-this-command-0123456789abcdef"
     return Settings(redis_url=args.redis_url, secret=secret, **extra).check()

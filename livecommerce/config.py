@@ -83,7 +83,10 @@ class Settings:
     token_ttl_s: int = 12 * 3600
     """Lifetime of tokens issued by the demo sign-in."""
     order_webhook_url: str | None = None
-    """The order system's webhook; None: the in-process sandbox shop takes the orders."""
+    """The order system's webhook; None: the in-process sandbox shop takes the orders,
+    which needs ``demo`` or ``sandbox_shop`` (buyers pay nothing there)."""
+    sandbox_shop: bool = False
+    """Take orders in the built-in sandbox shop without ``demo`` (a staging server)."""
     order_webhook_secret: str | None = None
     """``whsec_...``: signs the webhooks and verifies the callbacks. None: derived from
     ``secret`` (only meaningful for the sandbox)."""
@@ -110,6 +113,11 @@ class Settings:
     media_max_viewers: int = 200
     """WebRTC viewers one process serves; past it, viewers are told to use HLS."""
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def sandbox(self) -> bool:
+        """Whether the built-in sandbox shop takes the orders (no order system)."""
+        return self.order_webhook_url is None
 
     @property
     def redis_cluster(self) -> bool:
@@ -141,6 +149,14 @@ class Settings:
             ("http://", "https://")
         ):
             raise ConfigError("the order webhook URL must be http:// or https://")
+        if self.order_webhook_url is None and not (self.demo or self.sandbox_shop):
+            raise ConfigError(
+                "no order system: pass --order-webhook-url and --order-webhook-secret "
+                "(or --sandbox-shop to take orders in the built-in sandbox, where buyers "
+                "pay nothing: for a staging server only)"
+            )
+        if self.order_webhook_url is not None and self.sandbox_shop:
+            raise ConfigError("--sandbox-shop and --order-webhook-url exclude each other")
         if self.order_webhook_url is not None and not self.order_webhook_secret:
             raise ConfigError("an order webhook URL needs --order-webhook-secret (whsec_...)")
         if self.order_webhook_secret is not None:

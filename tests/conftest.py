@@ -30,6 +30,8 @@ from livecommerce.http import create_app
 from loadtests.server import redis_command
 
 SECRET = "test-secret-0123456789abcdef-0123456789"
+ID_KEY = b"test order ids"
+"""The order-id key of the pure and store tests (a server derives its own)."""
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -32,6 +32,7 @@ from tests import (
     test_room_ws,
 )
 from tests.conftest import (
+    ID_KEY,
     SECRET,
     ClientFactory,
     LiveServer,
@@ -157,7 +158,7 @@ async def test_every_key_of_a_room_is_in_its_slot(
         await m.log_action(room, b"{}")
         sale = Sale("s1", room, "mug", "Mug", 100, 5, 2, now, now + 60_000)
         await backends.inventory.start_sale(sale, encode_event("sale.started", room, now, {}))
-        attempts = [Attempt(order_id(room, u, "k"), u, "k", 1) for u in ("a", "b")]
+        attempts = [Attempt(order_id(room, u, "k", ID_KEY), u, "k", 1) for u in ("a", "b")]
         outs = await backends.inventory.reserve(room, "s1", attempts, now_ms=now, hold_ms=1)
         first, second = (o.order for o in outs)
         assert first is not None and second is not None
@@ -341,7 +342,7 @@ async def test_a_read_waits_for_entries_of_rooms_on_different_masters(
     waiting = asyncio.create_task(backends.outbox.read("w1", 10, block_ms=3000))
     await asyncio.sleep(0.2)
     assert not waiting.done()
-    late = Attempt(order_id(r3, "late", "k"), "late", "k", 1)
+    late = Attempt(order_id(r3, "late", "k", ID_KEY), "late", "k", 1)
     await backends.inventory.reserve(
         r3, "s1", [late], now_ms=test_contract_outbox.NOW, hold_ms=60_000
     )

@@ -8,6 +8,7 @@ from typing import Any
 from livecommerce.backends import Backends
 from livecommerce.inventory.rules import Attempt, Product, Sale, order_id
 from livecommerce.protocol import encode_event, line_seq, loads
+from tests.conftest import ID_KEY
 
 NOW = 1_800_000_000_000
 HOLD = 300_000
@@ -28,7 +29,7 @@ def a_sale(sid: str = "s1", *, stock: int = 10, limit: int = 3, ends: int = NOW 
 
 
 def attempt(user: str, key: str, qty: int = 1) -> Attempt:
-    return Attempt(order_id("r1", user, key), user, key, qty)
+    return Attempt(order_id("r1", user, key, ID_KEY), user, key, qty)
 
 
 async def start(b: Backends, sale: Sale) -> None:
@@ -91,10 +92,13 @@ async def test_reserve_rules_and_idempotency(backends: Backends) -> None:
     first = out[0].order
     assert first is not None and out[1].order == first
     assert first.status == "held" and first.qty == 2 and first.price == 1299
-    assert first.expires_at == NOW + HOLD and first.id == order_id("r1", "u1", "k1")
+    assert first.expires_at == NOW + HOLD and first.id == order_id("r1", "u1", "k1", ID_KEY)
     assert await inv.stock("r1") == {"s1": 0}
     await check_counts(backends)
-    assert [e["id"] for e in await inv.outbox("r1")] == [first.id, order_id("r1", "u2", "k1")]
+    assert [e["id"] for e in await inv.outbox("r1")] == [
+        first.id,
+        order_id("r1", "u2", "k1", ID_KEY),
+    ]
     again = await inv.reserve(
         "r1", "nope", [attempt("u9", "k"), attempt("u1", "k1", 2)], now_ms=NOW, hold_ms=HOLD
     )
@@ -104,7 +108,7 @@ async def test_reserve_rules_and_idempotency(backends: Backends) -> None:
     mine = await inv.orders_of("r1", ["u1", "u2", "u9"])
     assert {u: [o.id for o in orders] for u, orders in mine.items()} == {
         "u1": [first.id],
-        "u2": [order_id("r1", "u2", "k1")],
+        "u2": [order_id("r1", "u2", "k1", ID_KEY)],
     }
     assert await inv.orders_of("r1", []) == {}
     assert await inv.orders_of("r2", ["u1"]) == {}

@@ -7,6 +7,7 @@ import asyncio
 from livecommerce.backends import Backends, OutboxEntry
 from livecommerce.inventory.rules import Attempt, Sale, order_id
 from livecommerce.protocol import encode_event
+from tests.conftest import ID_KEY
 
 NOW = 1_800_000_000_000
 
@@ -16,7 +17,7 @@ async def orders(b: Backends, n: int, room: str = "r1") -> list[str]:
     if not await b.inventory.sale(room, "s1"):
         await b.inventory.start_sale(sale, encode_event("sale.started", room, NOW, {}))
     users = [f"u{i}" for i in range(n)]
-    attempts = [Attempt(order_id(room, u, "k"), u, "k", 1) for u in users]
+    attempts = [Attempt(order_id(room, u, "k", ID_KEY), u, "k", 1) for u in users]
     outs = await b.inventory.reserve(room, "s1", attempts, now_ms=NOW, hold_ms=60_000)
     return [o.order.id for o in outs if o.order is not None]
 
@@ -92,7 +93,7 @@ async def test_read_waits_for_a_new_entry(backends: Backends) -> None:
     waiting = asyncio.create_task(box.read("w1", 5, block_ms=3000))
     await asyncio.sleep(0.1)
     assert not waiting.done()
-    sale_user = Attempt(order_id("r1", "late", "k"), "late", "k", 1)
+    sale_user = Attempt(order_id("r1", "late", "k", ID_KEY), "late", "k", 1)
     await backends.inventory.reserve("r1", "s1", [sale_user], now_ms=NOW, hold_ms=60_000)
     got = await asyncio.wait_for(waiting, 3)
     assert ids(got) == [sale_user.order_id]
@@ -122,7 +123,11 @@ async def test_delivered_and_buried_entries_leave_the_outbox(backends: Backends)
     assert await box.reclaim("w2", min_idle_ms=0, count=10) == []
     # a new entry after the group's last read one was deleted: still counted, read
     await backends.inventory.reserve(
-        "r1", "s1", [Attempt(order_id("r1", "u9", "k"), "u9", "k", 1)], now_ms=NOW, hold_ms=1000
+        "r1",
+        "s1",
+        [Attempt(order_id("r1", "u9", "k", ID_KEY), "u9", "k", 1)],
+        now_ms=NOW,
+        hold_ms=1000,
     )
     assert await box.backlog() == 1
     assert [e.fields["user"] for e in await box.read("w1", 10, block_ms=0)] == ["u9"]

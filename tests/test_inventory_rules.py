@@ -40,6 +40,7 @@ from livecommerce.inventory.rules import (
     Sale,
     order_id,
 )
+from tests.conftest import ID_KEY
 
 ROOM = "r1"
 T0 = 1_800_000_000_000
@@ -49,7 +50,7 @@ KEYS = ("k0", "k1", "k2", "k3")
 SALE_IDS = ("s0", "s1", "s2")
 UNKNOWN_SALE = "nope"
 MAX_SALES = len(SALE_IDS)
-ANY_ORDER_IDS = [order_id(ROOM, user, key) for user in USERS for key in KEYS]
+ANY_ORDER_IDS = [order_id(ROOM, user, key, ID_KEY) for user in USERS for key in KEYS]
 
 stocks = st.one_of(st.integers(1, 4), st.integers(1, 20))
 limits = st.integers(1, 5)
@@ -81,7 +82,7 @@ def make_sale(
 
 
 def attempt(user: str, key: str, qty: int = 1) -> Attempt:
-    return Attempt(order_id(ROOM, user, key), user, key, qty)
+    return Attempt(order_id(ROOM, user, key, ID_KEY), user, key, qty)
 
 
 # --------------------------------------------------------------------------- the model
@@ -257,7 +258,9 @@ class LedgerMachine(RuleBasedStateMachine):
         return [sid for sid, s in self.sales.items() if s.ended is None]
 
     def fresh_keys(self) -> list[tuple[str, str]]:
-        return [(u, k) for u in USERS for k in KEYS if order_id(ROOM, u, k) not in self.orders]
+        return [
+            (u, k) for u in USERS for k in KEYS if order_id(ROOM, u, k, ID_KEY) not in self.orders
+        ]
 
     @precondition(lambda self: bool(self.open_sales() and self.fresh_keys()))
     @rule(
@@ -308,7 +311,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.check_reserve(sid, order.user, order.key, qty, HOLD)
 
     def check_reserve(self, sid: str, user: str, key: str, qty: int, hold: int) -> None:
-        oid = order_id(ROOM, user, key)
+        oid = order_id(ROOM, user, key, ID_KEY)
         sale = self.sales.get(sid)
         existing = self.orders.get(oid)
         expected: str  # an error code, "new" (a hold) or "same" (the key's order again)
@@ -506,7 +509,7 @@ class LedgerMachine(RuleBasedStateMachine):
         pairs: set[tuple[str, str]] = set()
         for oid, order in ledger.orders.items():
             # one order per (user, key), named by the key
-            assert order.id == oid == order_id(ROOM, order.user, order.key)
+            assert order.id == oid == order_id(ROOM, order.user, order.key, ID_KEY)
             assert (order.user, order.key) not in pairs
             pairs.add((order.user, order.key))
             assert order.sale in ledger.sales
@@ -744,8 +747,8 @@ def test_paid_units_count_against_the_limit_and_released_ones_do_not() -> None:
 
 def test_unknown_orders_and_sales() -> None:
     ledger = Ledger(ROOM)
-    assert ledger.pay(order_id(ROOM, "u1", "k")) == (None, None)
-    assert ledger.release(order_id(ROOM, "u1", "k"), "cancelled") is None
+    assert ledger.pay(order_id(ROOM, "u1", "k", ID_KEY)) == (None, None)
+    assert ledger.release(order_id(ROOM, "u1", "k", ID_KEY), "cancelled") is None
     assert ledger.end("nope", "stopped") is None
     assert ledger.expire_due(T0) == [] and ledger.end_due(T0) == []
     assert error(ledger, "u1", "k", 1, sid="nope") == "not_found"

@@ -3,6 +3,7 @@ callbacks, a real webhook receiver's payment URL, the dead-letter admin."""
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -66,13 +67,56 @@ async def test_sandbox_checkout_pays_the_hold(
             page = await resp.text()
             assert resp.status == 200 and resp.content_type == "text/html"
             assert "Mug" in page and 'id="pay"' in page and "held" in page
-        async with s.post(base + "/pay") as resp:  # follows the 303 back to the page
+            assert resp.headers["X-Frame-Options"] == "DENY"
+            assert "frame-ancestors 'none'" in resp.headers["Content-Security-Policy"]
+        mine = {"Authorization": f"Bearer {token('buyer')}"}
+        async with s.post(base + "/pay", headers=mine) as resp:
+            assert resp.status == 200 and (await resp.json())["order"]["status"] == "paid"
+        async with s.get(base) as resp:
             page = await resp.text()
-            assert resp.status == 200 and 'id="pay"' not in page and "paid" in page
+            assert 'id="pay"' not in page and "paid" in page
     update = await buyer.next_event(is_type("order.updated"))
     assert update["order"]["status"] == "paid" and "payment_url" not in update["order"]
     async with aiohttp.ClientSession() as s, s.get(base + "x") as resp:
         assert resp.status == 404
+
+
+async def test_only_the_buyer_can_pay_or_cancel_in_the_sandbox(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    """The attack: a cross-site form POST (no token: what another site's page sends)
+    cancelled a victim's order; anyone knowing an order id could pay or cancel it."""
+    server = await start_server()
+    _, order = await buy(server, connect, "victim")
+    base = f"http://127.0.0.1:{server.port}{order['payment_url']}"
+    form = {"Content-Type": "application/x-www-form-urlencoded", "Origin": "https://evil.test"}
+    async with aiohttp.ClientSession() as s:
+        for action in ("pay", "cancel"):
+            async with s.post(f"{base}/{action}", data=b"", headers=form) as resp:
+                assert resp.status == 401
+                assert (await resp.json())["error"]["code"] == "unauthorized"
+            other = {"Authorization": f"Bearer {token('mallory')}"}
+            async with s.post(f"{base}/{action}", headers=other) as resp:
+                assert resp.status == 404  # another's order does not exist for you
+        async with s.get(f"http://127.0.0.1:{server.port}/api/rooms/demo") as resp:
+            assert (await resp.json())["sales"][0]["remaining"] == 4  # still held
+        admin = {"Authorization": f"Bearer {token('ops', 'admin')}"}
+        async with s.post(f"{base}/cancel", headers=admin) as resp:
+            assert resp.status == 200 and (await resp.json())["order"]["status"] == "cancelled"
+
+
+async def test_order_ids_are_keyed_so_nobody_can_work_them_out(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    """An order id was sha256(room, user, key): user ids are public in chat and keys
+    guessable. It is keyed by the servers' secret now, and still one id per key."""
+    server = await start_server()
+    buyer, order = await buy(server, connect, "victim")
+    unkeyed = hashlib.sha256(b"demo\0victim\0k1").hexdigest()[:20]
+    assert order["id"] != f"demo.{unkeyed}"
+    sale = order["sale"]
+    again = await buyer.request("order", room="demo", sale=sale, qty=1, key="k1")
+    assert again["order"]["id"] == order["id"]  # idempotent by key, as before
 
 
 async def test_callbacks_are_verified_and_applied_once(

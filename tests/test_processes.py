@@ -156,8 +156,25 @@ def test_serve_refuses_to_start_without_a_secret() -> None:
 
 
 def test_secret_from_the_environment(spawn: Callable[..., ServerProcess]) -> None:
-    p = spawn(env={"LIVECOMMERCE_SECRET": SECRET})
+    p = spawn(env={"LIVECOMMERCE_SECRET": SECRET, "LIVECOMMERCE_SANDBOX_SHOP": "1"})
     assert p.ready()
+
+
+def test_serve_takes_orders_in_the_sandbox_only_when_told() -> None:
+    """A deployment that forgot --order-webhook-url served the sandbox silently: buyers
+    "paid" for free. It refuses to start now; --sandbox-shop (or --demo) says so loudly."""
+    done = run_cli("serve", "--port", "0", "--secret", SECRET)
+    assert done.returncode == 2
+    assert "no order system" in done.stderr and "--order-webhook-url" in done.stderr
+    url = "https://shop.example/hooks"
+    done = run_cli("serve", "--secret", SECRET, "--sandbox-shop", "--order-webhook-url", url)
+    assert done.returncode == 2 and "exclude each other" in done.stderr
+
+
+async def test_a_sandbox_server_says_so_in_its_log(spawn: Callable[..., ServerProcess]) -> None:
+    p = spawn("--secret", SECRET, "--sandbox-shop")
+    assert p.ready()
+    await until(lambda: "SANDBOX SHOP" in p.output(), 10)
 
 
 def worker_pids(p: ServerProcess, tries: int = 60) -> set[int]:

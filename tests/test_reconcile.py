@@ -14,7 +14,7 @@ from livecommerce.config import Settings
 from livecommerce.inventory.rules import Attempt, Order, Sale, order_id
 from livecommerce.orders.tools import HOLD_GRACE_MS, differences
 from livecommerce.protocol import encode_event
-from tests.conftest import ROOT, SECRET
+from tests.conftest import ID_KEY, ROOT, SECRET
 
 NOW = 1_800_000_000_000
 RECONCILE = [sys.executable, "-m", "livecommerce", "orders", "reconcile"]
@@ -63,7 +63,7 @@ async def test_the_command_reads_the_servers_redis(redis_url: str, tmp_path: Pat
         past = 1_700_000_000_000  # 2023: every hold is long past its window now
         sale = Sale("s1", "r1", "sku", "Mug", 100, 10, 5, past, past + 60_000)
         await b.inventory.start_sale(sale, encode_event("sale.started", "r1", past, {}))
-        attempts = [Attempt(order_id("r1", u, "k"), u, "k", 1) for u in ("u1", "u2")]
+        attempts = [Attempt(order_id("r1", u, "k", ID_KEY), u, "k", 1) for u in ("u1", "u2")]
         outs = await b.inventory.reserve("r1", "s1", attempts, now_ms=past, hold_ms=60_000)
         paid, held = (o.order.id for o in outs if o.order is not None)
         await b.inventory.settle(paid, "paid", event_id=None, now_ms=past)

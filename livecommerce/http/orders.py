@@ -14,7 +14,7 @@ from aiohttp import web
 
 from livecommerce.errors import Error
 from livecommerce.http.keys import BACKENDS, SECRET, SERVICE, SETTINGS
-from livecommerce.http.routes import json_body, json_response, principal
+from livecommerce.http.routes import PAGE_HEADERS, json_body, json_response, principal
 from livecommerce.inventory.rules import SETTLE_KINDS, SettleKind
 from livecommerce.orders.bridge import Bridge, HttpTransport, Transport, make_bridge
 from livecommerce.orders.sandbox import SandboxShop
@@ -119,20 +119,26 @@ async def sandbox_webhook(request: web.Request) -> web.Response:
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Sandbox checkout</title><link rel="stylesheet" href="/css/base.css"></head>
-<body class="sandbox"><main class="checkout">
+<title>Sandbox checkout</title><link rel="stylesheet" href="/css/base.css">
+<script type="module" src="/js/checkout.js"></script></head>
+<body class="sandbox"><main class="checkout" data-order="{oid}">
 <p class="note">Sandbox shop: no money moves. A real order system takes this place.</p>
 <h1>{title}</h1>
 <dl><dt>Order</dt><dd><code>{oid}</code></dd><dt>Quantity</dt><dd>{qty}</dd>
 <dt>Total</dt><dd>{total}</dd><dt>Status</dt><dd id="status">{status}</dd>
 <dt>Pay before</dt><dd><time datetime="{expires_iso}">{expires_iso}</time></dd></dl>
 {actions}
+<p id="checkout-note" role="status"></p>
 </main></body></html>
 """
 
 
 async def checkout_page(request: web.Request) -> web.Response:
-    """``GET /sandbox/checkout/{order}``: the order with Pay and Cancel buttons."""
+    """``GET /sandbox/checkout/{order}``: the order with Pay and Cancel buttons.
+
+    The buttons are the page's script (``static/js/checkout.js``): it sends the buyer's
+    token with ``Authorization``, which no form of another site can send, and only the
+    order's own buyer (or an admin) may pay or cancel (:func:`checkout_action`)."""
     if request.app[SANDBOX] is None:
         raise Error("not_found", "no sandbox: an order system is configured")
     oid = request.match_info["order"]
@@ -141,11 +147,10 @@ async def checkout_page(request: web.Request) -> web.Response:
         raise Error("not_found", "no such order")
     actions = ""
     if order.status == "held":
-        base = f"/sandbox/checkout/{html.escape(oid)}"
         actions = (
-            f'<form method="post" action="{base}/pay"><button id="pay">Pay</button></form>'
-            f'<form method="post" action="{base}/cancel">'
-            '<button id="cancel" class="secondary">Cancel order</button></form>'
+            '<p class="actions"><button id="pay" type="button" disabled>Pay</button> '
+            '<button id="cancel" type="button" class="secondary" disabled>Cancel order'
+            "</button></p>"
         )
     expires = datetime.fromtimestamp(order.expires_at / 1000, UTC).isoformat(timespec="seconds")
     cur = request.app[SETTINGS].currency
@@ -158,20 +163,28 @@ async def checkout_page(request: web.Request) -> web.Response:
         expires_iso=expires,
         actions=actions,
     )
-    return web.Response(text=page, content_type="text/html")
+    return web.Response(text=page, content_type="text/html", headers=PAGE_HEADERS)
 
 
 async def checkout_action(request: web.Request) -> web.Response:
-    """``POST /sandbox/checkout/{order}/pay|cancel``: the shop sends its callback."""
+    """``POST /sandbox/checkout/{order}/pay|cancel``: the shop sends its callback.
+
+    Only with the buyer's (or an admin's) token in ``Authorization``: a guest gets 401,
+    anyone else the 404 of an order that does not exist for them.
+    """
     shop = request.app[SANDBOX]
     if shop is None:
         raise Error("not_found", "no sandbox: an order system is configured")
+    who = principal(request)
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as the buyer (Authorization: Bearer <token>)")
     oid = request.match_info["order"]
+    order = await request.app[BACKENDS].inventory.order(oid) if len(oid) <= 100 else None
+    if order is None or (order.user != who.id and who.role != "admin"):
+        raise Error("not_found", "no such order")  # others' orders do not exist
     kind = {"pay": "paid", "cancel": "cancelled"}[request.match_info["action"]]
     status, answer = await shop.report(oid, kind)
-    if status != 200:
-        return json_response(answer, status)
-    raise web.HTTPSeeOther(f"/sandbox/checkout/{oid}")
+    return json_response(answer, status)
 
 
 def setup(app: web.Application) -> None:
@@ -202,6 +215,11 @@ async def bridge_ctx(app: web.Application) -> AsyncIterator[None]:
     http: HttpTransport | None = None
     transport: Transport
     if settings.order_webhook_url is None:
+        log.warning(
+            "SANDBOX SHOP: orders go to the built-in sandbox, where buyers pay nothing "
+            "(%s); a shop's server needs --order-webhook-url",
+            "--demo" if settings.demo else "--sandbox-shop",
+        )
         shop = app[SANDBOX] = SandboxShop(
             key, lambda body, headers: _sandbox_callback(app, body, headers)
         )

@@ -36,6 +36,17 @@ _HTTP_CODES = {
 }
 
 
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' https: data: blob:; media-src 'self' blob:; "
+        "connect-src 'self'; style-src 'self'; script-src 'self'; object-src 'none'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Frame-Options": "DENY",
+}
+"""Headers of a page that must never be framed (studio, console, checkout)."""
+
+
 def json_response(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=dumps(data), status=status, content_type="application/json")
 

@@ -15,7 +15,7 @@ while) so that units coming back from expired holds sell again.
 
 from __future__ import annotations
 
-import hashlib
+import hmac
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -132,11 +132,18 @@ class Settled:
     """The event id was seen before: nothing was done (stores set this)."""
 
 
-def order_id(room: str, user: str, key: str) -> str:
+def order_id(room: str, user: str, key: str, id_key: bytes) -> str:
     """The order id of ``user``'s idempotency ``key`` in ``room``: the same key always
-    names the same order, on every process, across retries."""
-    digest = hashlib.sha256(f"{room}\0{user}\0{key}".encode()).hexdigest()[:20]
+    names the same order, on every process, across retries. Keyed with ``id_key`` (a
+    secret of the servers, :func:`order_id_key`): user ids are public and idempotency
+    keys often guessable, so an unkeyed hash would let anyone name another's order."""
+    digest = hmac.digest(id_key, f"{room}\0{user}\0{key}".encode(), "sha256").hex()[:20]
     return f"{room}.{digest}"
+
+
+def order_id_key(secret: str) -> bytes:
+    """The key of :func:`order_id`, derived from the servers' token secret."""
+    return hmac.digest(secret.encode(), b"livecommerce order ids", "sha256")
 
 
 def room_of_order(oid: str) -> str:

@@ -32,6 +32,7 @@ from livecommerce.inventory.rules import (
     Settled,
     SettleKind,
     order_id,
+    order_id_key,
 )
 from livecommerce.moderation.rules import RateLimiter, refusal
 from livecommerce.moderation.wordfilter import Term, WordFilter
@@ -276,6 +277,8 @@ class RoomService:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
+        # every process of a deployment names an order alike: keyed by the shared secret
+        self._id_key = order_id_key(settings.secret) if settings.secret else os.urandom(32)
         self.backends = backends
         self.hub = hub
         self._clock = clock
@@ -744,7 +747,7 @@ class RoomService:
         _allowed(who, room, CHATTERS)
         self._order_limit.check(who.id, self._clock())
         room.require_live()
-        return Attempt(order_id(room.id, who.id, key), who.id, key, qty)
+        return Attempt(order_id(room.id, who.id, key, self._id_key), who.id, key, qty)
 
     def _placed(self, sale_id: str, outcome: Outcome) -> Order:
         """The order of an outcome, with its payment page; its refusal raised."""

@@ -672,7 +672,10 @@ function orderNode(order) {
       pay.className = "btn btn-small pay";
       pay.href = payUrl;
       pay.target = "_blank";
-      pay.rel = "noopener";
+      // The sandbox's own checkout (same origin) gets this tab's sign-in (a copy of its
+      // sessionStorage comes with an opener): its buttons send the buyer's token. A
+      // shop elsewhere gets no handle on this page.
+      pay.rel = new URL(payUrl).origin === location.origin ? "opener" : "noopener";
       pay.textContent = "Pay";
       li.append(pay);
     }

@@ -134,6 +134,38 @@ async def test_viewer_buys_holds_and_others_see_the_stock_fall(
     await expect(other.locator("#stock-text")).to_have_text("5 of 5 left", timeout=10_000)
 
 
+async def test_viewer_pays_in_the_sandbox_checkout_with_their_own_sign_in(
+    page_server: PageServerFactory, open_page: PageFactory, clients: ClientsFactory
+) -> None:
+    """The Pay link opens the sandbox checkout with this tab's sign-in; its buttons
+    send the buyer's token (a page of another site, or another user, cannot)."""
+    server = await page_server()
+    await helpers.put_product(server, "mug-01", MUG, 1800)
+    host = await clients(server, HOST)
+    await helpers.open_sale(host, stock=5, limit=2, duration_s=120)
+    ana = await open_page(server, "watch.html?room=demo&name=Ana")
+    await helpers.sign_in(ana, "Ana")
+    await ana.locator("#buy").click()
+    order = ana.locator("#order-list .order")
+    await expect(order).to_have_attribute("data-status", "held")
+    async with ana.context.expect_page() as opened:
+        await order.locator("a.pay").click()
+    checkout = await opened.value
+    await expect(checkout.locator("#status")).to_have_text("held")
+    await expect(checkout.locator("#pay")).to_be_enabled()
+    await helpers.screenshot(checkout, "sandbox-checkout")
+    await checkout.locator("#pay").click()
+    await expect(checkout.locator("#checkout-note")).to_have_text("Paid. Thank you!")
+    await expect(checkout.locator("#status")).to_have_text("paid")
+    await expect(order).to_have_attribute("data-status", "paid")
+
+    # The same page opened elsewhere (no sign-in in that tab): nothing to press.
+    oid = await ana.evaluate("() => [...window.__live.view.orders.values()][0].id")
+    stranger = await open_page(server, f"sandbox/checkout/{oid}", wait_live=False)
+    await expect(stranger.locator("#status")).to_have_text("paid")
+    await expect(stranger.locator("#pay")).to_have_count(0)
+
+
 class LoseFirstOrderReply:
     """Route the page's WebSocket and lose the reply to its first `order`: the server
     places the hold, then the connection drops before the page hears about it."""
