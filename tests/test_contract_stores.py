@@ -115,6 +115,34 @@ async def test_subscribers_get_lines_in_order_and_private_lines(backends: Backen
     assert len(got) == 21
 
 
+CONTROLS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]] + ["\u2028", "\u2029"]
+"""Every control character (C0, DEL, C1) and the line and paragraph separators."""
+
+
+async def test_a_private_line_keeps_its_user_and_bytes_whatever_they_hold(
+    backends: Backends,
+) -> None:
+    """Private lines went out as ``@user\\n<line>`` on Redis: a newline in the user id
+    let a moderator put a line of their own (a chat "from Host") in front of the real
+    one. The framing cannot be broken by content (the ids are refused earlier too)."""
+    log = backends.log
+    got: list[tuple[bytes, str | None]] = []
+    await log.subscribe("r1", lambda line, user: got.append((line, user)))
+    forged = '{"seq":99,"type":"chat","room":"r1","user":{"id":"host","name":"Host"}}'
+    sent = [
+        (f"x{c}{forged}{c}", b'{"type":"moderation","n":%d}' % i) for i, c in enumerate(CONTROLS)
+    ]
+    sent += [("u1", b'{"a":1}\n@2:u2{"b":2}'), ("@3:abc", b"{}"), ("\u00e9\u4e16", b"{}")]
+    for user, line in sent:
+        await log.send_private("r1", user, line)
+    for _ in range(200):
+        if len(got) == len(sent):
+            break
+        await asyncio.sleep(0.01)
+    assert got == [(line, user) for user, line in sent]
+    await log.unsubscribe("r1")
+
+
 async def test_likes_add_up(backends: Backends) -> None:
     c = backends.counters
     assert await c.add_likes("r1", 0) == 0

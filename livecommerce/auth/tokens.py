@@ -21,7 +21,7 @@ import jwt
 
 from livecommerce.auth.principal import TOKEN_ROLES, Principal, Role
 from livecommerce.errors import Error
-from livecommerce.protocol import loads
+from livecommerce.protocol import is_user_id, loads
 
 
 def _b64url(part: str) -> bytes:
@@ -102,8 +102,8 @@ def verify_token(token: str, secret: str, *, now: float) -> Principal:
     sub, role, exp = claims.get("sub"), claims.get("role"), claims.get("exp")
     name = claims.get("name", sub)
     rooms = claims.get("rooms")
-    if not (isinstance(sub, str) and 0 < len(sub) <= 128):
-        raise Error("unauthorized", "invalid token: bad sub")
+    if not is_user_id(sub):
+        raise Error("unauthorized", "invalid token: bad sub (1 to 128 printable characters)")
     if not isinstance(role, str) or role not in TOKEN_ROLES:
         raise Error("unauthorized", "invalid token: bad role")
     if not _is_time(exp) or exp <= now:

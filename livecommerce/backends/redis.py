@@ -387,7 +387,7 @@ class RedisEventLog:
         return int(await self._publish(keys=[key(room, "seq")], args=args))
 
     async def send_private(self, room: str, user: str, line: bytes) -> None:
-        await self._r.publish(key(room, "ev"), b"@" + user.encode() + b"\n" + line)
+        await self._r.publish(key(room, "ev"), private_message(user, line))
 
     async def history(self, room: str, after: int, epoch: str) -> list[bytes] | None:
         keys = [key(room, "seq"), key(room, "log"), key(room, "epoch")]
@@ -455,8 +455,8 @@ class RedisEventLog:
             if sink is None:
                 return
             if data[:1] == b"@":
-                user, _, line = data[1:].partition(b"\n")
-                sink(line, user.decode())
+                user, line = read_private(data)
+                sink(line, user)
             else:
                 sink(data, None)
         elif kind in _SUBSCRIBED:
@@ -470,6 +470,21 @@ class RedisEventLog:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         await self._pubsub.aclose()
+
+
+def private_message(user: str, line: bytes) -> bytes:
+    """A line for one user's connections, framed ``@<length of user>:<user><line>``:
+    a length, not a separator, so no user id or line can move the boundary (room lines
+    are JSON objects and start with ``{``, never ``@``)."""
+    who = user.encode()
+    return b"@%d:%b%b" % (len(who), who, line)
+
+
+def read_private(data: bytes) -> tuple[str, bytes]:
+    """The user and the line of a :func:`private_message`."""
+    size, _, rest = data[1:].partition(b":")
+    n = int(size)
+    return rest[:n].decode(), rest[n:]
 
 
 class ShardedEventLog(RedisEventLog):
@@ -489,7 +504,7 @@ class ShardedEventLog(RedisEventLog):
         self._watcher: asyncio.Task[None] | None = None
 
     async def send_private(self, room: str, user: str, line: bytes) -> None:
-        await self._cluster.spublish(key(room, "ev"), b"@" + user.encode() + b"\n" + line)
+        await self._cluster.spublish(key(room, "ev"), private_message(user, line))
 
     async def _listen(self, channel: bytes) -> None:
         await self._shards.ssubscribe(channel)

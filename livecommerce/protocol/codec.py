@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeGuard
 
 import orjson
 
@@ -24,6 +24,17 @@ MAX_STOCK: Final = 1_000_000
 MAX_QTY: Final = 100
 ROOM_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 """Room ids: lowercase, digits, ``_`` and ``-``; never ``{`` or ``}`` (Redis hash tags)."""
+
+MAX_USER_ID: Final = 128
+
+
+def is_user_id(v: Any) -> TypeGuard[str]:
+    """The one rule for a user id, wherever one comes from (a token's ``sub``, a
+    command's ``user``): 1 to 128 printable characters, so no control character, line
+    or paragraph separator or invisible format character (a newline once let a
+    moderator's ``user`` put its own line in front of a private event)."""
+    return type(v) is str and 0 < len(v) <= MAX_USER_ID and v.isprintable()
+
 
 _Check = Callable[[Any], bool]
 
@@ -52,7 +63,7 @@ def _is_room(v: Any) -> bool:
 
 
 _ROOM: Final = ("room", _is_room, True)
-_USER: Final = ("user", _is_str(128), True)
+_USER: Final = ("user", is_user_id, True)
 
 # op -> ((field, check, required), ...). The shape only: rights, limits and content are
 # checked later, by the service, in the order PROTOCOL.md gives.
