@@ -48,6 +48,16 @@ def _parser() -> argparse.ArgumentParser:
         help="HS256 secret that signs tokens (or LIVECOMMERCE_SECRET)",
     )
     serve.add_argument(
+        "--token-audience",
+        default=os.environ.get("LIVECOMMERCE_TOKEN_AUDIENCE"),
+        help="refuse tokens whose aud does not name this (default: aud is not checked)",
+    )
+    serve.add_argument(
+        "--token-issuer",
+        default=os.environ.get("LIVECOMMERCE_TOKEN_ISSUER"),
+        help="refuse tokens whose iss is not this (default: iss is not checked)",
+    )
+    serve.add_argument(
         "--demo",
         action="store_true",
         help="demo room, demo sign-in for every role, throwaway secret",
@@ -207,6 +217,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         redis_url=args.redis_url or None,
         secret=args.secret or None,
         demo=args.demo,
+        token_audience=args.token_audience or None,
+        token_issuer=args.token_issuer or None,
         tick_ms=args.tick_ms,
         tick_max_ms=args.tick_max_ms,
         fanout_share=args.fanout_share,

@@ -82,6 +82,10 @@ class Settings:
     """The most order attempts served by one store call."""
     token_ttl_s: int = 12 * 3600
     """Lifetime of tokens issued by the demo sign-in."""
+    token_audience: str | None = None
+    """When set, a token's ``aud`` must name it (a string, or a list holding it)."""
+    token_issuer: str | None = None
+    """When set, a token's ``iss`` must be it."""
     order_webhook_url: str | None = None
     """The order system's webhook; None: the in-process sandbox shop takes the orders,
     which needs ``demo`` or ``sandbox_shop`` (buyers pay nothing there)."""

@@ -129,9 +129,17 @@ def token(
     rooms: list[str] | None = None,
     ttl_s: int = 3600,
     name: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> str:
     return issue_token(
-        SECRET, sub=sub, name=name or sub, role=role, rooms=rooms, now=time.time(), ttl_s=ttl_s
+        SECRET,
+        sub=sub,
+        name=name or sub,
+        role=role,
+        rooms=rooms,
+        now=time.time(),
+        ttl_s=ttl_s,
+        extra=extra,
     )
 
 

@@ -183,13 +183,23 @@ async def test_every_key_of_a_room_is_in_its_slot(
 
 
 def test_a_cluster_url_names_a_node_of_database_0() -> None:
-    ok = Settings(secret=SECRET, redis_url="redis+cluster://10.0.0.1:7000").check()
+    ok = Settings(
+        secret=SECRET, sandbox_shop=True, redis_url="redis+cluster://10.0.0.1:7000"
+    ).check()
     assert ok.redis_cluster
-    assert Settings(secret=SECRET, redis_url="rediss+cluster://r:7000/0").check().redis_cluster
-    assert not Settings(secret=SECRET, redis_url="redis://r:6379/3").check().redis_cluster
+    assert (
+        Settings(secret=SECRET, sandbox_shop=True, redis_url="rediss+cluster://r:7000/0")
+        .check()
+        .redis_cluster
+    )
+    assert (
+        not Settings(secret=SECRET, sandbox_shop=True, redis_url="redis://r:6379/3")
+        .check()
+        .redis_cluster
+    )
     for url in ("redis+cluster://", "redis+cluster://r:7000/2"):
         with pytest.raises(ConfigError):
-            Settings(secret=SECRET, redis_url=url).check()
+            Settings(secret=SECRET, sandbox_shop=True, redis_url=url).check()
 
 
 async def test_two_servers_share_rooms_on_different_masters(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, Literal
 
 Role = Literal["guest", "viewer", "moderator", "host", "admin"]
@@ -20,12 +20,15 @@ class Principal:
         role: the role claimed by the token.
         rooms: rooms the role applies to; None means every room (admin) or no
             restriction needed (viewer).
+        exp: when the token expires (unix seconds), None for a guest.
     """
 
     id: str
     name: str
     role: Role
     rooms: frozenset[str] | None = None
+    exp: float | None = field(default=None, compare=False)
+    """When the token expires (unix seconds); None for a guest."""
 
     def role_in(self, room: str, room_host: str | None) -> Role:
         """The effective role in ``room``, whose owner is ``room_host``.

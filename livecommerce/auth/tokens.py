@@ -25,14 +25,19 @@ from livecommerce.protocol import is_user_id, loads
 
 
 def _b64url(part: str) -> bytes:
-    """Decode one base64url segment of a JWT (no padding, as RFC 7515 writes them)."""
-    if "=" in part:
-        raise ValueError("padded segment")
-    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    """Decode one base64url segment of a JWT, in its one canonical form (RFC 7515: no
+    padding): the decoder would skip characters outside the alphabet and ignore the
+    spare bits of the last one, so a token with extra characters in its signature
+    verified as well; it is refused now."""
+    decoded = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+    if base64.urlsafe_b64encode(decoded).rstrip(b"=") != part.encode():
+        raise ValueError("not canonical base64url")
+    return decoded
 
 
-def _hs256_payload(token: str, key: bytes) -> bytes:
-    """The payload of an HS256 JWS in compact form signed with ``key``.
+def _hs256_payload(token: str, keys: tuple[bytes, ...]) -> tuple[bytes, int]:
+    """The payload of an HS256 JWS in compact form signed with one of ``keys``, and
+    which one signed it.
 
     Raises:
         Error: ``unauthorized`` if it is not one, or the signature does not match.
@@ -52,9 +57,22 @@ def _hs256_payload(token: str, key: bytes) -> bytes:
     if "crit" in header:
         raise Error("unauthorized", "invalid token: unsupported critical header")
     signed = token[: len(header_b64) + 1 + len(payload_b64)].encode()
-    if not hmac.compare_digest(hmac.digest(key, signed, "sha256"), signature):
-        raise Error("unauthorized", "invalid token: signature verification failed")
-    return payload
+    for i, key in enumerate(keys):
+        if hmac.compare_digest(hmac.digest(key, signed, "sha256"), signature):
+            return payload, i
+    raise Error("unauthorized", "invalid token: signature verification failed")
+
+
+DEMO_CLAIM = "demo"
+"""A claim of every token the demo sign-in issues; a server without ``--demo`` refuses
+any token that has it."""
+
+
+def demo_secret(secret: str) -> str:
+    """The demo sign-in's signing secret, derived from the configured ``secret``: a
+    server run with ``--demo`` and a production secret must not mint tokens that the
+    production servers accept (they sign nothing with it, and refuse the demo claim)."""
+    return "demo-" + hmac.digest(secret.encode(), b"livecommerce demo sign-in", "sha256").hex()
 
 
 def issue_token(
@@ -66,11 +84,15 @@ def issue_token(
     now: float,
     ttl_s: int,
     rooms: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> str:
-    """Sign a token with the claims of PROTOCOL.md (used by the demo sign-in and tests)."""
+    """Sign a token with the claims of PROTOCOL.md (used by the demo sign-in and tests);
+    ``extra`` claims are added (``aud``, ``iss``, the demo claim)."""
     claims: dict[str, Any] = {"sub": sub, "name": name, "role": role, "exp": int(now) + ttl_s}
     if rooms is not None:
         claims["rooms"] = rooms
+    if extra:
+        claims.update(extra)
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
@@ -81,18 +103,37 @@ def _is_time(value: object) -> TypeGuard[int | float]:
     return isinstance(value, _NUMBER) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def verify_token(token: str, secret: str, *, now: float) -> Principal:
+def verify_token(
+    token: str,
+    secret: str,
+    *,
+    now: float,
+    demo: str | None = None,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> Principal:
     """Return the principal of a valid token.
 
-    Only HS256 is accepted (so ``alg: none`` and key-confusion tricks fail).
+    Only HS256 is accepted (so ``alg: none`` and key-confusion tricks fail), each
+    segment in canonical base64url.
+
+    Args:
+        secret: the platform's secret.
+        demo: a demo server's own secret (:func:`demo_secret`), whose tokens are
+            accepted too; None (a production server): a token with the demo claim is
+            refused, whoever signed it.
+        audience, issuer: when given, the token's ``aud`` must name ``audience`` (a
+            string, or a list that holds it) and its ``iss`` must be ``issuer``.
 
     Raises:
         Error: ``unauthorized`` for a bad signature, wrong algorithm, malformed or missing
-            claims, an unknown role, or an ``exp`` at or before ``now``.
+            claims, an unknown role, an ``exp`` at or before ``now``, a demo token on a
+            production server, or another audience or issuer.
     """
     if not token.isascii():  # a JWT is base64url and dots; anything else is not one
         raise Error("unauthorized", "invalid token: not a JWT")
-    payload = _hs256_payload(token, secret.encode())
+    keys = (secret.encode(),) if demo is None else (secret.encode(), demo.encode())
+    payload, _ = _hs256_payload(token, keys)
     try:
         claims = loads(payload)
     except ValueError:  # orjson's JSONDecodeError
@@ -117,9 +158,18 @@ def verify_token(token: str, secret: str, *, now: float) -> Principal:
         isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)
     ):
         raise Error("unauthorized", "invalid token: bad rooms")
+    if demo is None and DEMO_CLAIM in claims:
+        raise Error("unauthorized", "invalid token: a demo token (this server is no demo)")
+    if audience is not None:
+        aud = claims.get("aud")
+        if not (aud == audience or (isinstance(aud, list) and audience in aud)):
+            raise Error("unauthorized", "invalid token: not for this audience (aud)")
+    if issuer is not None and claims.get("iss") != issuer:
+        raise Error("unauthorized", "invalid token: not from the expected issuer (iss)")
     return Principal(
         id=sub,
         name=name[:64],
         role=cast(Role, role),
         rooms=None if rooms is None else frozenset(rooms),
+        exp=float(exp),
     )

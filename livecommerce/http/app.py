@@ -20,18 +20,22 @@ from pathlib import Path
 
 from aiohttp import web
 
+from livecommerce.auth import Principal, verify_token
+from livecommerce.auth.tokens import demo_secret
 from livecommerce.backends import make_backends
 from livecommerce.config import Settings
 from livecommerce.http import clips, media, orders, routes
 from livecommerce.http.keys import (
     BACKENDS,
     CONNECTIONS,
+    DEMO_SECRET,
     HUB,
     METRICS,
     READY,
     SECRET,
     SERVICE,
     SETTINGS,
+    VERIFY,
 )
 from livecommerce.http.ws import CLOSE_GOING_AWAY, watch_readers
 from livecommerce.inventory.rules import Product
@@ -58,7 +62,22 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         middlewares=[routes.error_middleware], client_max_size=settings.limits.hard_max_frame
     )
     app[SETTINGS] = settings
-    app[SECRET] = settings.secret or secrets.token_urlsafe(32)
+    app[SECRET] = secret = settings.secret or secrets.token_urlsafe(32)
+    demo = demo_secret(secret) if settings.demo else None
+    if demo is not None:
+        app[DEMO_SECRET] = demo
+
+    def verify(token: str, now: float) -> Principal:
+        return verify_token(
+            token,
+            secret,
+            now=now,
+            demo=demo,
+            audience=settings.token_audience,
+            issuer=settings.token_issuer,
+        )
+
+    app[VERIFY] = verify
     app[CONNECTIONS] = set()
     app[METRICS] = Counter()
     app[READY] = [False]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from livecommerce.auth import Principal
 from livecommerce.backends import Backends
 from livecommerce.config import Settings
 from livecommerce.rooms.hub import Hub
@@ -17,7 +19,12 @@ if TYPE_CHECKING:
 
 SETTINGS = web.AppKey("settings", Settings)
 SECRET = web.AppKey("secret", str)
-"""The token secret in force (the configured one, or a throwaway one in demo mode)."""
+"""The configured secret, or a throwaway one in demo mode: what order ids and the
+sandbox's webhook key derive from."""
+DEMO_SECRET = web.AppKey("demo_secret", str)
+"""Demo mode: what the demo sign-in signs with (``auth.tokens.demo_secret``)."""
+VERIFY: web.AppKey[Callable[[str, float], Principal]] = web.AppKey("verify")
+"""``app[VERIFY](token, now)``: the principal of a token, by this server's rules."""
 BACKENDS = web.AppKey("backends", Backends)
 HUB = web.AppKey("hub", Hub)
 SERVICE = web.AppKey("service", RoomService)

@@ -13,10 +13,20 @@ from typing import Any, cast
 
 from aiohttp import web
 
-from livecommerce.auth import Principal, Role, guest, issue_token, verify_token
+from livecommerce.auth import Principal, Role, guest, issue_token
+from livecommerce.auth.tokens import DEMO_CLAIM
 from livecommerce.errors import Error
 from livecommerce.http import openapi
-from livecommerce.http.keys import CONNECTIONS, HUB, METRICS, READY, SECRET, SERVICE, SETTINGS
+from livecommerce.http.keys import (
+    CONNECTIONS,
+    DEMO_SECRET,
+    HUB,
+    METRICS,
+    READY,
+    SERVICE,
+    SETTINGS,
+    VERIFY,
+)
 from livecommerce.http.ws import ws_handler
 from livecommerce.inventory.rules import Product
 from livecommerce.protocol import ROOM_ID, dumps, loads
@@ -84,9 +94,7 @@ def principal(request: web.Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Error("unauthorized", "use Authorization: Bearer <token>")
-    return verify_token(
-        token.strip(), request.app[SECRET], now=request.app[SERVICE].now_ms() / 1000
-    )
+    return request.app[VERIFY](token.strip(), request.app[SERVICE].now_ms() / 1000)
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -231,14 +239,20 @@ async def demo_token(request: web.Request) -> web.Response:
             sub = f"demo-viewer-{handle}" if handle else sub
     rooms = None if role in ("viewer", "admin") else ["demo"]
     settings = request.app[SETTINGS]
+    extra: dict[str, Any] = {DEMO_CLAIM: True}  # production servers refuse it
+    if settings.token_audience:
+        extra["aud"] = settings.token_audience
+    if settings.token_issuer:
+        extra["iss"] = settings.token_issuer
     token = issue_token(
-        request.app[SECRET],
+        request.app[DEMO_SECRET],
         sub=sub,
         name=name,
         role=cast(Role, role),
         rooms=rooms,
         now=request.app[SERVICE].now_ms() / 1000,
         ttl_s=settings.token_ttl_s,
+        extra=extra,
     )
     return json_response({"token": token, "user": {"id": sub, "name": name, "role": role}})
 

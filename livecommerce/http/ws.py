@@ -28,9 +28,9 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from livecommerce.auth import Principal, guest, verify_token
+from livecommerce.auth import Principal, guest
 from livecommerce.errors import Error
-from livecommerce.http.keys import CONNECTIONS, METRICS, SECRET, SERVICE, SETTINGS
+from livecommerce.http.keys import CONNECTIONS, METRICS, SERVICE, SETTINGS, VERIFY
 from livecommerce.http.stalls import ReadWatch, read_progress
 from livecommerce.inventory.rules import Order
 from livecommerce.moderation.rules import TokenBucket
@@ -98,6 +98,7 @@ class Connection:
         self.closing = False
         self.closer: asyncio.Task[None] | None = None
         self._service = app[SERVICE]
+        self.verify = app[VERIFY]
         self._metrics = app[METRICS]
         self._limit = settings.outbound_limit
         self._max_lag = settings.max_lag_s
@@ -107,6 +108,7 @@ class Connection:
         lim = settings.limits
         self._abuse = TokenBucket(lim.abuse_rate, lim.abuse_burst, self._loop.time())
         self._corked: list[bytes] | None = None
+        self._expiry: asyncio.TimerHandle | None = None
         self.serving: set[asyncio.Task[None]] = set()
         """Commands being served on their own (``order``)."""
 
@@ -184,6 +186,16 @@ class Connection:
             self._metrics["abuse_closes"] += 1
             self.close(CLOSE_ABUSE, "too many refused commands")
 
+    def signed_in(self, who: Principal, now: float) -> None:
+        """Act for ``who`` from now on, until their token expires: then the connection
+        is closed with 4001 (the client gets a new token and reconnects), unless a
+        ``refresh`` brings a later one first."""
+        self.principal = who
+        if self._expiry is not None:
+            self._expiry.cancel()
+        if who.exp is not None:
+            self._expiry = self.close_later(max(0.0, who.exp - now), CLOSE_UNAUTHORIZED, "expired")
+
     def close_later(self, delay: float, code: int, reason: str) -> asyncio.TimerHandle:
         """Close with ``code`` in ``delay`` seconds, unless the handle is cancelled."""
         return self._loop.call_later(delay, self.close, code, reason)
@@ -198,6 +210,8 @@ class Connection:
             return None
         self._uncork()
         self.closing = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         for room in list(self.rooms):
             self._service.leave(room, self)
         self.rooms.clear()
@@ -249,6 +263,16 @@ async def _join(svc: RoomService, conn: Connection, cmd: Command) -> None:
         conn.write(text_frame(b"\n".join(joined.replay)))
     joined.membership.go_live(joined.floor)
     return None
+
+
+async def _refresh(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    """A new token for the same user and role, before the old one expires."""
+    now = svc.now_ms() / 1000
+    who = conn.verify(cmd.args["token"], now)
+    if (who.id, who.role) != (conn.principal.id, conn.principal.role):
+        raise Error("forbidden", "refresh with a token of the same user and role")
+    conn.signed_in(who, now)
+    return {"user": who.as_user(), "exp": who.exp}
 
 
 async def _leave(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
@@ -357,6 +381,7 @@ async def _order(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, 
 HANDLERS: dict[str, Handler] = {
     "join": _join,
     "leave": _leave,
+    "refresh": _refresh,
     "chat": _chat,
     "like": _like,
     "ping": _ping,
@@ -436,8 +461,9 @@ async def _handshake(app: web.Application, ws: web.WebSocketResponse, conn: Conn
         return False
     token = cmd.args.get("token")
     if token is not None:
+        now = app[SERVICE].now_ms() / 1000
         try:
-            conn.principal = verify_token(token, app[SECRET], now=app[SERVICE].now_ms() / 1000)
+            conn.signed_in(app[VERIFY](token, now), now)
         except Error as err:
             conn.refuse(cmd.id, err)
             conn.close(CLOSE_UNAUTHORIZED, "bad token")

@@ -69,6 +69,7 @@ _USER: Final = ("user", is_user_id, True)
 # checked later, by the service, in the order PROTOCOL.md gives.
 OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
     "connect": (("token", _is_str(4096), False),),
+    "refresh": (("token", _is_str(4096), True),),
     "join": (_ROOM, ("since", _is_int(0, MAX_ID), False), ("epoch", _is_str(64), False)),
     "leave": (_ROOM,),
     "chat": (_ROOM, ("text", _is_str(4096), True)),
