@@ -14,19 +14,20 @@ a client places an ``order`` for it over the room's WebSocket. See docs/media.md
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
 from livecommerce.backends import CLIP_CURSOR, Clip, ClipStore, open_clip_store
-from livecommerce.errors import Error
 from livecommerce.http.keys import BACKENDS, SERVICE, SETTINGS
-from livecommerce.http.routes import json_response, room_id
+from livecommerce.http.routes import json_response, query_int, query_str, room_id
 from livecommerce.inventory.rules import Sale
 
 CLIPS: web.AppKey[ClipStore] = web.AppKey("clips")
 """The clip store."""
+SKU = re.compile(r".{1,64}", re.DOTALL)
 FEED_LIMIT = 20
 FEED_MAX = 100
 
@@ -76,22 +77,18 @@ async def _public(request: web.Request, clips: list[Clip]) -> list[dict[str, Any
 async def room_clips(request: web.Request) -> web.Response:
     """``GET /api/rooms/{room}/clips[?sku=]``."""
     room = await request.app[SERVICE].room(room_id(request))
-    sku = request.query.get("sku")
-    if sku is not None and not 0 < len(sku) <= 64:
-        raise Error("bad_request", "sku: 1 to 64 characters")
+    sku = query_str(request, "sku", pattern=SKU, what="1 to 64 characters")
     clips = await request.app[CLIPS].room_clips(room.id, sku=sku)
     return json_response({"clips": await _public(request, clips)})
 
 
 async def feed(request: web.Request) -> web.Response:
     """``GET /api/clips?limit=&cursor=``: the shoppable feed, newest first."""
-    raw = request.query.get("limit", str(FEED_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= FEED_MAX:
-        raise Error("bad_request", f"limit: 1 to {FEED_MAX}")
-    cursor = request.query.get("cursor")
-    if cursor is not None and not CLIP_CURSOR.fullmatch(cursor):
-        raise Error("bad_request", "cursor: pass the 'next' of the previous page")
-    clips, after = await request.app[CLIPS].feed(int(raw), cursor)
+    limit = query_int(request, "limit", default=FEED_LIMIT, lo=1, hi=FEED_MAX)
+    cursor = query_str(
+        request, "cursor", pattern=CLIP_CURSOR, what="pass the 'next' of the previous page"
+    )
+    clips, after = await request.app[CLIPS].feed(limit, cursor)
     return json_response({"clips": await _public(request, clips), "next": after})
 
 

@@ -227,24 +227,44 @@ def document(*, demo: bool) -> dict[str, Any]:
         "/api/rooms": {
             "get": {
                 "summary": "List rooms",
+                "description": (
+                    "Newest first, a page at a time. Scheduled rooms are listed only to "
+                    "those who run them (the host, the room's staff, admins)."
+                ),
                 "parameters": [
                     {
                         "name": "status",
                         "in": "query",
                         "required": False,
                         "schema": {"type": "string", "enum": ["scheduled", "live", "ended"]},
-                    }
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    },
+                    {
+                        "name": "cursor",
+                        "in": "query",
+                        "required": False,
+                        "description": "the next of the previous page",
+                        "schema": {"type": "string", "pattern": "^[0-9]{1,9}$"},
+                    },
                 ],
                 "responses": {
                     "200": _json(
                         {
                             "type": "object",
-                            "required": ["rooms"],
-                            "properties": {"rooms": {"type": "array", "items": _ref("Room")}},
+                            "required": ["rooms", "next"],
+                            "properties": {
+                                "rooms": {"type": "array", "items": _ref("Room")},
+                                "next": {"type": ["string", "null"]},
+                            },
                         },
                         "Rooms, newest first",
                     ),
-                    **_errors(400),
+                    **_errors(400, 401),
                 },
             },
             "post": {

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, cast
@@ -31,7 +32,7 @@ from livecommerce.http.ws import ws_handler
 from livecommerce.inventory.rules import Product
 from livecommerce.protocol import ROOM_ID, dumps, loads
 from livecommerce.protocol.codec import MAX_PRICE
-from livecommerce.rooms.state import STATUSES, clean_text
+from livecommerce.rooms.state import STATUSES, Status, clean_text
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,36 @@ def field_str(body: dict[str, Any], name: str, *, max_len: int, required: bool) 
     return value
 
 
+def query_int(request: web.Request, name: str, *, default: int, lo: int, hi: int) -> int:
+    """The query parameter ``name``: ASCII digits from ``lo`` to ``hi``, or ``default``
+    when absent. The one place query numbers are read (``str.isdigit`` also takes
+    Unicode digits such as "²", which ``int`` then refuses: a 500 with a traceback).
+
+    Raises:
+        Error: ``bad_request`` for anything else.
+    """
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18) or not lo <= int(raw) <= hi:
+        raise Error("bad_request", f"{name}: an integer from {lo} to {hi}")
+    return int(raw)
+
+
+def query_str(
+    request: web.Request, name: str, *, pattern: re.Pattern[str], what: str
+) -> str | None:
+    """The query parameter ``name`` if it matches ``pattern`` in full, None when absent.
+
+    Raises:
+        Error: ``bad_request`` (``what`` says what is expected) for anything else.
+    """
+    raw = request.query.get(name)
+    if raw is not None and not pattern.fullmatch(raw):
+        raise Error("bad_request", f"{name}: {what}")
+    return raw
+
+
 def room_id(request: web.Request) -> str:
     value = request.match_info["room"]
     if not ROOM_ID.fullmatch(value):
@@ -140,12 +171,24 @@ async def create_room(request: web.Request) -> web.Response:
     return json_response(room.to_dict(), 201)
 
 
+ROOMS_PAGE = 100
+"""Rooms in a page of ``GET /api/rooms`` unless ``limit`` says otherwise (at most 500)."""
+_STATUS = re.compile("|".join(STATUSES))
+_CURSOR = re.compile(r"[0-9]{1,9}")
+
+
 async def list_rooms(request: web.Request) -> web.Response:
-    status = request.query.get("status")
-    if status is not None and status not in STATUSES:
-        raise Error("bad_request", f"status must be one of {', '.join(STATUSES)}")
-    rooms = await request.app[SERVICE].list_rooms(status)
-    return json_response({"rooms": [r.to_dict() for r in rooms]})
+    """``GET /api/rooms?status=&limit=&cursor=``: newest first, a page at a time
+    (``next`` is the cursor of the next page, or null); scheduled rooms only for those
+    who run them (their host, the room's staff, admins)."""
+    who = principal(request)
+    status = query_str(request, "status", pattern=_STATUS, what=" or ".join(STATUSES))
+    limit = query_int(request, "limit", default=ROOMS_PAGE, lo=1, hi=500)
+    start = int(query_str(request, "cursor", pattern=_CURSOR, what="the 'next' of a page") or 0)
+    rooms = await request.app[SERVICE].list_rooms(who, cast(Status | None, status))
+    page = rooms[start : start + limit]
+    after = str(start + limit) if start + limit < len(rooms) else None
+    return json_response({"rooms": [r.to_dict() for r in page], "next": after})
 
 
 async def get_room(request: web.Request) -> web.Response:
@@ -198,11 +241,11 @@ async def get_order(request: web.Request) -> web.Response:
 
 async def modlog(request: web.Request) -> web.Response:
     """The room's moderation log, oldest first (host, moderators, admins)."""
-    raw = request.query.get("limit", "200")
-    if not raw.isdigit() or not 1 <= int(raw) <= 10_000:
-        raise Error("bad_request", "limit: 1 to 10000")
-    who = principal(request)
-    entries = await request.app[SERVICE].modlog(who, room_id(request), int(raw))
+    who = principal(request)  # who asks, before anything they sent is read
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as staff of the room")
+    limit = query_int(request, "limit", default=200, lo=1, hi=10_000)
+    entries = await request.app[SERVICE].modlog(who, room_id(request), limit)
     return json_response({"entries": entries})
 
 

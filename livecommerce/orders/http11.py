@@ -122,7 +122,7 @@ class _Answer:
                 raise HttpError(f"malformed header line: {line[:80]!r}")
             name, value = name.strip().lower(), value.strip()
             if name == "content-length":
-                if not value.isdigit():
+                if not (value.isascii() and value.isdigit()):
                     raise HttpError(f"bad Content-Length: {value[:40]!r}")
                 self.length = int(value)
             elif name == "transfer-encoding":

@@ -356,8 +356,13 @@ class RoomService:
             raise Error("conflict", f"room {room.id!r} already exists")
         return room
 
-    async def list_rooms(self, status: Status | None) -> list[Room]:
-        return await self.backends.rooms.list(status)
+    async def list_rooms(self, who: Principal, status: Status | None) -> list[Room]:
+        """The rooms ``who`` may see, newest first: a scheduled room only to those who
+        run it (its host, its staff, admins); the public sees a show once it is live."""
+        rooms = await self.backends.rooms.list(status)
+        return [
+            r for r in rooms if r.status != "scheduled" or who.role_in(r.id, r.host) in MODERATORS
+        ]
 
     async def describe(self, room_id: str) -> dict[str, Any]:
         """The room with its live figures (``GET /api/rooms/{room}``)."""
