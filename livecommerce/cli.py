@@ -203,6 +203,13 @@ def _media_options(p: argparse.ArgumentParser) -> None:
         help="hours clips and ended streams' segments are kept (default 168, a week)",
     )
     p.add_argument(
+        "--ice-allow-private",
+        action="store_true",
+        default=env("LIVECOMMERCE_ICE_ALLOW_PRIVATE") == "1",
+        help="let WebRTC peers' loopback, private and link-local addresses be checked "
+        "(a LAN deployment; --demo implies it); default: public addresses only",
+    )
+    p.add_argument(
         "--media-max-viewers",
         type=int,
         default=int(env("LIVECOMMERCE_MEDIA_MAX_VIEWERS", "200")),
@@ -230,6 +237,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         media_dir=args.media_dir or (None if args.demo else "media"),
         media_retention_s=round(args.media_retention_h * 3600),
         media_max_viewers=args.media_max_viewers,
+        ice_allow_private=args.ice_allow_private,
         **_order_settings(args),
     ).check()
 

@@ -116,7 +116,15 @@ class Settings:
     """Clips and the segments of ended streams are deleted after this long."""
     media_max_viewers: int = 200
     """WebRTC viewers one process serves; past it, viewers are told to use HLS."""
+    ice_allow_private: bool = False
+    """Check WebRTC peers' candidates on loopback, private and link-local addresses too
+    (a LAN deployment; ``demo`` implies it). Off: only public addresses get STUN."""
     limits: Limits = field(default_factory=Limits)
+
+    @property
+    def ice_private(self) -> bool:
+        """Whether peers' private addresses are checked (``ice_allow_private`` or demo)."""
+        return self.ice_allow_private or self.demo
 
     @property
     def sandbox(self) -> bool:

@@ -86,6 +86,7 @@ import math
 import multiprocessing
 import os
 import random
+import secrets
 import socket
 import statistics
 import sys
@@ -109,6 +110,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtp import RtpPacket
 from av import VideoFrame
 
+from livecommerce.auth import issue_token
 from livecommerce.media.forwarding import tap_receiver
 from loadtests import _common
 
@@ -468,8 +470,18 @@ async def watch(
     audio = pc.addTransceiver("audio", direction="recvonly")
     tap_receiver(audio.receiver, lambda packet: None)
     await pc.setLocalDescription(await pc.createOffer())
+    # each viewer its own user: the server holds a few sessions per user or address
+    tok = issue_token(
+        SECRET,
+        sub=f"media-{secrets.token_hex(4)}",
+        name="viewer",
+        role="viewer",
+        now=time.time(),
+        ttl_s=3600,
+    )
     try:
-        answer = await _post_sdp(http, f"{base}/api/rooms/{ROOM}/whep", pc.localDescription.sdp)
+        url = f"{base}/api/rooms/{ROOM}/whep"
+        answer = await _post_sdp(http, url, pc.localDescription.sdp, tok)
         await pc.setRemoteDescription(RTCSessionDescription(answer, "answer"))
     except BaseException:
         await pc.close()

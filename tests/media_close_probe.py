@@ -18,7 +18,7 @@ async def main() -> int:
     await client.setLocalDescription(await client.createOffer())
     caught = 0
     for _ in range(50):
-        relay = MediaRelay()
+        relay = MediaRelay(allow_private=True)
         publishing = asyncio.ensure_future(relay.publish("r", client.localDescription.sdp))
         while not publishing.done():
             session = next(iter(relay._sessions.values()), None)

@@ -516,7 +516,8 @@ def test_media_settings_come_from_flags_and_the_environment(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     def settings(*argv: str) -> Settings:
-        return settings_from(_parser().parse_args(["serve", "--secret", "s" * 32, *argv]))
+        args = ["serve", "--secret", "s" * 32, "--sandbox-shop", *argv]
+        return settings_from(_parser().parse_args(args))
 
     default = settings()
     assert (default.media_dir, default.media_retention_s, default.media_max_viewers) == (

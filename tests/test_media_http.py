@@ -38,7 +38,7 @@ from av import VideoFrame
 from livecommerce.config import Settings
 from livecommerce.http import create_app
 from livecommerce.http.media import MEDIA
-from livecommerce.media.relay import MediaRelay
+from livecommerce.media.relay import MediaRelay, Session
 from livecommerce.protocol import loads
 from tests.conftest import (
     HOST,
@@ -522,3 +522,80 @@ async def test_a_publisher_that_never_connects_is_never_announced(
     assert (await late.join("demo"))["media"]["live"] is False
     with pytest.raises(TimeoutError):
         await watcher.next_event(lambda e: e.get("type", "").startswith("media."), timeout=0.5)
+
+
+def remote_candidates(session: Session) -> list[str]:
+    """The addresses the server's ICE agent of ``session`` would send STUN to."""
+    transceiver = session.pc.getTransceivers()[0]
+    ice = transceiver.receiver.transport.transport
+    return [c.ip for c in ice.getRemoteCandidates()]
+
+
+async def test_an_offer_cannot_make_the_server_probe_any_address(
+    start_server: ServerFactory, peers: list[Peer]
+) -> None:
+    """The attack: a WHIP/WHEP offer carrying 200 ``a=candidate`` lines made the server
+    send STUN to every address and port in them. A server that is no demo checks at
+    most 16, and none on loopback or private ranges (``--ice-allow-private`` lifts that)."""
+    server = await start_server(demo=False, sandbox_shop=True)
+    studio, _ = publisher(server)
+    peers.append(studio)
+    offer = await studio.offer()
+    probes = "".join(
+        f"a=candidate:{i} 1 udp 2130706431 8.8.{i // 200}.{i % 200} {1000 + i} typ host\r\n"
+        for i in range(200)
+    )
+    inner = "a=candidate:900 1 udp 2130706431 10.0.0.7 6379 typ host\r\n"
+    forged = offer.replace(
+        "a=end-of-candidates", (inner + probes).rstrip("\r\n") + "\r\na=end-of-candidates", 1
+    )
+    async with aiohttp.ClientSession() as s:
+        made = await s.post(
+            f"{studio.url}/api/rooms",
+            json={"title": "Show"},
+            headers={"Authorization": f"Bearer {HOST}"},
+        )
+        assert made.status == 201
+        room = (await made.json())["id"]
+    status, _, _ = await post_sdp(server, f"/api/rooms/{room}/whip", forged, HOST)
+    assert status == 201
+    session = server.app[MEDIA].publisher(room)
+    assert session is not None
+    probed = remote_candidates(session)
+    assert 0 < len(probed) <= 16
+    assert "10.0.0.7" not in probed and "127.0.0.1" not in probed
+    assert all(ip.startswith("8.8.") for ip in probed)
+
+
+async def test_one_guest_cannot_hold_the_viewer_slots(
+    start_server: ServerFactory, peers: list[Peer]
+) -> None:
+    """The attack: one guest took all 200 WebRTC slots in 1.2 s, each held for 30 s
+    without connecting. A user (a guest: an address) holds at most 3 sessions, a viewer
+    not connected holds its slot only briefly, and few may be connecting at once."""
+    server = await start_server()
+    relay = server.app[MEDIA]
+    relay.viewer_connect_timeout_s = 1.0
+    studio, _ = publisher(server)
+    peers.append(studio)
+    assert (await studio.post("/api/rooms/demo/whip", HOST))[0] == 201
+    await until(lambda: relay._live != set(), "the publisher connected")
+    lurkers = [viewer(server) for _ in range(4)]
+    peers.extend(lurkers)
+    answers = []
+    for peer in lurkers:  # offers posted, answers never applied: nothing connects
+        answers.append(await post_sdp(server, "/api/rooms/demo/whep", await peer.offer()))
+    assert [a[0] for a in answers[:3]] == [201, 201, 201]
+    assert answers[3][0] == 429 and answers[3][1]["error"]["code"] == "rate_limited"
+    assert relay.viewers == 3
+    await until(lambda: relay.viewers == 0, "the unconnected viewers' slots freed", 10)
+
+    relay.max_pending = 2  # and only so many may be connecting at once, whoever they are
+    others = [viewer(server) for _ in range(3)]
+    peers.extend(others)
+    got = [
+        await post_sdp(server, "/api/rooms/demo/whep", await p.offer(), token(f"u{i}"))
+        for i, p in enumerate(others)
+    ]
+    assert [g[0] for g in got] == [201, 201, 503]
+    assert got[2][1]["error"]["code"] == "over_capacity"

@@ -38,11 +38,13 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 from aiohttp import web
 
+from livecommerce.auth import Principal
 from livecommerce.errors import Error
 from livecommerce.http.clips import CLIPS
 from livecommerce.http.keys import BACKENDS, HUB, SERVICE, SETTINGS
@@ -50,6 +52,7 @@ from livecommerce.http.routes import error_response, json_response, principal, r
 from livecommerce.media import MediaRelay, OverCapacity, check_aiortc
 from livecommerce.media.recorder import Recorder
 from livecommerce.media.relay import Session, SessionKind
+from livecommerce.moderation.rules import RateLimiter
 from livecommerce.protocol import ROOM_ID
 from livecommerce.rooms.service import HOSTS, RoomService
 from livecommerce.rooms.state import Room
@@ -135,9 +138,21 @@ async def whip_delete(request: web.Request) -> web.Response:
     return json_response({"session": session.id, "state": "closed"})
 
 
+WHEP_RATE = web.AppKey("whep_rate", RateLimiter)
+"""WHEP offers per user (or guest address): 5 at once, then one a second."""
+
+
+def owner(request: web.Request, who: Principal) -> str:
+    """Who a media session belongs to: the user, or a guest's address."""
+    return who.id if who.role != "guest" else f"ip:{request.remote or '?'}"
+
+
 async def whep_post(request: web.Request) -> web.Response:
-    """``POST /api/rooms/{room}/whep``: watch the room's video over WebRTC."""
+    """``POST /api/rooms/{room}/whep``: watch the room's video over WebRTC (a few
+    sessions per user or guest address, ``MediaRelay.max_per_owner``)."""
     who = principal(request)
+    key = owner(request, who)
+    request.app[WHEP_RATE].check(key, time.monotonic())
     room = await request.app[SERVICE].room(room_id(request))
     if who.role != "guest" and who.id in await request.app[BACKENDS].moderation.banned(
         room.id, [who.id]
@@ -145,7 +160,7 @@ async def whep_post(request: web.Request) -> web.Response:
         raise Error("banned", "you are banned from this room")
     offer = await _offer(request)
     try:
-        session = await request.app[MEDIA].watch(room.id, offer)
+        session = await request.app[MEDIA].watch(room.id, offer, owner=key)
     except OverCapacity:
         return over_capacity(room.id)
     return _created("whep", session)
@@ -294,6 +309,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         tempfile.mkdtemp(prefix="livecommerce-media-") if temporary else str(settings.media_dir)
     )
     app[MEDIA_DIR] = media_dir
+    app[WHEP_RATE] = RateLimiter(1.0, 5)
     news = MediaNews(app[SERVICE])
     recorder = app[RECORDER] = Recorder(
         media_dir,
@@ -307,6 +323,7 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         max_viewers=app.get(MAX_VIEWERS, settings.media_max_viewers),
         recorder=recorder,
         on_live=news.live,
+        allow_private=settings.ice_private,
     )
     stop = asyncio.Event()
     sweeper = asyncio.create_task(

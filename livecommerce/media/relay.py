@@ -20,6 +20,7 @@ import asyncio
 import functools
 import logging
 import secrets
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, Protocol
 
@@ -43,6 +44,7 @@ from livecommerce.media.forwarding import (
     rtx_capability,
     tap_receiver,
 )
+from livecommerce.media.ice import vet_offer
 from livecommerce.media.packets import KINDS, Kind
 from livecommerce.media.stream import KEYFRAME_INTERVAL_S, Stream, Subscription
 
@@ -51,7 +53,15 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_VIEWERS = 200
 """WebRTC viewers one process serves at most (past them, viewers are sent to HLS)."""
 CONNECT_TIMEOUT_S = 30.0
-"""A session whose connection is not up this long after its answer is closed."""
+"""A publisher whose connection is not up this long after its answer is closed."""
+VIEWER_CONNECT_TIMEOUT_S = 10.0
+"""A viewer whose connection is not up this long after its answer is closed: until it
+connects, a viewer holds a slot it may never use."""
+MAX_PENDING = 32
+"""Viewers not connected yet, at most, in one process (each holds a slot of
+``max_viewers`` until it connects or its deadline passes)."""
+MAX_PER_OWNER = 3
+"""WebRTC sessions one user (or, for guests, one address) holds at most."""
 CLOSE_TIMEOUT_S = 5.0
 PREFERRED: dict[Kind, tuple[str, ...]] = {
     "video": ("video/H264", "video/VP8"),
@@ -114,9 +124,11 @@ class Session:
 
     kind: SessionKind
 
-    def __init__(self, relay: MediaRelay, room: str) -> None:
+    def __init__(self, relay: MediaRelay, room: str, owner: str = "") -> None:
         self.relay = relay
         self.room = room
+        self.owner = owner
+        """Who opened it: a user id, or ``ip:<address>`` for a guest."""
         self.id = secrets.token_urlsafe(16)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.answer = ""
@@ -135,8 +147,13 @@ class Session:
         return str(self.pc.connectionState)
 
     async def _answer(self, offer: str) -> None:
+        vetted = vet_offer(offer, allow_private=self.relay.allow_private)
+        if vetted.dropped:
+            log.debug(
+                "%s session %s: %d remote candidates dropped", self.kind, self.id, vetted.dropped
+            )
         try:
-            await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+            await self.pc.setRemoteDescription(RTCSessionDescription(vetted.sdp, "offer"))
         except Exception as exc:
             log.info("%s offer refused in room %s: %r", self.kind, self.room, exc)
             raise _bad(f"the offer was refused: {exc or type(exc).__name__}") from None
@@ -146,8 +163,11 @@ class Session:
         await asyncio.shield(gathering)
         self.answer = self.pc.localDescription.sdp
         self._watchdog = asyncio.get_running_loop().call_later(
-            self.relay.connect_timeout_s, self._check_connected
+            self._connect_timeout_s(), self._check_connected
         )
+
+    def _connect_timeout_s(self) -> float:
+        return self.relay.connect_timeout_s
 
     async def _describe(self) -> None:
         await self.pc.setLocalDescription(await self.pc.createAnswer())
@@ -169,7 +189,7 @@ class Session:
     def _check_connected(self) -> None:
         self._watchdog = None
         if self.state != "connected":
-            self.close_soon(f"no connection within {self.relay.connect_timeout_s:g} s")
+            self.close_soon(f"no connection within {self._connect_timeout_s():g} s")
 
     def close_soon(self, reason: str) -> None:
         """Close in the background (from callbacks that cannot wait)."""
@@ -287,8 +307,8 @@ class Viewer(Session):
 
     kind: SessionKind = "whep"
 
-    def __init__(self, relay: MediaRelay, room: str, stream: Stream) -> None:
-        super().__init__(relay, room)
+    def __init__(self, relay: MediaRelay, room: str, stream: Stream, owner: str = "") -> None:
+        super().__init__(relay, room, owner)
         self.stream = stream
         self.tracks: dict[Kind, ForwardedTrack] = {}
         self.codecs: dict[Kind, RTCRtpCodecParameters] = {}
@@ -344,6 +364,9 @@ class Viewer(Session):
                 raise Error("internal", f"the {kind} answer lost its codec ({answered.get(i)})")
         self.stream.on_end(lambda: self.close_soon("the publisher left"))
 
+    def _connect_timeout_s(self) -> float:
+        return self.relay.viewer_connect_timeout_s
+
     def _on_start(self, track: ForwardedTrack) -> None:
         """The sender wants its first frame: the viewer is connected."""
         kind: Kind = "video" if track.kind == "video" else "audio"
@@ -364,10 +387,14 @@ class MediaRelay:
         max_viewers: WebRTC viewers served at most (:class:`OverCapacity` past it);
             may be changed at any time.
         recorder: records every publisher's stream (HLS and clips), if given.
-        connect_timeout_s: see :data:`CONNECT_TIMEOUT_S`.
+        connect_timeout_s: see :data:`CONNECT_TIMEOUT_S` (publishers).
         keyframe_interval_s: least time between keyframe requests to a publisher.
-        on_live: called with ``(room, True)`` once a room's publisher is answered, and
+        on_live: called with ``(room, True)`` once a room's publisher is connected, and
             ``(room, False)`` when that publisher is gone.
+        viewer_connect_timeout_s, max_pending, max_per_owner: see
+            :data:`VIEWER_CONNECT_TIMEOUT_S`, :data:`MAX_PENDING`, :data:`MAX_PER_OWNER`.
+        allow_private: check remote candidates on loopback, private and link-local
+            addresses too (:mod:`~livecommerce.media.ice`).
     """
 
     def __init__(
@@ -378,8 +405,19 @@ class MediaRelay:
         keyframe_interval_s: float = KEYFRAME_INTERVAL_S,
         recorder: StreamRecorder | None = None,
         on_live: Callable[[str, bool], None] | None = None,
+        viewer_connect_timeout_s: float = VIEWER_CONNECT_TIMEOUT_S,
+        max_pending: int = MAX_PENDING,
+        max_per_owner: int = MAX_PER_OWNER,
+        allow_private: bool = False,
     ) -> None:
         self.max_viewers = max_viewers
+        self.viewer_connect_timeout_s = viewer_connect_timeout_s
+        self.max_pending = max_pending
+        self.max_per_owner = max_per_owner
+        self.allow_private = allow_private
+        self._pending: set[Session] = set()
+        """Viewers not connected yet."""
+        self._owned: Counter[str] = Counter()
         self._on_live = on_live
         self._live: set[Session] = set()
         """Publishers announced live (connected), until they are forgotten."""
@@ -436,22 +474,34 @@ class MediaRelay:
             raise
         return session
 
-    async def watch(self, room: str, offer: str) -> Viewer:
-        """Start a viewer of the room's stream from a WHEP offer.
+    async def watch(self, room: str, offer: str, *, owner: str = "") -> Viewer:
+        """Start a viewer of the room's stream from a WHEP offer, for ``owner``.
 
         Raises:
             Error: ``not_found`` if nobody publishes in the room; ``bad_request`` for an
-                offer that cannot receive the stream.
-            OverCapacity: this process has :attr:`max_viewers` viewers.
+                offer that cannot receive the stream; ``rate_limited`` if ``owner``
+                holds :attr:`max_per_owner` sessions already.
+            OverCapacity: this process has :attr:`max_viewers` viewers, or
+                :attr:`max_pending` of them not connected yet.
         """
         self._open()
         publisher = self._publishers.get(room)
         if publisher is None or publisher.stream is None or not publisher.answer:
             raise Error("not_found", f"room {room!r} is not streaming: nobody publishes")
+        if owner and self._owned[owner] >= self.max_per_owner:
+            raise Error(
+                "rate_limited",
+                f"at most {self.max_per_owner} video sessions at once: close one first",
+            )
         if self._viewers >= self.max_viewers:
             raise OverCapacity(f"{self._viewers} WebRTC viewers already")
-        session = Viewer(self, room, publisher.stream)
+        if len(self._pending) >= self.max_pending:
+            raise OverCapacity(f"{len(self._pending)} WebRTC viewers still connecting")
+        session = Viewer(self, room, publisher.stream, owner)
         self._sessions[session.id] = session
+        self._pending.add(session)
+        if owner:
+            self._owned[owner] += 1
         self._viewers += 1
         try:
             await session.start(offer, publisher.codecs)
@@ -469,6 +519,11 @@ class MediaRelay:
             return
         if isinstance(session, Viewer):
             self._viewers -= 1
+            self._pending.discard(session)
+            if session.owner:
+                self._owned[session.owner] -= 1
+                if not self._owned[session.owner]:
+                    del self._owned[session.owner]
         elif self._publishers.get(session.room) is session:
             del self._publishers[session.room]
         if session in self._live:
@@ -477,7 +532,9 @@ class MediaRelay:
                 self._on_live(session.room, False)
 
     def _connected(self, session: Session) -> None:
-        """A session's ICE and DTLS are up: a publisher's room is live from now."""
+        """A session's ICE and DTLS are up: a viewer holds its slot from now on, a
+        publisher's room is live."""
+        self._pending.discard(session)
         if isinstance(session, Publisher) and session not in self._live:
             self._live.add(session)
             if self._on_live is not None:

@@ -529,7 +529,8 @@ export class LivePlayer {
         this._ended("the host stopped the video");
       } else {
         clearTimeout(this._retryTimer); // no retries while there is nothing to ask for
-        this._wait(++this._gen);
+        this._retryTimer = 0;
+        if (this.state === "error") this._wait(++this._gen);
       }
       return;
     }
