@@ -48,6 +48,26 @@ def _parser() -> argparse.ArgumentParser:
         help="HS256 secret that signs tokens (or LIVECOMMERCE_SECRET)",
     )
     serve.add_argument(
+        "--allowed-origin",
+        dest="allowed_origins",
+        action="append",
+        default=[o for o in os.environ.get("LIVECOMMERCE_ALLOWED_ORIGINS", "").split(",") if o],
+        help="an origin (https://shop.example) whose pages may open /ws; repeat for more, "
+        "'*' for any (default: only this server's own pages, and apps)",
+    )
+    serve.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=15.0,
+        help="close a connection that sends no whole request's headers this long after "
+        "it opens or after its last answer (default 15)",
+    )
+    serve.add_argument(
+        "--metrics-token",
+        default=os.environ.get("LIVECOMMERCE_METRICS_TOKEN"),
+        help="GET /metrics needs Authorization: Bearer <this> (default: an admin's token)",
+    )
+    serve.add_argument(
         "--token-audience",
         default=os.environ.get("LIVECOMMERCE_TOKEN_AUDIENCE"),
         help="refuse tokens whose aud does not name this (default: aud is not checked)",
@@ -225,6 +245,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         secret=args.secret or None,
         demo=args.demo,
         token_audience=args.token_audience or None,
+        metrics_token=args.metrics_token or None,
+        header_timeout_s=args.header_timeout_s,
+        allowed_origins=tuple(args.allowed_origins),
         token_issuer=args.token_issuer or None,
         tick_ms=args.tick_ms,
         tick_max_ms=args.tick_max_ms,
@@ -280,16 +303,25 @@ async def serve(settings: Settings, *, banner: bool = True, parent: int | None =
     """Run until SIGTERM or SIGINT (or, for a worker, until its supervisor ``parent``
     is gone); then drain (clients get 1001) and exit."""
     from livecommerce.http import create_app
+    from livecommerce.http.deadlines import DEADLINES, Deadlines, WatchedSite
+    from livecommerce.http.logs import AccessLogger
 
     app = create_app(settings)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=settings.drain_timeout_s)
+    deadlines = app[DEADLINES] = Deadlines(settings.header_timeout_s)
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=settings.drain_timeout_s,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("livecommerce.access"),
+    )
     await runner.setup()
-    site = web.TCPSite(
+    site = WatchedSite(
         runner,
         settings.host,
         settings.port,
+        deadlines=deadlines,
         backlog=4096,
-        reuse_address=True,
         reuse_port=settings.workers > 1,
     )
     await site.start()
@@ -320,11 +352,18 @@ async def serve(settings: Settings, *, banner: bool = True, parent: int | None =
     await asyncio.wait_for(runner.cleanup(), timeout=settings.drain_timeout_s + 3)
 
 
+QUIET_LOGGERS = ("aioice", "aiortc")
+"""Libraries whose INFO lines name peers' addresses (every ICE check): WARNING at most."""
+
+
 def _log_setup(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level.upper(), logging.INFO),
         format="%(asctime)s %(levelname)s %(process)d %(name)s: %(message)s",
     )
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
 
 
 def run_one(

@@ -30,6 +30,22 @@ class Limits:
     commerce_rate: float = 5.0
     """pin, unpin, sale.start and sale.stop per second per user."""
     commerce_burst: int = 5
+    staff_rate: float = 2.0
+    """announce and mod.* per second per user."""
+    staff_burst: int = 10
+    join_rate: float = 2.0
+    """join per second per user (a guest: per connection)."""
+    join_burst: int = 10
+    create_rate: float = 0.1
+    """Rooms created per second per user."""
+    create_burst: int = 5
+    product_rate: float = 5.0
+    """Products created or changed per second per user (a lineup: bursts of 50)."""
+    product_burst: int = 50
+    max_filter_terms: int = 1000
+    """Terms of one room's word filter."""
+    connections_per_user: int = 20
+    """A user's WebSocket connections to one server process (a guest's are each their own)."""
     abuse_burst: int = 20
     """Refused or invalid commands a connection may send in a burst before 4008."""
     abuse_rate: float = 2.0
@@ -82,6 +98,14 @@ class Settings:
     """The most order attempts served by one store call."""
     token_ttl_s: int = 12 * 3600
     """Lifetime of tokens issued by the demo sign-in."""
+    header_timeout_s: float = 15.0
+    """A connection that sends no whole request's headers this long after it opens, or
+    after its last answer, is closed (``http/deadlines.py``; WebSockets excepted)."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins of other sites' pages that may open ``/ws`` (``*``: any); the server's
+    own origin and clients that send none (apps) always may."""
+    metrics_token: str | None = None
+    """Bearer token of ``GET /metrics``; None: admins' tokens (a demo: anyone)."""
     token_audience: str | None = None
     """When set, a token's ``aud`` must name it (a string, or a list holding it)."""
     token_issuer: str | None = None
@@ -153,6 +177,8 @@ class Settings:
             raise ConfigError("fanout_share must be between 0.01 and 1")
         if not (self.stall_s == 0 or 0.2 <= self.stall_s <= 3600):
             raise ConfigError("stall_s must be 0 (off) or between 0.2 and 3600 seconds")
+        if not 0.1 <= self.header_timeout_s <= 3600:
+            raise ConfigError("header_timeout_s must be between 0.1 and 3600 seconds")
         if not 1 <= self.hold_s <= 86400:
             raise ConfigError("hold_s must be between 1 and 86400 seconds")
         if self.history_size < 1:

@@ -9,10 +9,12 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
 
 from livecommerce.client import Client
@@ -263,3 +265,58 @@ async def test_a_full_collection_follows_a_crowd_that_left(
     assert calls == [1, 1]
     stop.set()
     await asyncio.wait_for(task, 1)
+
+
+async def test_slow_headers_and_idle_connections_are_closed_but_not_websockets(
+    spawn: Callable[..., ServerProcess],
+) -> None:
+    """Slowloris: a client that trickles a request's headers held its connection for
+    ever. Now the headers must be in within --header-timeout-s of opening (and of the
+    last answer); a WebSocket, once open, is not under that deadline."""
+    p = spawn("--secret", SECRET, "--demo", "--header-timeout-s", "1")
+    live = await open_client(p, "ws-user")
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+    closed_after = None
+    for i in range(40):  # a header line every 0.2 s, never the blank line
+        writer.write(f"X-Slow-{i}: 1\r\n".encode())
+        try:
+            data = await asyncio.wait_for(reader.read(1024), 0.2)
+        except TimeoutError:
+            continue
+        if data == b"":
+            closed_after = time.monotonic() - started
+            break
+    writer.close()
+    assert closed_after is not None and closed_after < 4, closed_after
+    # an idle keep-alive connection goes too, after its answer
+    reader, writer = await asyncio.open_connection("127.0.0.1", p.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 200")
+    rest = await asyncio.wait_for(reader.read(), 5)  # the body, then the close
+    assert b"ok" in rest
+    writer.close()
+    await asyncio.sleep(1.5)
+    await live.request("ping")  # the WebSocket outlived the deadline
+    await live.close()
+
+
+async def test_the_access_log_shows_no_order_or_session_id(
+    spawn: Callable[..., ServerProcess],
+) -> None:
+    p = spawn("--secret", SECRET, "--demo")
+    oid = "demo.0123456789abcdef0123"
+    bearer = {"Authorization": f"Bearer {token('a')}"}
+    async with aiohttp.ClientSession() as s:
+        for path in (
+            f"/api/orders/{oid}",
+            f"/sandbox/checkout/{oid}",
+            "/api/rooms/demo/whep/S3cr3t",
+        ):
+            async with s.get(p.url + path, headers=bearer) as resp:
+                assert resp.status in (404, 405)
+    await until(lambda: "/api/rooms/demo/whep/…" in p.output())
+    log = p.output()
+    assert "GET /api/orders/… 404" in log and "GET /sandbox/checkout/… 404" in log
+    assert oid not in log and "S3cr3t" not in log and token("a") not in log

@@ -164,6 +164,18 @@ class ModerationStore(Protocol):
     async def set_banned(self, room: str, user: str, banned: bool) -> bool:
         """Ban or unban; True if that changed anything."""
 
+    async def set_leet(self, room: str, on: bool) -> None:
+        """Whether the room's word filter folds leetspeak."""
+
+    async def leet(self, room: str) -> bool:
+        """See :meth:`set_leet` (off until set)."""
+
+    async def note_staff(self, room: str, user: str, role: str) -> None:
+        """Remember that ``user`` acts as ``role`` (moderator, host, admin) in ``room``."""
+
+    async def staff_role(self, room: str, user: str) -> str | None:
+        """The role ``user`` was last seen acting as in ``room``, or None (a viewer)."""
+
     async def banned(self, room: str, users: Collection[str]) -> set[str]:
         """Those of ``users`` who are banned in ``room`` (one read for a crowd of
         joiners)."""

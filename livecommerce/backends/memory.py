@@ -205,6 +205,8 @@ class MemoryModerationStore:
         self._filters: dict[str, dict[str, str]] = {}
         self._flagged: dict[str, dict[str, bytes]] = {}
         self._log: dict[str, deque[bytes]] = {}
+        self._staff: dict[tuple[str, str], str] = {}
+        self._leet: dict[str, bool] = {}
 
     async def slow(self, room: str) -> int:
         return self._slow.get(room, 0)
@@ -273,6 +275,18 @@ class MemoryModerationStore:
 
     async def banned(self, room: str, users: Collection[str]) -> set[str]:
         return {u for u in users if (room, u) in self._bans}
+
+    async def set_leet(self, room: str, on: bool) -> None:
+        self._leet[room] = on
+
+    async def leet(self, room: str) -> bool:
+        return self._leet.get(room, False)
+
+    async def note_staff(self, room: str, user: str, role: str) -> None:
+        self._staff[(room, user)] = role
+
+    async def staff_role(self, room: str, user: str) -> str | None:
+        return self._staff.get((room, user))
 
     async def set_slow(self, room: str, seconds: int) -> None:
         self._slow[room] = seconds

@@ -662,6 +662,19 @@ class RedisModerationStore:
             return bool(await self._r.sadd(key(room, "bans"), user))
         return bool(await self._r.srem(key(room, "bans"), user))
 
+    async def set_leet(self, room: str, on: bool) -> None:
+        await self._r.hset(key(room, "mod"), "leet", int(on))
+
+    async def leet(self, room: str) -> bool:
+        return bool(int(await self._r.hget(key(room, "mod"), "leet") or 0))
+
+    async def note_staff(self, room: str, user: str, role: str) -> None:
+        await self._r.hset(key(room, "staff"), user, role)
+
+    async def staff_role(self, room: str, user: str) -> str | None:
+        role = await self._r.hget(key(room, "staff"), user)
+        return role.decode() if isinstance(role, bytes) else role
+
     async def banned(self, room: str, users: Collection[str]) -> set[str]:
         users = list(users)
         if not users:

@@ -24,7 +24,7 @@ from livecommerce.auth import Principal, verify_token
 from livecommerce.auth.tokens import demo_secret
 from livecommerce.backends import make_backends
 from livecommerce.config import Settings
-from livecommerce.http import clips, media, orders, routes
+from livecommerce.http import clips, deadlines, media, orders, routes
 from livecommerce.http.keys import (
     BACKENDS,
     CONNECTIONS,
@@ -35,6 +35,7 @@ from livecommerce.http.keys import (
     SECRET,
     SERVICE,
     SETTINGS,
+    USER_CONNECTIONS,
     VERIFY,
 )
 from livecommerce.http.ws import CLOSE_GOING_AWAY, watch_readers
@@ -59,7 +60,8 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
     """Build the application for ``settings`` (which must pass ``Settings.check``)."""
     settings.check()
     app = web.Application(
-        middlewares=[routes.error_middleware], client_max_size=settings.limits.hard_max_frame
+        middlewares=[routes.error_middleware, deadlines.middleware],
+        client_max_size=settings.limits.hard_max_frame,
     )
     app[SETTINGS] = settings
     app[SECRET] = secret = settings.secret or secrets.token_urlsafe(32)
@@ -79,6 +81,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
 
     app[VERIFY] = verify
     app[CONNECTIONS] = set()
+    app[USER_CONNECTIONS] = Counter()
     app[METRICS] = Counter()
     app[READY] = [False]
 

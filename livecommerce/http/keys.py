@@ -29,6 +29,8 @@ BACKENDS = web.AppKey("backends", Backends)
 HUB = web.AppKey("hub", Hub)
 SERVICE = web.AppKey("service", RoomService)
 CONNECTIONS: web.AppKey[set[Connection]] = web.AppKey("connections")
+USER_CONNECTIONS = web.AppKey("user_connections", Counter[str])
+"""Open WebSocket connections of each signed-in user in this process."""
 METRICS = web.AppKey("metrics", Counter[str])
 READY = web.AppKey("ready", list[bool])
 """One element, True once every resource is up (``/healthz``)."""

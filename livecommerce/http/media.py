@@ -209,8 +209,18 @@ def _hls_error(status: int, message: str) -> web.Response:
     return resp
 
 
+def _inside(request: web.Request, path: Path) -> bool:
+    """Whether ``path`` is a file whose real place (every link followed) is inside the
+    media directory: a link planted in it must not serve what lies outside."""
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # missing, or a loop of links
+        return False
+    return real.is_file() and real.is_relative_to(request.app[MEDIA_DIR].resolve())
+
+
 def _file(request: web.Request, path: Path, cache: str) -> web.StreamResponse:
-    if not path.is_file():
+    if not _inside(request, path):
         return _hls_error(404, "no such file (it may have expired)")
     headers = {**CORS, "Cache-Control": cache, "Content-Type": TYPES[path.suffix]}
     return web.FileResponse(path, headers=headers)
@@ -221,8 +231,11 @@ async def hls_live(request: web.Request) -> web.StreamResponse:
     room = request.match_info["room"]
     if not ROOM_ID.fullmatch(room):
         return _hls_error(404, "no such room")
+    path = request.app[MEDIA_DIR] / room / "live.m3u8"
     try:
-        text = (request.app[MEDIA_DIR] / room / "live.m3u8").read_bytes()
+        if not _inside(request, path):
+            raise FileNotFoundError(path)
+        text = path.read_bytes()
     except OSError:
         return _hls_error(404, f"room {room!r} has no stream")
     # Validated by content, not by time: it may change twice within a second, and

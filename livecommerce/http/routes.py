@@ -5,6 +5,7 @@ Errors always have the shape ``{"error": {"code", "message"}}`` with a fitting s
 
 from __future__ import annotations
 
+import hmac
 import logging
 import os
 import re
@@ -56,6 +57,7 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 """Headers of a page that must never be framed (studio, console, checkout)."""
+UNFRAMED = frozenset({"studio.html", "console.html"})
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:
@@ -64,6 +66,17 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 def error_response(err: Error) -> web.Response:
     return json_response({"error": {"code": err.code, "message": err.message}}, err.status)
+
+
+SERVER = "livecommerce"
+"""The ``Server`` header: no version to look up known holes by."""
+
+
+async def common_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """On every answer (``on_response_prepare``): no version in ``Server``, and no
+    content sniffing (a JSON answer or an uploaded image is never run as a page)."""
+    response.headers["Server"] = SERVER
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
 
 
 @web.middleware
@@ -300,8 +313,29 @@ async def demo_token(request: web.Request) -> web.Response:
     return json_response({"token": token, "user": {"id": sub, "name": name, "role": role}})
 
 
+def _metrics_allowed(request: web.Request) -> None:
+    """``/metrics`` tells how busy the server is and which rooms it serves: with
+    ``--metrics-token`` only to that bearer token; without, to admins (a demo: to all).
+
+    Raises:
+        Error: ``unauthorized`` or ``forbidden``.
+    """
+    settings = request.app[SETTINGS]
+    if settings.metrics_token:
+        header = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(header.encode(), f"Bearer {settings.metrics_token}".encode()):
+            raise Error("unauthorized", "metrics: Authorization: Bearer <the metrics token>")
+        return
+    if settings.demo:
+        return
+    who = principal(request)
+    if who.role != "admin":
+        raise Error("unauthorized" if who.role == "guest" else "forbidden", "admins only")
+
+
 async def metrics(request: web.Request) -> web.Response:
     """Prometheus text format: counters of this process."""
+    _metrics_allowed(request)
     app = request.app
     lines = [f"livecommerce_{k} {v}" for k, v in sorted(app[METRICS].items())]
     lines.append(f"livecommerce_connections {len(app[CONNECTIONS])}")
@@ -315,6 +349,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 def setup(app: web.Application, static_dir: Path) -> None:
+    app.on_response_prepare.append(common_headers)
     r = app.router
     r.add_get("/ws", ws_handler)
     r.add_get("/healthz", healthz)
@@ -333,10 +368,12 @@ def setup(app: web.Application, static_dir: Path) -> None:
         # Pages at the root, assets under their folders; nothing catches every path,
         # so an unknown /api/... path still gets the JSON 404.
         async def page(request: web.Request) -> web.FileResponse:
-            path = static_dir / request.match_info.get("name", "index.html")
+            name = request.match_info.get("name", "index.html")
+            path = static_dir / name
             if not path.is_file():
                 raise Error("not_found", "no such page")
-            return web.FileResponse(path)
+            # the staff's pages act for them: never inside another site's frame
+            return web.FileResponse(path, headers=PAGE_HEADERS if name in UNFRAMED else None)
 
         r.add_get("/", page)
         r.add_get(r"/{name:[a-z0-9_-]+\.html}", page)

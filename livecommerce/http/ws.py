@@ -25,12 +25,20 @@ import os
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import urlsplit
 
 from aiohttp import WSMsgType, web
 
 from livecommerce.auth import Principal, guest
 from livecommerce.errors import Error
-from livecommerce.http.keys import CONNECTIONS, METRICS, SERVICE, SETTINGS, VERIFY
+from livecommerce.http.keys import (
+    CONNECTIONS,
+    METRICS,
+    SERVICE,
+    SETTINGS,
+    USER_CONNECTIONS,
+    VERIFY,
+)
 from livecommerce.http.stalls import ReadWatch, read_progress
 from livecommerce.inventory.rules import Order
 from livecommerce.moderation.rules import TokenBucket
@@ -336,6 +344,7 @@ async def _filter(svc: RoomService, conn: Connection, cmd: Command) -> dict[str,
         add=list(a.get("add") or []),
         remove=list(a.get("remove") or []),
         action=a.get("action"),
+        leet=a.get("leet"),
     )
     return {"terms": terms}
 
@@ -413,10 +422,24 @@ def _frame_id(data: bytes) -> int | None:
     return cid if type(cid) is int else None
 
 
-async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+def origin_allowed(request: web.Request, allowed: tuple[str, ...]) -> bool:
+    """Whether a WebSocket may open from the page that asks: no ``Origin`` (an app, not a
+    browser), the server's own origin, or one of ``allowed`` (``*``: any). A page of
+    another site would otherwise act with its visitor's sign-in (Centrifugo's rule)."""
+    origin = request.headers.get("Origin")
+    if origin is None or "*" in allowed or origin in allowed:
+        return True
+    parts = urlsplit(origin)
+    return parts.scheme in ("http", "https") and parts.netloc == request.host
+
+
+async def ws_handler(request: web.Request) -> web.StreamResponse:
     app = request.app
     settings = app[SETTINGS]
     lim = settings.limits
+    if not origin_allowed(request, settings.allowed_origins):
+        app[METRICS]["origin_refusals"] += 1
+        raise Error("forbidden", "this page's origin may not open the live connection")
     ws = web.WebSocketResponse(
         compress=False,
         max_msg_size=lim.hard_max_frame,
@@ -429,11 +452,16 @@ async def ws_handler(request: web.Request) -> web.WebSocketResponse:
     connections = app[CONNECTIONS]
     connections.add(conn)
     app[METRICS]["connections_total"] += 1
+    per_user = app[USER_CONNECTIONS]
     try:
         if await _handshake(app, ws, conn):
             await _serve(app[SERVICE], ws, conn, lim.max_frame)
     finally:
         connections.discard(conn)
+        if conn.principal.role != "guest":
+            per_user[conn.user_id] -= 1
+            if per_user[conn.user_id] <= 0:
+                del per_user[conn.user_id]
         if conn.closer is None:
             conn.close(1000, "")
         if conn.closer is not None:
@@ -468,6 +496,13 @@ async def _handshake(app: web.Application, ws: web.WebSocketResponse, conn: Conn
             conn.refuse(cmd.id, err)
             conn.close(CLOSE_UNAUTHORIZED, "bad token")
             return False
+        per_user = app[USER_CONNECTIONS]
+        if per_user[conn.user_id] >= settings.limits.connections_per_user:
+            conn.refuse(cmd.id, Error("rate_limited", "too many connections of this user"))
+            conn.close(CLOSE_ABUSE, "too many connections")
+            conn.principal = guest(conn.client_id)  # not counted: it never was
+            return False
+        per_user[conn.user_id] += 1
     conn.reply(cmd.id, {"client_id": conn.client_id, "user": conn.principal.as_user()})
     return True
 

@@ -130,6 +130,8 @@ class Session:
         self.owner = owner
         """Who opened it: a user id, or ``ip:<address>`` for a guest."""
         self.id = secrets.token_urlsafe(16)
+        self.tag = self.id[:6]
+        """What the logs name it by: the whole id is the right to end the session."""
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.answer = ""
         self.closed = False
@@ -150,7 +152,7 @@ class Session:
         vetted = vet_offer(offer, allow_private=self.relay.allow_private)
         if vetted.dropped:
             log.debug(
-                "%s session %s: %d remote candidates dropped", self.kind, self.id, vetted.dropped
+                "%s session %s: %d remote candidates dropped", self.kind, self.tag, vetted.dropped
             )
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(vetted.sdp, "offer"))
@@ -204,7 +206,7 @@ class Session:
             return
         self.closed = True
         self.reason = reason
-        log.info("%s session %s of room %s closes: %s", self.kind, self.id, self.room, reason)
+        log.info("%s session %s of room %s closes: %s", self.kind, self.tag, self.room, reason)
         if self._watchdog is not None:
             self._watchdog.cancel()
         try:
@@ -217,7 +219,7 @@ class Session:
                 await asyncio.wait([gathering], timeout=CLOSE_TIMEOUT_S)
             await asyncio.wait_for(self.pc.close(), CLOSE_TIMEOUT_S)
         except Exception:
-            log.exception("closing %s session %s failed", self.kind, self.id)
+            log.exception("closing %s session %s failed", self.kind, self.tag)
         finally:
             self._done.set()
 
@@ -285,7 +287,7 @@ class Publisher(Session):
         for i, kind in plan.items():
             if answered.get(i) != self.codecs[kind].mimeType.lower():
                 raise Error("internal", f"the {kind} answer lost its codec ({answered.get(i)})")
-        log.info("room %s: publisher %s sends %s", self.room, self.id, _names(self.codecs))
+        log.info("room %s: publisher %s sends %s", self.room, self.tag, _names(self.codecs))
         if self.relay.recorder is not None:
             try:
                 self.relay.recorder.record(self.room, stream, self.close_soon)

@@ -17,8 +17,11 @@ Known limitations:
 - Matching is on substrings of the folded text, with no notion of words: the term
   ``"ass"`` matches ``"class"``, and since separators are dropped a term can also match
   across words (``"this hit"`` contains ``"shit"``). Choose terms accordingly.
-- No confusable or leetspeak folding: ``"sp4m"`` and Cyrillic ``"ѕрам"`` do not match
-  ``"spam"``.
+- Confusables are folded only for Cyrillic and Greek letters that look like Latin ones
+  (``"ѕрам"`` matches ``"spam"``; see :data:`CONFUSABLES`), so Russian or Greek terms
+  fold alike too and still match each other. Leetspeak (``"sp4m"``, ``"$pam"``) is
+  folded only in a filter built with ``leet=True`` (a room's option): it turns digits
+  into letters, so a term could then match inside numbers.
 - Nonspacing marks are dropped everywhere, so words told apart only by them (Hebrew or
   Arabic vowel points, some Indic vowel signs) fold together and match each other.
 - Folding is per code point, so Hangul typed as separate jamo does not match a term
@@ -55,13 +58,28 @@ _MARKS: Final = frozenset({"Mn", "Me"})
 _CACHE_LIMIT: Final = 1 << 16
 
 
+CONFUSABLES: Final = str.maketrans(
+    # Cyrillic (upper-case look-alikes fold to these): а в е ѕ і ј к м н о р с т у х һ ԁ ԛ ԝ ӏ
+    "\u0430\u0432\u0435\u0455\u0456\u0458\u043a\u043c\u043d\u043e\u0440\u0441\u0442"
+    "\u0443\u0445\u04bb\u0501\u051b\u051d\u04cf"
+    # Greek: α β ε η ι κ μ ν ο ρ τ υ χ
+    "\u03b1\u03b2\u03b5\u03b7\u03b9\u03ba\u03bc\u03bd\u03bf\u03c1\u03c4\u03c5\u03c7",
+    "abesijkmhopctyxhdqwlabenikmvoptux",
+)
+"""Letters of other scripts that look like Latin ones, to the Latin letter (after case
+folding, so upper-case look-alikes such as Cyrillic ``В``, ``Н``, ``М`` are covered)."""
+
+LEET: Final = str.maketrans("4@38!1|0$5+7", "aabbiiiossst")
+"""Leetspeak, for a filter built with ``leet=True``."""
+
+
 def _fold_char(char: str) -> str:
     """The folded form of one code point: ``""`` for a separator, else 1+ letters."""
     # Unicode's compatibility caseless match (D146): NFKD(cf(NFKD(cf(NFD(X))))).
     nfd = unicodedata.normalize("NFD", char)
     folded = unicodedata.normalize("NFKD", unicodedata.normalize("NFKD", nfd.casefold()).casefold())
     kept = "".join(c for c in folded if unicodedata.category(c) in _KEPT)
-    return unicodedata.normalize("NFC", kept)
+    return unicodedata.normalize("NFC", kept).translate(CONFUSABLES)
 
 
 class _FoldTable(dict[int, str]):
@@ -145,13 +163,15 @@ class WordFilter:
             :func:`normalize`).
     """
 
-    __slots__ = ("_automaton", "terms")
+    __slots__ = ("_automaton", "leet", "terms")
 
-    def __init__(self, terms: Iterable[Term]):
+    def __init__(self, terms: Iterable[Term], *, leet: bool = False):
         self.terms: tuple[Term, ...] = tuple(dict.fromkeys(terms))
+        self.leet = leet
+        """Whether leetspeak is folded too (:data:`LEET`), in terms and messages."""
         by_key: dict[str, list[Term]] = {}
         for term in self.terms:
-            key = normalize(term.text)[0]
+            key = normalize(term.text.translate(LEET) if leet else term.text)[0]
             if not key:
                 raise ValueError(f"filter term {term.text!r} has no letters or digits")
             by_key.setdefault(key, []).append(term)
@@ -170,7 +190,9 @@ class WordFilter:
             return Verdict("allow", text, ())
         matched: set[Term] = set()
         spans: list[tuple[int, int]] = []
-        for end, (length, mask, group) in self._automaton.iter(text.translate(_FOLD)):
+        # leetspeak goes code point for code point: the original's indices still hold
+        source = text.translate(LEET) if self.leet else text
+        for end, (length, mask, group) in self._automaton.iter(source.translate(_FOLD)):
             matched.update(group)
             if mask:
                 spans.append((end - length + 1, end))
@@ -178,13 +200,14 @@ class WordFilter:
             return Verdict("allow", text, ())
         action: Outcome = max((t.action for t in matched), key=_SEVERITY.__getitem__)
         if action == "mask":
-            text = _mask(text, spans)
+            text = _mask(text, source, spans)
         return Verdict(action, text, tuple(sorted({t.text for t in matched})))
 
 
-def _mask(text: str, spans: list[tuple[int, int]]) -> str:
-    """Star the original code points behind folded ``spans`` (inclusive index pairs)."""
-    origin = normalize(text)[1]
+def _mask(text: str, source: str, spans: list[tuple[int, int]]) -> str:
+    """Star the code points of ``text`` behind ``spans`` (inclusive index pairs) of the
+    folded ``source`` (``text``, or its leetspeak translation: the same length)."""
+    origin = normalize(source)[1]
     chars = list(text)
     for start, end in spans:
         first, last = origin[start], origin[end]

@@ -88,6 +88,7 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
         ("add", _is_terms, False),
         ("remove", _is_terms, False),
         ("action", lambda v: v in FILTER_ACTIONS, False),
+        ("leet", lambda v: type(v) is bool, False),
     ),
     "mod.approve": (_ROOM, ("msg_id", _is_str(64), True)),
     "pin": (_ROOM, ("sku", _is_id, True)),

@@ -156,8 +156,9 @@ class Channel:
         self.members: dict[Subscriber, Membership] = {}
         self.joined: list[Membership] = []
         """Members that came since this tick's slices were cut (the last slice's)."""
-        self.uncounted = 0
-        """Members that are not viewers (see :attr:`Membership.counted`)."""
+        self.users: dict[str, int] = {}
+        """Viewers: the counted members' connections by user (see
+        :attr:`Membership.counted`); presence is the number of users, not of tabs."""
         self.inbox: list[tuple[bytes, str | None]] = []
         self.lines: list[bytes] = []
         """The room's lines that some member has not had yet, from position ``base``."""
@@ -270,7 +271,9 @@ class Hub:
                 conn, staff=staff, counted=counted, sent=ch.end
             )
             ch.joined.append(membership)
-            ch.uncounted += not counted
+            if counted:
+                uid = conn.user_id
+                ch.users[uid] = ch.users.get(uid, 0) + 1
             if staff:
                 ch.stats_sent = None  # the newcomer gets the figures at the next second
             return membership
@@ -278,7 +281,7 @@ class Hub:
     def detach(self, room: str, conn: Subscriber) -> None:
         ch = self._channels.get(room)
         if ch is not None and (m := ch.members.pop(conn, None)) is not None:
-            ch.uncounted -= not m.counted
+            _uncount(ch, m)
 
     def add_likes(self, room: str, n: int) -> bool:
         """Count ``n`` likes into the room's next tick; False if no local channel."""
@@ -295,7 +298,7 @@ class Hub:
 
     def viewers(self, room: str) -> int:
         ch = self._channels.get(room)
-        return 0 if ch is None else max(ch.viewers, len(ch.members) - ch.uncounted)
+        return 0 if ch is None else max(ch.viewers, len(ch.users))
 
     def ticks(self) -> dict[str, float]:
         """Each local room's tick now, in seconds (see :func:`adapt_tick`)."""
@@ -480,7 +483,7 @@ class Hub:
 
     async def _presence(self, ch: Channel, now: float, lines: list[bytes]) -> None:
         ch.viewers = await self._counters.report_presence(
-            ch.room, self.node, len(ch.members) - ch.uncounted, int(now * 1000)
+            ch.room, self.node, len(ch.users), int(now * 1000)
         )
         if ch.pinned:
             await self._counters.note_viewers(ch.room, ch.viewers, sku=ch.pinned)
@@ -533,11 +536,24 @@ class Hub:
         event = loads(line)
         if event.get("type") == "moderation" and event.get("action") == "banned":
             for conn in targets:
-                ch.members.pop(conn, None)
+                if (m := ch.members.pop(conn, None)) is not None:
+                    _uncount(ch, m)
                 conn.removed(ch.room, 0)
 
     def _resync(self, ch: Channel) -> None:
         members, ch.members = list(ch.members), {}
-        ch.uncounted = 0
+        ch.users = {}
         for conn in members:
             conn.removed(ch.room, 1001)
+
+
+def _uncount(ch: Channel, m: Membership) -> None:
+    """A member left ``ch``: one connection less for its user's presence."""
+    if not m.counted:
+        return
+    uid = m.conn.user_id
+    left = ch.users.get(uid, 0) - 1
+    if left > 0:
+        ch.users[uid] = left
+    else:
+        ch.users.pop(uid, None)

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 CHATTERS: frozenset[Role] = frozenset({"viewer", "moderator", "host", "admin"})
 MODERATORS: frozenset[Role] = frozenset({"moderator", "host", "admin"})
 HOSTS: frozenset[Role] = frozenset({"host", "admin"})
+RANKS: dict[str, int] = {"guest": 0, "viewer": 0, "moderator": 1, "host": 2, "admin": 3}
+"""Who may mute or ban whom: only someone of a higher rank in the room."""
 
 
 class RoomCache:
@@ -161,7 +163,11 @@ class FilterCache:
         if cached is not None and now - cached[0] < self._ttl_s:
             return cached[1]
         terms = await self._store.filter_terms(room)
-        words = WordFilter(Term(t, a) for t, a in terms.items() if a in FILTER_ACTIONS)  # type: ignore[arg-type]
+        leet = await self._store.leet(room)
+        words = WordFilter(
+            (Term(t, a) for t, a in terms.items() if a in FILTER_ACTIONS),  # type: ignore[arg-type]
+            leet=leet,
+        )
         if len(self._filters) > 10_000:
             self._filters.clear()
         self._filters[room] = (now, words)
@@ -287,6 +293,10 @@ class RoomService:
         self._like_limit = RateLimiter(lim.like_rate, lim.like_burst)
         self._order_limit = RateLimiter(lim.order_rate, lim.order_burst)
         self._commerce_limit = RateLimiter(lim.commerce_rate, lim.commerce_burst)
+        self._staff_limit = RateLimiter(lim.staff_rate, lim.staff_burst)
+        self._join_limit = RateLimiter(lim.join_rate, lim.join_burst)
+        self._create_limit = RateLimiter(lim.create_rate, lim.create_burst)
+        self._product_limit = RateLimiter(lim.product_rate, lim.product_burst)
         self.batcher = ReservationBatcher(
             backends.inventory,
             hold_ms=settings.hold_s * 1000,
@@ -314,6 +324,10 @@ class RoomService:
             self._like_limit,
             self._order_limit,
             self._commerce_limit,
+            self._staff_limit,
+            self._join_limit,
+            self._create_limit,
+            self._product_limit,
         ):
             limiter.prune(now)
 
@@ -330,6 +344,17 @@ class RoomService:
             raise Error("not_found", f"no room {room_id!r}")
         return room
 
+    async def _moderating(self, who: Principal, room_id: str) -> Room:
+        """The room, for a staff action (announce, ``mod.*``) of ``who``: their right to
+        it, then their rate of such actions.
+
+        Raises:
+            Error: ``not_found``, ``unauthorized``, ``forbidden``, ``rate_limited``.
+        """
+        room = await self.room_as(who, room_id, MODERATORS)
+        self._staff_limit.check(who.id, self._clock())
+        return room
+
     async def room_as(self, who: Principal, room_id: str, allowed: frozenset[Role]) -> Room:
         """The room, if ``who`` holds one of ``allowed`` in it (rights before limits)."""
         return _allowed(who, await self.room(room_id), allowed)
@@ -337,6 +362,7 @@ class RoomService:
     async def create_room(self, who: Principal, *, title: str, room_id: str | None) -> Room:
         if who.role not in HOSTS:
             raise Error("forbidden", "only hosts and admins create rooms")
+        self._create_limit.check(who.id, self._clock())
         if (
             room_id is not None
             and who.role == "host"
@@ -414,8 +440,12 @@ class RoomService:
         since: int | None,
         epoch: str | None,
     ) -> Joined:
+        self._join_limit.check(who.id, self._clock())
         room = await self.room(room_id)
-        staff = who.role_in(room.id, room.host) in MODERATORS
+        role = who.role_in(room.id, room.host)
+        staff = role in MODERATORS
+        if staff:  # so that no moderator can mute or ban them (``_may_sanction``)
+            await self.backends.moderation.note_staff(room.id, who.id, role)
         membership = await self.hub.attach(room.id, conn, staff=staff)
         try:
             # shared with the other joiners of the room (a banned joiner is a member
@@ -519,7 +549,7 @@ class RoomService:
         await self._publish(room_id, type_, {"media": media}, kind="media")
 
     async def announce(self, who: Principal, room_id: str, text: str) -> int:
-        room = await self.room_as(who, room_id, MODERATORS)
+        room = await self._moderating(who, room_id)
         text = clean_text(text, self.settings.limits.chat_max_chars)
         seq = await self._publish(
             room.id, "announcement", {"text": text, "by": who.id}, kind="announcement"
@@ -530,7 +560,7 @@ class RoomService:
     # -- moderation ------------------------------------------------------------------
 
     async def delete(self, who: Principal, room_id: str, msg_id: str) -> None:
-        room = await self.room_as(who, room_id, MODERATORS)
+        room = await self._moderating(who, room_id)
         seq = await self._publish(
             room.id, "chat.deleted", {"msg_id": msg_id}, kind="chat.deleted", ref=msg_id
         )
@@ -542,7 +572,7 @@ class RoomService:
 
     async def approve(self, who: Principal, room_id: str, msg_id: str) -> None:
         """Take a flagged message off the review queue, leaving it published."""
-        room = await self.room_as(who, room_id, MODERATORS)
+        room = await self._moderating(who, room_id)
         if not await self.backends.moderation.unflag(room.id, msg_id):
             raise Error("not_found", f"message {msg_id!r} is not waiting for review")
         await self._log(who, room.id, "approve", msg_id)
@@ -561,9 +591,11 @@ class RoomService:
         add: list[str],
         remove: list[str],
         action: str | None,
+        leet: bool | None = None,
     ) -> list[dict[str, str]]:
-        """Change the room's word filter; every term with its action."""
-        room = await self.room_as(who, room_id, MODERATORS)
+        """Change the room's word filter (its terms; whether it folds leetspeak when
+        ``leet`` is given); every term with its action."""
+        room = await self._moderating(who, room_id)
         if add and action is None:
             raise Error("bad_request", "action (block, mask or flag) is needed to add terms")
         for term in add:
@@ -571,10 +603,17 @@ class RoomService:
                 WordFilter([Term(term, "block")])
             except ValueError:
                 raise Error("bad_request", f"term {term!r} has no letters or digits") from None
+        if add:
+            known = await self.backends.moderation.filter_terms(room.id)
+            cap = self.settings.limits.max_filter_terms
+            if len(known.keys() | set(add)) - len(set(remove) - set(add)) > cap:
+                raise Error("limit_exceeded", f"a room's word filter holds at most {cap} terms")
         terms = await self.backends.moderation.change_filter(room.id, add, remove, action or "")
+        if leet is not None:
+            await self.backends.moderation.set_leet(room.id, leet)
         self._filters.forget(room.id)
-        if add or remove:
-            details = {"add": add, "remove": remove, "action": action}
+        if add or remove or leet is not None:
+            details = {"add": add, "remove": remove, "action": action, "leet": leet}
             await self._log(who, room.id, "filter", None, details)
         return _terms(terms)
 
@@ -610,19 +649,32 @@ class RoomService:
         line = encode_event("moderation", room, self.now_ms(), fields)
         await self.backends.log.send_private(room, user, line)
 
-    async def mute(self, who: Principal, room_id: str, user: str, seconds: int) -> None:
-        room = await self.room_as(who, room_id, MODERATORS)
+    async def _may_sanction(self, who: Principal, room: Room, user: str, what: str) -> None:
+        """Only down the ranks: a moderator mutes or bans viewers, a host moderators
+        too, an admin anyone but the host; nobody the room's host.
+
+        Raises:
+            Error: ``forbidden``.
+        """
         if user == room.host:
-            raise Error("forbidden", "the room's host cannot be muted")
+            raise Error("forbidden", f"the room's host cannot be {what}")
+        target = await self.backends.moderation.staff_role(room.id, user)
+        mine = RANKS[who.role_in(room.id, room.host)]
+        if target is not None and RANKS.get(target, 0) >= mine:
+            raise Error("forbidden", f"a {target} of this room cannot be {what} by you")
+
+    async def mute(self, who: Principal, room_id: str, user: str, seconds: int) -> None:
+        room = await self._moderating(who, room_id)
+        await self._may_sanction(who, room, user, "muted")
         until = self.now_ms() + seconds * 1000
         await self.backends.moderation.mute(room.id, user, until)
         await self._tell(room.id, user, {"action": "muted", "until": until})
         await self._log(who, room.id, "mute", user, {"seconds": seconds, "until": until})
 
     async def ban(self, who: Principal, room_id: str, user: str, banned: bool) -> None:
-        room = await self.room_as(who, room_id, MODERATORS)
-        if banned and user == room.host:
-            raise Error("forbidden", "the room's host cannot be banned from it")
+        room = await self._moderating(who, room_id)
+        if banned:
+            await self._may_sanction(who, room, user, "banned")
         changed = await self.backends.moderation.set_banned(room.id, user, banned)
         if changed and banned:
             await self._tell(room.id, user, {"action": "banned", "until": None})
@@ -630,7 +682,7 @@ class RoomService:
             await self._log(who, room.id, "ban" if banned else "unban", user)
 
     async def slow(self, who: Principal, room_id: str, seconds: int) -> None:
-        room = await self.room_as(who, room_id, MODERATORS)
+        room = await self._moderating(who, room_id)
         await self.backends.moderation.set_slow(room.id, seconds)
         await self._publish(room.id, "room.slow", {"seconds": seconds})
         await self._log(who, room.id, "slow", None, {"seconds": seconds})
@@ -639,6 +691,7 @@ class RoomService:
 
     async def put_product(self, who: Principal, room_id: str, product: Product) -> Product:
         room = await self.room_as(who, room_id, HOSTS)
+        self._product_limit.check(who.id, self._clock())
         await self.backends.inventory.put_product(room.id, product)
         return product
 
