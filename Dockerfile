@@ -3,13 +3,17 @@
 # livecommerce: one server process per container.
 #
 #   docker build -t livecommerce .
-#   docker run --rm -p 8080:8080 -e LIVECOMMERCE_SECRET="$(openssl rand -hex 32)" livecommerce
+#   docker run --rm -p 8080:8080 -e LIVECOMMERCE_SECRET="$(openssl rand -hex 32)" \
+#       -e LIVECOMMERCE_ORDER_WEBHOOK_URL=https://shop.example/hooks \
+#       -e LIVECOMMERCE_ORDER_WEBHOOK_SECRET=whsec_... livecommerce
 #   # several containers behind a load balancer share state through Redis:
 #   docker run ... -e LIVECOMMERCE_SECRET=... -e LIVECOMMERCE_REDIS_URL=redis://redis:6379/0 livecommerce
 #   # the demo (throwaway secret, demo room and sign-in):
 #   docker run --rm -p 8080:8080 livecommerce livecommerce serve --host 0.0.0.0 --port 8080 --demo
 #
-# Without LIVECOMMERCE_SECRET (at least 32 bytes) the server refuses to start, unless
+# Without LIVECOMMERCE_SECRET (at least 32 bytes), or without an order system
+# (LIVECOMMERCE_ORDER_WEBHOOK_URL, or LIVECOMMERCE_SANDBOX_SHOP=1 for staging), the
+# server refuses to start, unless
 # it runs with --demo.
 #
 # Live video (WHIP/WHEP, docs/media.md) sends media over UDP on ports the WebRTC stack
