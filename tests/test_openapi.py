@@ -30,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
-from livecommerce.config import Settings
+from livecommerce.config import Limits, Settings
 from livecommerce.http import create_app
 from livecommerce.http.openapi import document
 
@@ -100,7 +100,9 @@ class LiveServer:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[LiveServer]:
-    with LiveServer(Settings(secret="x" * 32, demo=True, tick_ms=10)) as live:
+    # the conformance walk creates rooms and products faster than a host may (429)
+    limits = Limits(create_burst=10_000, product_burst=10_000)
+    with LiveServer(Settings(secret="x" * 32, demo=True, tick_ms=10, limits=limits)) as live:
         yield live
 
 

@@ -38,8 +38,8 @@ MAX_ID = 2**53
 
 @dataclass(frozen=True)
 class Field:
-    """One command field: its kind (``int``, ``str``, ``id``, ``room``, ``terms`` or
-    ``action``) and its bounds.
+    """One command field: its kind (``int``, ``str``, ``id``, ``user``, ``bool``,
+    ``room``, ``terms`` or ``action``) and its bounds.
 
     For ``int`` the bounds are the inclusive value range; for ``str`` ``hi`` is the
     maximum length; ``room`` must match ``ROOM_ID`` in full.
@@ -57,6 +57,10 @@ class Field:
             return type(value) is str and len(value) <= self.hi
         if self.kind == "id":
             return type(value) is str and 0 < len(value) <= self.hi
+        if self.kind == "user":  # an id, of printable characters only
+            return type(value) is str and 0 < len(value) <= self.hi and value.isprintable()
+        if self.kind == "bool":
+            return type(value) is bool
         if self.kind == "terms":  # a list of at most lo terms, each 1 to hi characters
             return (
                 type(value) is list
@@ -69,11 +73,12 @@ class Field:
 
 
 ROOM = Field("room", True)
-USER = Field("str", True, hi=128)
+USER = Field("user", True, hi=128)
 ID = Field("id", True, hi=64)
 
 SPEC: dict[str, dict[str, Field]] = {
     "connect": {"token": Field("str", False, hi=4096)},
+    "refresh": {"token": Field("str", True, hi=4096)},
     "join": {
         "room": ROOM,
         "since": Field("int", False, 0, MAX_ID),
@@ -96,6 +101,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "add": Field("terms", False, 100, 64),
         "remove": Field("terms", False, 100, 64),
         "action": Field("action", False),
+        "leet": Field("bool", False),
     },
     "mod.approve": {"room": ROOM, "msg_id": Field("str", True, hi=64)},
     "pin": {"room": ROOM, "sku": ID},
@@ -187,6 +193,14 @@ def valid_value(field: Field) -> st.SearchStrategy[Any]:
         return st.one_of(st.integers(field.lo, field.hi), st.sampled_from([field.lo, field.hi]))
     if field.kind == "id":
         return st.one_of(st.text(min_size=1, max_size=30), st.just("é" * field.hi))
+    if field.kind == "user":
+        printable = st.characters(exclude_categories=["Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"])
+        return st.one_of(
+            st.text(printable, min_size=1, max_size=30).filter(str.isprintable),
+            st.just("é" * field.hi),
+        )
+    if field.kind == "bool":
+        return st.booleans()
     if field.kind == "terms":
         return st.lists(st.text(min_size=1, max_size=field.hi), max_size=field.lo)
     if field.kind == "action":
@@ -197,7 +211,7 @@ def valid_value(field: Field) -> st.SearchStrategy[Any]:
 def invalid_values(field: Field) -> st.SearchStrategy[Any]:
     """Values of a wrong type or out of range for ``field`` (never None: that is 'missing')."""
     not_none = json_values.filter(lambda v: v is not None)
-    wanted = {"int": int, "terms": list}.get(field.kind, str)
+    wanted = {"int": int, "terms": list, "bool": bool}.get(field.kind, str)
     wrong_type = not_none.filter(lambda v: type(v) is not wanted)
     bad: st.SearchStrategy[Any]
     if field.kind == "terms":
@@ -215,6 +229,13 @@ def invalid_values(field: Field) -> st.SearchStrategy[Any]:
             st.integers(max_value=field.lo - 1),
             st.integers(min_value=field.hi + 1, max_value=2**64 - 1),
             st.builds(str, st.integers(field.lo, field.hi)),
+        )
+    elif field.kind == "bool":
+        bad = st.sampled_from([0, 1, "true", None]).filter(lambda v: v is not None)
+    elif field.kind == "user":
+        bad = st.one_of(
+            st.sampled_from(["", "x" * (field.hi + 1), "a\nb", "\x00", "\u202e", "\u2028"]),
+            st.text(min_size=1, max_size=10).filter(lambda v: not v.isprintable()),
         )
     elif field.kind in ("str", "id"):
         bad = st.one_of(
@@ -352,6 +373,12 @@ def boundary_values(field: Field) -> tuple[list[Any], list[Any]]:
     elif field.kind == "action":
         good = ["block", "mask", "flag"]
         bad = ["", "Block", "allow", 1, ["block"]]
+    elif field.kind == "user":
+        good = ["x", "é" * field.hi, "Ünï çødé 用户 🙂"]
+        bad = ["", "x" * (field.hi + 1), "a\nb", "\x00", "a\u200bb", "\u202e", 1, ["x"]]
+    elif field.kind == "bool":
+        good = [True, False]
+        bad = [0, 1, "true", [True]]
     else:
         good = ["a", "0", "a" * 64, "a-_9", "0-"]
         bad = ["", "A", "Demo", "-a", "_a", "a" * 65, "a{b}", "{a}", "a b", "a\n", "é", 1, True]
@@ -392,7 +419,7 @@ VALID: dict[str, dict[str, Any]] = {
     "mod.ban": {"room": "demo", "user": "u1"},
     "mod.unban": {"room": "demo", "user": "u1"},
     "mod.slow": {"room": "demo", "seconds": 0},
-    "mod.filter": {"room": "demo", "add": ["spam"], "remove": [], "action": "mask"},
+    "mod.filter": {"room": "demo", "add": ["spam"], "remove": [], "action": "mask", "leet": True},
     "mod.approve": {"room": "demo", "msg_id": "m1"},
     "pin": {"room": "demo", "sku": "mug-01"},
     "unpin": {"room": "demo", "sku": "mug-01"},
@@ -406,6 +433,7 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "sale.stop": {"room": "demo", "sale": "s-1"},
     "order": {"room": "demo", "sale": "s-1", "qty": 1, "key": "k-1"},
+    "refresh": {"token": "eyJ.x.y"},
 }
 
 

@@ -95,7 +95,9 @@ async def slow_closes(port: int) -> int:
 async def test_a_stalled_member_is_closed_4009_while_the_others_keep_receiving(
     start_server: ServerFactory, connect: ClientFactory
 ) -> None:
-    server = await start_server(outbound_limit=128 * 1024, tick_ms=20)
+    server = await start_server(
+        outbound_limit=128 * 1024, tick_ms=20, limits={"staff_burst": 10_000}
+    )
     host = await connect(server, HOST)
     readers = [await connect(server, token(f"r{i}")) for i in range(3)]
     for c in readers:
@@ -131,7 +133,12 @@ async def test_a_member_that_stops_reading_is_closed_before_its_buffers_fill(
     """The stall rule alone (the queue's limits are out of reach): the member's kernel
     still takes what it is sent, but its application takes nothing."""
     server = await start_server(
-        stall_s=0.4, max_lag_s=600.0, outbound_limit=64 << 20, socket_sndbuf=0, tick_ms=20
+        stall_s=0.4,
+        max_lag_s=600.0,
+        outbound_limit=64 << 20,
+        socket_sndbuf=0,
+        tick_ms=20,
+        limits={"staff_burst": 10_000},  # the host announces as fast as it can
     )
     host = await connect(server, HOST)
     readers = [await connect(server, token(f"r{i}")) for i in range(3)]

@@ -25,6 +25,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         404: "Not found",
         409: "Conflict",
         413: "Body too large",
+        429: "Too many requests: slow down",
     }
     return {str(s): _json(_ref("Error"), text[s]) for s in statuses}
 
@@ -276,7 +277,7 @@ def document(*, demo: bool) -> dict[str, Any]:
                 },
                 "responses": {
                     "201": _json(_ref("Room"), "Created"),
-                    **_errors(400, 401, 403, 409, 413),
+                    **_errors(400, 401, 403, 409, 413, 429),
                 },
             },
         },
@@ -323,7 +324,7 @@ def document(*, demo: bool) -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json(_ref("Product"), "The product as stored"),
-                    **_errors(400, 401, 403, 404, 413),
+                    **_errors(400, 401, 403, 404, 413, 429),
                 },
             }
         },

@@ -7,6 +7,7 @@ The fixtures these work with (``page_server``, ``open_page``, ``clients``) are i
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import TYPE_CHECKING, Any
 
@@ -35,11 +36,24 @@ MUG_IMAGE = (
 )
 
 
+async def until_true(page: Page, expression: str, timeout_s: float = 30.0) -> None:
+    """Until the JavaScript ``expression`` holds on ``page``. Like Playwright's
+    ``wait_for_function``, which evaluates its predicate with ``eval`` in the page: the
+    staff pages' Content-Security-Policy forbids that (``page.evaluate`` goes through
+    the DevTools protocol, which is not bound by it)."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not await page.evaluate(f"() => Boolean({expression})"):
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"not within {timeout_s} s: {expression}")
+        await asyncio.sleep(0.05)
+
+
 async def wait_live_page(page: Page) -> None:
     """Until the page is connected and has the room's snapshot."""
-    await page.wait_for_function(
-        "() => window.__live && window.__live.client.state === 'live'"
-        " && window.__live.client.roomState('demo')?.joined"
+    await until_true(
+        page,
+        "window.__live && window.__live.client.state === 'live'"
+        " && window.__live.client.roomState('demo')?.joined",
     )
 
 

@@ -138,7 +138,7 @@ async def test_studio_creates_a_show_edits_the_lineup_goes_live_and_ends(
     await camera.click()
     await expect(studio.locator("#camera-state")).to_have_text(re.compile(r"^Camera on"))
     await expect(camera).to_have_attribute("aria-pressed", "true")
-    await studio.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+    await helpers.until_true(studio, "document.querySelector('#preview').videoWidth > 0")
     await camera.click()
     await expect(studio.locator("#camera-state")).to_have_text("Camera off")
     assert await studio.evaluate("document.querySelector('#preview').srcObject") is None
@@ -482,8 +482,8 @@ async def test_console_moderates_several_rooms_on_one_connection(
     await expect(tabs).to_have_text(["Demo live show", "Night market"])
     await expect(tabs.nth(1)).to_have_attribute("aria-selected", "true")
     assert "rooms=demo%2Cnight" in console.url or "rooms=demo,night" in console.url
-    await console.wait_for_function(
-        "['demo', 'night'].every(r => window.__live.client.roomState(r)?.joined)"
+    await helpers.until_true(
+        console, "['demo', 'night'].every(r => window.__live.client.roomState(r)?.joined)"
     )
     assert len(sockets) == 1, sockets  # both rooms on the one connection
 
@@ -597,7 +597,7 @@ async def test_screenshots_studio_and_console_desktop_and_phone(
     await expect(studio.locator("#st-units")).to_have_text("4")
     await expect(studio.locator("#st-revenue")).to_have_text("$48.00")
     await expect(studio.locator("#feed .msg")).to_have_count(len(lines))
-    await studio.wait_for_function("document.querySelector('#preview').videoWidth > 0")
+    await helpers.until_true(studio, "document.querySelector('#preview').videoWidth > 0")
     await helpers.screenshot(studio, "studio-desktop")
 
     phone = await open_studio(open_page, server, width=390, height=844, scale=2)
