@@ -1,3 +1,0 @@
-from livecommerce.cli import main
-
-raise SystemExit(main())

@@ -1,1 +1,0 @@
-"""Products, flash sales and holds: the rules (``rules``, pure) and the batcher."""

@@ -1,1 +1,0 @@
-"""Moderation: rate limits, abuse, mutes, bans, slow mode (``rules`` is pure)."""
