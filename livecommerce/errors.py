@@ -24,6 +24,9 @@ ErrorCode = Literal[
     "sale_not_active",
     "sold_out",
     "limit_exceeded",
+    "coupon_ended",
+    "coupon_not_applicable",
+    "not_eligible",
     "internal",
 ]
 
@@ -43,6 +46,9 @@ HTTP_STATUS: Final[dict[str, int]] = {
     "sale_not_active": 409,
     "sold_out": 409,
     "limit_exceeded": 409,
+    "coupon_ended": 409,
+    "coupon_not_applicable": 409,
+    "not_eligible": 403,
     "internal": 500,
 }
 

@@ -24,6 +24,7 @@ from livecommerce.inventory.rules import (
     Settled,
     SettleKind,
 )
+from livecommerce.promotions.coupons import Claimed, Coupon, CouponEnd
 from livecommerce.rooms.state import Room, Status
 
 Sink = Callable[[bytes, str | None], None]
@@ -357,6 +358,29 @@ class OutboxStore(Protocol):
         """The rooms with an outbox."""
 
 
+class CouponStore(Protocol):
+    """Live coupons and their claims (``promotions.coupons`` has the rules)."""
+
+    async def drop(self, coupon: Coupon) -> bool:
+        """Keep a new coupon; False (and nothing changes) if its id is taken."""
+
+    async def claim(self, room: str, coupon_id: str, user: str, now_ms: int) -> Claimed:
+        """One claim, in one atomic step over the quantity, the user's count and the
+        window (``CouponBook.claim``), whatever the connections and processes."""
+
+    async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:
+        """End an active coupon; the coupon if this call ended it (once), else None."""
+
+    async def coupon(self, room: str, coupon_id: str) -> Coupon | None:
+        """The coupon, active or ended, or None."""
+
+    async def live(self, room: str) -> list[Coupon]:
+        """The room's active coupons, oldest first."""
+
+    async def claims_of(self, room: str, user: str) -> dict[str, int]:
+        """The user's claims of the room's active coupons, by coupon id (none: absent)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Clip:
     """A product's clip: the segments of a stream while the product was pinned.
@@ -455,6 +479,7 @@ class Backends:
     moderation: ModerationStore
     inventory: InventoryStore
     outbox: OutboxStore
+    coupons: CouponStore
 
 
 @asynccontextmanager

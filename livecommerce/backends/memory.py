@@ -37,6 +37,7 @@ from livecommerce.inventory.rules import (
     SettleKind,
     room_of_order,
 )
+from livecommerce.promotions.coupons import Claimed, Coupon, CouponBook, CouponEnd
 from livecommerce.protocol import encode_event, sequence
 from livecommerce.rooms.state import Room, Status
 
@@ -614,6 +615,42 @@ class MemoryClipStore:
         return old
 
 
+class MemoryCouponStore:
+    """A :class:`~livecommerce.promotions.coupons.CouponBook` per room."""
+
+    def __init__(self) -> None:
+        self._books: dict[str, CouponBook] = {}
+
+    def _book(self, room: str) -> CouponBook:
+        return self._books.setdefault(room, CouponBook())
+
+    async def drop(self, coupon: Coupon) -> bool:
+        return self._book(coupon.room).drop(replace(coupon))
+
+    async def claim(self, room: str, coupon_id: str, user: str, now_ms: int) -> Claimed:
+        got = self._book(room).claim(coupon_id, user, now_ms)
+        return replace(got, coupon=None if got.coupon is None else replace(got.coupon))
+
+    async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:
+        ended = self._book(room).end(coupon_id, reason)
+        return None if ended is None else replace(ended)
+
+    async def coupon(self, room: str, coupon_id: str) -> Coupon | None:
+        coupon = self._book(room).coupons.get(coupon_id)
+        return None if coupon is None else replace(coupon)
+
+    async def live(self, room: str) -> list[Coupon]:
+        return [replace(c) for c in self._book(room).coupons.values() if c.status == "active"]
+
+    async def claims_of(self, room: str, user: str) -> dict[str, int]:
+        book = self._book(room)
+        return {
+            c.id: n
+            for c in book.coupons.values()
+            if c.status == "active" and (n := book.claims.get((c.id, user), 0))
+        }
+
+
 def memory_backends(settings: Settings) -> Backends:
     """Every store in memory, for one process."""
     log = MemoryEventLog(
@@ -629,4 +666,5 @@ def memory_backends(settings: Settings) -> Backends:
         moderation=MemoryModerationStore(),
         inventory=MemoryInventoryStore(log, outbox, counters),
         outbox=outbox,
+        coupons=MemoryCouponStore(),
     )

@@ -734,6 +734,7 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
     r = await connect(settings)
     from livecommerce.backends.redis_inventory import RedisInventoryStore
     from livecommerce.backends.redis_outbox import RedisOutboxStore
+    from livecommerce.backends.redis_promotions import RedisCouponStore
 
     sizes = {"history_size": settings.history_size, "recent_size": settings.limits.recent_chats}
     events = (
@@ -748,6 +749,7 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
             moderation=RedisModerationStore(r),
             inventory=RedisInventoryStore(r, history_size=settings.history_size),
             outbox=RedisOutboxStore(r),
+            coupons=RedisCouponStore(r),
         )
     finally:
         await events.close()
