@@ -103,6 +103,8 @@ class Connection:
         self.client_id = next(_client_ids)
         self.principal: Principal = guest(self.client_id)
         self.rooms: set[str] = set()
+        self.joined_at: dict[str, float] = {}
+        """When this connection joined each room (loop time): how long it has watched."""
         self.closing = False
         self.closer: asyncio.Task[None] | None = None
         self._service = app[SERVICE]
@@ -204,6 +206,9 @@ class Connection:
         if who.exp is not None:
             self._expiry = self.close_later(max(0.0, who.exp - now), CLOSE_UNAUTHORIZED, "expired")
 
+    def loop_time(self) -> float:
+        return self._loop.time()
+
     def close_later(self, delay: float, code: int, reason: str) -> asyncio.TimerHandle:
         """Close with ``code`` in ``delay`` seconds, unless the handle is cancelled."""
         return self._loop.call_later(delay, self.close, code, reason)
@@ -266,6 +271,7 @@ async def _join(svc: RoomService, conn: Connection, cmd: Command) -> None:
         conn.principal, conn, room, since=cmd.args.get("since"), epoch=cmd.args.get("epoch")
     )
     conn.rooms.add(room)
+    conn.joined_at.setdefault(room, conn.loop_time())
     conn.reply(cmd.id, joined.data)
     if joined.replay:
         conn.write(text_frame(b"\n".join(joined.replay)))
@@ -286,6 +292,7 @@ async def _refresh(svc: RoomService, conn: Connection, cmd: Command) -> dict[str
 async def _leave(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
     svc.leave(cmd.room, conn)
     conn.rooms.discard(cmd.room)
+    conn.joined_at.pop(cmd.room, None)
     return {}
 
 
@@ -381,6 +388,22 @@ async def _sale_stop(svc: RoomService, conn: Connection, cmd: Command) -> dict[s
     return {}
 
 
+async def _coupon_drop(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    coupon = await svc.drop_coupon(conn.principal, cmd.room, cmd.args)
+    return {"coupon": coupon.public()}
+
+
+async def _coupon_stop(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.stop_coupon(conn.principal, cmd.room, cmd.args["coupon"])
+    return {}
+
+
+async def _coupon_claim(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    joined = conn.joined_at.get(cmd.room)
+    watched = 0.0 if joined is None else conn.loop_time() - joined
+    return await svc.claim_coupon(conn.principal, cmd.room, cmd.args["coupon"], watched_s=watched)
+
+
 async def _order(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
     a = cmd.args
     order = await svc.order(conn.principal, cmd.room, sale_id=a["sale"], qty=a["qty"], key=a["key"])
@@ -409,6 +432,9 @@ HANDLERS: dict[str, Handler] = {
     "sale.start": _sale_start,
     "sale.stop": _sale_stop,
     "order": _order,
+    "coupon.drop": _coupon_drop,
+    "coupon.stop": _coupon_stop,
+    "coupon.claim": _coupon_claim,
 }
 
 

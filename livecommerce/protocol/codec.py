@@ -102,6 +102,21 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
         ("duration_s", _is_int(1, 86400), True),
     ),
     "sale.stop": (_ROOM, ("sale", _is_id, True)),
+    # the coupon's rules (kinds, bounds, the window) are checked by promotions.coupons
+    "coupon.drop": (
+        _ROOM,
+        ("kind", lambda v: v in ("amount", "percent"), True),
+        ("value", _is_int(1, MAX_PRICE), True),
+        ("min_total", _is_int(0, MAX_PRICE), False),
+        ("skus", lambda v: type(v) is list and len(v) <= 100 and all(map(_is_id, v)), False),
+        ("quantity", _is_int(1, MAX_STOCK), True),
+        ("per_user", _is_int(1, MAX_QTY), False),
+        ("minutes", _is_int(1, 1440), False),
+        ("until", _is_int(0, MAX_ID), False),
+        ("watch_minutes", _is_int(0, 600), False),
+    ),
+    "coupon.stop": (_ROOM, ("coupon", _is_id, True)),
+    "coupon.claim": (_ROOM, ("coupon", _is_id, True)),
     "order": (
         _ROOM,
         ("sale", _is_id, True),

@@ -43,6 +43,7 @@ from livecommerce.protocol import dumps, encode_event, line_seq, loads, text_fra
 log = logging.getLogger(__name__)
 
 _SALE_STARTED = b'"type":"sale.started"'
+_COUPON_DROPPED = b'"type":"coupon.dropped"'
 _PINNED = b'"type":"product.pinned"'
 _UNPINNED = b'"type":"product.unpinned"'
 _CHANGES = re.compile(rb'"type":"(?:sale\.started|product\.pinned|product\.unpinned)"')
@@ -169,6 +170,9 @@ class Channel:
         self.viewers = 0
         self.viewers_sent = -1
         self.sales_open = False
+        self.coupons_open = False
+        self.coupons_sent: dict[str, int] = {}
+        """The ``remaining`` of each live coupon last sent (``coupon.stock``)."""
         self.stock_sent: dict[str, int] = {}
         self.stats_sent: bytes | None = None
         self.pinned: str | None = None
@@ -232,6 +236,7 @@ class Hub:
         self._log = backends.log
         self._counters = backends.counters
         self._inventory = backends.inventory
+        self._coupons = backends.coupons
         self.node = node
         self.tick_s = tick_s
         self.presence_s = presence_s
@@ -300,6 +305,10 @@ class Hub:
         ch = self._channels.get(room)
         return 0 if ch is None else max(ch.viewers, len(ch.users))
 
+    def rooms_with_coupons(self) -> list[str]:
+        """This process's rooms that had live coupons at their last look."""
+        return [room for room, ch in self._channels.items() if ch.coupons_open]
+
     def ticks(self) -> dict[str, float]:
         """Each local room's tick now, in seconds (see :func:`adapt_tick`)."""
         return {room: ch.tick_s for room, ch in self._channels.items()}
@@ -316,6 +325,7 @@ class Hub:
             pin = (await self._log.snapshot(ch.room)).pinned
             ch.pinned = _pinned_sku(pin) if pin else None
             ch.sales_open = bool(await self._inventory.stock(ch.room))
+            ch.coupons_open = bool(await self._coupons.live(ch.room))
             ch.tick_s = self.tick_s
             ch.ready.set()
             await self._rotate(ch)
@@ -384,6 +394,8 @@ class Hub:
             head = line[:64]
             if _SALE_STARTED in head:
                 ch.sales_open = True
+            elif _COUPON_DROPPED in head:
+                ch.coupons_open = True
             elif _PINNED in head:
                 ch.pinned = _pinned_sku(line)
             elif _UNPINNED in head:
@@ -397,9 +409,12 @@ class Hub:
                 figures.append(encode_event("likes", ch.room, int(now * 1000), {"total": total}))
         if ch.sales_open:
             await self._stock(ch, now, figures)
+        if ch.coupons_open:
+            await self._coupon_stock(ch, now, figures)
         if looking:
             ch.next_presence = now + self.presence_s
             ch.sales_open = True  # look again once in a while, whatever we missed
+            ch.coupons_open = True
             await self._presence(ch, now, figures)
             if any(m.staff for m in ch.members.values()):
                 await self._stats(ch, now)
@@ -480,6 +495,23 @@ class Hub:
                 lines.append(encode_event("stock", ch.room, ts, fields))
         for gone in ch.stock_sent.keys() - stock.keys():
             del ch.stock_sent[gone]
+
+    async def _coupon_stock(self, ch: Channel, now: float, lines: list[bytes]) -> None:
+        """One ``coupon.stock`` per live coupon whose remaining changed since the last
+        one sent (coalesced like ``stock``: at most one per coupon per tick)."""
+        coupons = await self._coupons.live(ch.room)
+        if not coupons:
+            ch.coupons_open = False
+        ts = int(now * 1000)
+        live = set()
+        for coupon in coupons:
+            live.add(coupon.id)
+            if ch.coupons_sent.get(coupon.id) != coupon.remaining:
+                ch.coupons_sent[coupon.id] = coupon.remaining
+                fields = {"coupon_id": coupon.id, "remaining": coupon.remaining}
+                lines.append(encode_event("coupon.stock", ch.room, ts, fields))
+        for gone in ch.coupons_sent.keys() - live:
+            del ch.coupons_sent[gone]
 
     async def _presence(self, ch: Channel, now: float, lines: list[bytes]) -> None:
         ch.viewers = await self._counters.report_presence(

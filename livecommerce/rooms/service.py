@@ -11,10 +11,11 @@ import asyncio
 import functools
 import itertools
 import logging
+import math
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -37,6 +38,7 @@ from livecommerce.inventory.rules import (
 from livecommerce.moderation.rules import RateLimiter, refusal
 from livecommerce.moderation.wordfilter import Term, WordFilter
 from livecommerce.orders.sandbox import checkout_path
+from livecommerce.promotions.coupons import Coupon, CouponEnd, new_coupon
 from livecommerce.protocol import ROOM_ID, dumps, encode_event, fragment, loads
 from livecommerce.protocol.codec import FILTER_ACTIONS
 from livecommerce.rooms.hub import Hub, Membership, Subscriber
@@ -192,6 +194,7 @@ class RoomView:
     slow: int
     banned: set[str]
     orders: dict[str, list[Order]]
+    coupons: list[Coupon]
 
 
 class RoomViews:
@@ -243,13 +246,16 @@ class RoomViews:
         self.reads += 1
         b = self._b
         try:
-            snap, likes, sales, slow, banned, orders = await asyncio.gather(
-                b.log.snapshot(room_id),
-                b.counters.add_likes(room_id, 0),
-                b.inventory.active_sales(room_id),
-                b.moderation.slow(room_id),
-                b.moderation.banned(room_id, users),
-                b.inventory.orders_of(room_id, users),
+            (snap, likes, sales, slow, banned, orders), coupons = await asyncio.gather(
+                asyncio.gather(
+                    b.log.snapshot(room_id),
+                    b.counters.add_likes(room_id, 0),
+                    b.inventory.active_sales(room_id),
+                    b.moderation.slow(room_id),
+                    b.moderation.banned(room_id, users),
+                    b.inventory.orders_of(room_id, users),
+                ),
+                b.coupons.live(room_id),
             )
         except Exception as exc:
             if not future.done():
@@ -257,7 +263,7 @@ class RoomViews:
             future.exception()  # retrieved: no warning if every joiner gave up
             return
         if not future.done():
-            future.set_result(RoomView(snap, likes, sales, slow, banned, orders))
+            future.set_result(RoomView(snap, likes, sales, slow, banned, orders, coupons))
 
 
 @dataclass(frozen=True, slots=True)
@@ -464,6 +470,9 @@ class RoomService:
                     replay, recovered = lines, True
                     floor = max(floor, since + len(lines))
             orders = view.orders.get(who.id, [])
+            now = self.now_ms()
+            coupons = [c for c in view.coupons if c.open_at(now)]
+            mine = await self.backends.coupons.claims_of(room.id, who.id) if coupons else {}
             moderation = self.backends.moderation
             if staff:
                 flagged = [loads(e) for e in await moderation.flagged(room.id)]
@@ -487,6 +496,8 @@ class RoomService:
             "orders": [self.pay_link(o).public() for o in orders],
             "slow": view.slow,
             "media": _media(snap.media),
+            "coupons": [c.public() for c in coupons],
+            "my_coupons": mine,
         }
         if staff:
             snapshot["flagged"] = flagged
@@ -871,13 +882,102 @@ class RoomService:
 
     async def sweep(self) -> int:
         """Release expired holds and end sales past their time, in every room that may
-        have them; tell each buyer. Returns how many holds were released."""
+        have them; tell each buyer. End the coupons whose window closed or that are all
+        claimed, in the rooms this process serves. Returns how many holds were released."""
         released = 0
         for room in await self.backends.inventory.rooms_to_sweep():
             for order in await self.backends.inventory.sweep(room, self.now_ms()):
                 released += 1
                 await self._order_updated(order)
+        for room in self.hub.rooms_with_coupons():
+            now = self.now_ms()
+            for coupon in await self.backends.coupons.live(room):
+                if coupon.remaining and coupon.open_at(now):
+                    continue
+                reason: CouponEnd = "claimed" if not coupon.remaining else "expired"
+                ended = await self.backends.coupons.end(room, coupon.id, reason)
+                if ended is not None:  # one process wins the end, and says it
+                    await self._coupon_ended(ended)
         return released
+
+    # -- coupons ---------------------------------------------------------------------
+
+    async def drop_coupon(self, who: Principal, room_id: str, a: Mapping[str, Any]) -> Coupon:
+        """The host drops a coupon into the live room (``coupon.dropped`` to all).
+
+        Raises:
+            Error: rights, ``rate_limited``, ``room_not_live``, ``bad_request`` for a
+                field outside its rule, ``not_found`` for a sku not in the lineup.
+        """
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        room.require_live()
+        coupon = new_coupon(
+            coupon_id=f"c-{secrets.token_hex(5)}",
+            room=room.id,
+            kind=a.get("kind"),
+            value=a.get("value"),
+            min_total=a.get("min_total"),
+            skus=a.get("skus"),
+            quantity=a.get("quantity"),
+            per_user=a.get("per_user"),
+            minutes=a.get("minutes"),
+            until=a.get("until"),
+            watch_minutes=a.get("watch_minutes"),
+            now=self.now_ms(),
+        )
+        if coupon.skus:
+            lineup = {p.sku for p in await self.backends.inventory.products(room.id)}
+            if missing := [s for s in coupon.skus if s not in lineup]:
+                raise Error("not_found", f"not in the lineup: {', '.join(missing)}")
+        await self.backends.coupons.drop(coupon)
+        await self._publish(room.id, "coupon.dropped", {"coupon": coupon.public()})
+        await self._log(who, room.id, "coupon.drop", coupon.id, coupon.public())
+        return coupon
+
+    async def stop_coupon(self, who: Principal, room_id: str, coupon_id: str) -> None:
+        """The host stops a coupon; stopping an ended one changes nothing."""
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        ended = await self.backends.coupons.end(room.id, coupon_id, "stopped")
+        if ended is None:
+            if await self.backends.coupons.coupon(room.id, coupon_id) is None:
+                raise Error("not_found", f"no coupon {coupon_id!r} in this room")
+            return
+        await self._coupon_ended(ended)
+        await self._log(who, room.id, "coupon.stop", coupon_id)
+
+    async def claim_coupon(
+        self, who: Principal, room_id: str, coupon_id: str, *, watched_s: float
+    ) -> dict[str, Any]:
+        """One claim of ``who``, who has watched the show ``watched_s`` seconds.
+
+        Raises:
+            Error: rights (signed-in users), ``rate_limited``, ``room_not_live``,
+                ``banned``, ``not_found``, ``not_eligible`` (the watch-time gate),
+                ``coupon_ended``, ``limit_exceeded``, ``sold_out``.
+        """
+        room = await self.room_as(who, room_id, CHATTERS)
+        self._order_limit.check(who.id, self._clock())
+        room.require_live()
+        if await self.backends.moderation.banned(room.id, [who.id]):
+            raise Error("banned", "you are banned from this room")
+        coupon = await self.backends.coupons.coupon(room.id, coupon_id)
+        if coupon is None:
+            raise Error("not_found", "no such coupon in this room")
+        if coupon.watch_s and watched_s < coupon.watch_s:
+            left = math.ceil((coupon.watch_s - watched_s) / 60)
+            raise Error(
+                "not_eligible",
+                f"watch the show {left} more minute{'s' if left > 1 else ''} to claim it",
+                data={"watch_s": coupon.watch_s, "watched_s": int(watched_s)},
+            )
+        claimed = await self.backends.coupons.claim(room.id, coupon_id, who.id, self.now_ms())
+        return {"coupon": claimed.result().public(), "mine": claimed.mine}
+
+    async def _coupon_ended(self, coupon: Coupon) -> None:
+        fields = {"coupon_id": coupon.id, "reason": coupon.reason}
+        await self._publish(coupon.room, "coupon.ended", fields)
 
 
 def _allowed(who: Principal, room: Room, allowed: frozenset[Role]) -> Room:

@@ -1,0 +1,126 @@
+"""Live coupons over the wire, on both engines (issue 14)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from livecommerce.client import Client, ClientError
+from tests.conftest import HOST, MOD, ClientFactory, ServerFactory, token
+from tests.test_commerce_ws import is_type
+
+
+async def refused(client: Client, op: str, **fields: Any) -> str:
+    with pytest.raises(ClientError) as err:
+        await client.request(op, **fields)
+    return err.value.code
+
+
+async def test_a_host_drops_a_coupon_viewers_claim_it_and_see_it_go(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server(tick_ms=20)
+    host = await connect(server, HOST)
+    ana, bo = await connect(server, token("ana")), await connect(server, token("bo"))
+    for c in (host, ana, bo):
+        await c.join("demo")
+    dropped = await host.request(
+        "coupon.drop", room="demo", kind="amount", value=300, quantity=2, min_total=1000
+    )
+    coupon = dropped["coupon"]
+    assert (coupon["remaining"], coupon["per_user"], coupon["skus"]) == (2, 1, [])
+    event = await ana.next_event(is_type("coupon.dropped"))
+    assert event["coupon"] == coupon and "seq" in event
+
+    got = await ana.request("coupon.claim", room="demo", coupon=coupon["id"])
+    assert got["mine"] == 1 and got["coupon"]["remaining"] == 1
+    assert await refused(ana, "coupon.claim", room="demo", coupon=coupon["id"]) == (
+        "limit_exceeded"
+    )
+    stock = await bo.next_event(lambda e: e["type"] == "coupon.stock" and e["remaining"] == 1)
+    assert stock["coupon_id"] == coupon["id"] and "seq" not in stock
+    await bo.request("coupon.claim", room="demo", coupon=coupon["id"])
+    late = await connect(server, token("cy"))
+    await late.join("demo")
+    assert await refused(late, "coupon.claim", room="demo", coupon=coupon["id"]) in (
+        "sold_out",
+        "coupon_ended",
+    )
+    ended = await ana.next_event(is_type("coupon.ended"), timeout=10)  # the sweeper's
+    assert (ended["coupon_id"], ended["reason"]) == (coupon["id"], "claimed")
+
+    again = await connect(server, token("ana"))
+    snap = await again.join("demo")
+    assert snap["coupons"] == [] and snap["my_coupons"] == {}
+
+
+async def test_the_snapshot_lists_live_coupons_and_the_viewers_own_claims(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server()
+    host = await connect(server, HOST)
+    c = (await host.request("coupon.drop", room="demo", kind="percent", value=15, quantity=5))[
+        "coupon"
+    ]
+    ana = await connect(server, token("ana"))
+    await ana.join("demo")
+    await ana.request("coupon.claim", room="demo", coupon=c["id"])
+    snap = await (await connect(server, token("ana"))).join("demo")
+    assert [x["id"] for x in snap["coupons"]] == [c["id"]]
+    assert snap["coupons"][0]["remaining"] == 4
+    assert snap["my_coupons"] == {c["id"]: 1}
+    guest = await connect(server)
+    guest_snap = await guest.join("demo")
+    assert guest_snap["my_coupons"] == {} and len(guest_snap["coupons"]) == 1
+
+    await host.request("coupon.stop", room="demo", coupon=c["id"])
+    ended = await ana.next_event(is_type("coupon.ended"))
+    assert ended["reason"] == "stopped"
+    await host.request("coupon.stop", room="demo", coupon=c["id"])  # once more: nothing
+    assert await refused(ana, "coupon.claim", room="demo", coupon=c["id"]) == "coupon_ended"
+
+
+async def test_who_may_do_what_and_bad_input(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server()
+    host = await connect(server, HOST)
+    mod = await connect(server, MOD)
+    viewer = await connect(server, token("v1"))
+    guest = await connect(server)
+    await viewer.join("demo")
+    for who in (viewer, mod, guest):
+        code = await refused(who, "coupon.drop", room="demo", kind="amount", value=1, quantity=1)
+        assert code in ("forbidden", "unauthorized")
+    for fields, code in (
+        ({"kind": "percent", "value": 95, "quantity": 1}, "bad_request"),
+        ({"kind": "percent", "value": 4, "quantity": 1}, "bad_request"),
+        ({"kind": "free", "value": 1, "quantity": 1}, "bad_request"),
+        ({"kind": "amount", "value": 1, "quantity": 0}, "bad_request"),
+        ({"kind": "amount", "value": 1, "quantity": 1, "minutes": 5, "until": 9e12}, "bad_request"),
+        ({"kind": "amount", "value": 1, "quantity": 1, "skus": ["nope"]}, "not_found"),
+        ({"kind": "amount", "value": 1, "quantity": 1, "per_user": 101}, "bad_request"),
+    ):
+        assert await refused(host, "coupon.drop", room="demo", **fields) == code, fields
+    c = (await host.request("coupon.drop", room="demo", kind="amount", value=1, quantity=9))[
+        "coupon"
+    ]
+    assert await refused(guest, "coupon.claim", room="demo", coupon=c["id"]) == "unauthorized"
+    assert await refused(viewer, "coupon.claim", room="demo", coupon="c-nope") == "not_found"
+    await host.request("mod.ban", room="demo", user="v1")
+    assert await refused(viewer, "coupon.claim", room="demo", coupon=c["id"]) == "banned"
+
+
+async def test_a_watch_time_gate(start_server: ServerFactory, connect: ClientFactory) -> None:
+    server = await start_server()
+    host = await connect(server, HOST)
+    gated = await host.request(
+        "coupon.drop", room="demo", kind="amount", value=100, quantity=5, watch_minutes=2
+    )
+    viewer = await connect(server, token("v1"))
+    await viewer.join("demo")
+    with pytest.raises(ClientError) as err:
+        await viewer.request("coupon.claim", room="demo", coupon=gated["coupon"]["id"])
+    assert err.value.code == "not_eligible" and "2 more minutes" in err.value.message
+    assert err.value.data is not None and err.value.data["watch_s"] == 120
