@@ -84,6 +84,12 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     "limit_per_user": st.integers(-1, 101),
     "duration_s": st.integers(-1, 86401),
     "qty": st.integers(-1, 101),
+    "kind": st.sampled_from(["amount", "percent", "gift"]),
+    "value": st.integers(-1, 101),
+    "quantity": st.integers(-1, 5),
+    "per_user": st.integers(0, 3),
+    "minutes": st.integers(0, 1441),
+    "skus": st.lists(SKUS, max_size=3),
 }
 """Values near each field's domain (its bounds, the demo's skus), so that most commands
 pass the shape check and reach the rights, limits and content checks."""

@@ -69,6 +69,8 @@ class Field:
             )
         if self.kind == "action":
             return value in ("block", "mask", "flag")
+        if self.kind == "coupon_kind":
+            return value in ("amount", "percent")
         return type(value) is str and ROOM_ID.fullmatch(value) is not None
 
 
@@ -116,6 +118,20 @@ SPEC: dict[str, dict[str, Field]] = {
     },
     "sale.stop": {"room": ROOM, "sale": ID},
     "order": {"room": ROOM, "sale": ID, "qty": Field("int", True, 1, 100), "key": ID},
+    "coupon.drop": {
+        "room": ROOM,
+        "kind": Field("coupon_kind", True),
+        "value": Field("int", True, 1, 10_000_000_000),
+        "min_total": Field("int", False, 0, 10_000_000_000),
+        "skus": Field("terms", False, 100, 64),
+        "quantity": Field("int", True, 1, 1_000_000),
+        "per_user": Field("int", False, 1, 100),
+        "minutes": Field("int", False, 1, 1440),
+        "until": Field("int", False, 0, MAX_ID),
+        "watch_minutes": Field("int", False, 0, 600),
+    },
+    "coupon.stop": {"room": ROOM, "coupon": ID},
+    "coupon.claim": {"room": ROOM, "coupon": ID},
 }
 
 ROOM_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -205,6 +221,8 @@ def valid_value(field: Field) -> st.SearchStrategy[Any]:
         return st.lists(st.text(min_size=1, max_size=field.hi), max_size=field.lo)
     if field.kind == "action":
         return st.sampled_from(["block", "mask", "flag"])
+    if field.kind == "coupon_kind":
+        return st.sampled_from(["amount", "percent"])
     return st.one_of(st.text(max_size=30), st.just("é" * field.hi))
 
 
@@ -223,6 +241,8 @@ def invalid_values(field: Field) -> st.SearchStrategy[Any]:
         )
     elif field.kind == "action":
         bad = st.text(max_size=10).filter(lambda v: v not in ("block", "mask", "flag"))
+    elif field.kind == "coupon_kind":
+        bad = st.text(max_size=10).filter(lambda v: v not in ("amount", "percent"))
     elif field.kind == "int":
         bad = st.one_of(
             st.sampled_from([True, False, field.lo - 1, field.hi + 1, float(field.lo)]),
@@ -373,6 +393,9 @@ def boundary_values(field: Field) -> tuple[list[Any], list[Any]]:
     elif field.kind == "action":
         good = ["block", "mask", "flag"]
         bad = ["", "Block", "allow", 1, ["block"]]
+    elif field.kind == "coupon_kind":
+        good = ["amount", "percent"]
+        bad = ["", "Amount", "free", 1, ["amount"]]
     elif field.kind == "user":
         good = ["x", "é" * field.hi, "Ünï çødé 用户 🙂"]
         bad = ["", "x" * (field.hi + 1), "a\nb", "\x00", "a\u200bb", "\u202e", 1, ["x"]]
@@ -434,6 +457,20 @@ VALID: dict[str, dict[str, Any]] = {
     "sale.stop": {"room": "demo", "sale": "s-1"},
     "order": {"room": "demo", "sale": "s-1", "qty": 1, "key": "k-1"},
     "refresh": {"token": "eyJ.x.y"},
+    "coupon.drop": {
+        "room": "demo",
+        "kind": "percent",
+        "value": 15,
+        "min_total": 2000,
+        "skus": ["mug-01"],
+        "quantity": 100,
+        "per_user": 2,
+        "minutes": 10,
+        "until": 1795392600000,
+        "watch_minutes": 1,
+    },
+    "coupon.stop": {"room": "demo", "coupon": "c-1"},
+    "coupon.claim": {"room": "demo", "coupon": "c-1"},
 }
 
 
