@@ -500,6 +500,11 @@ class RoomPanel {
         return [`${parts.join(" and ") || "changed"} in the word filter`];
       }
       case "announce": return [`announced “${clip(d.text ?? "")}”`];
+      case "coupon.drop": {
+        const off = d.kind === "percent" ? `${d.value}%` : (d.value / 100).toFixed(2);
+        return [`dropped a coupon: ${off} off, ${d.quantity} of them`];
+      }
+      case "coupon.stop": return [`stopped the coupon ${entry.target}`];
       default:
         return [`${entry.action}${entry.target ? ` ${entry.target}` : ""}`];
     }

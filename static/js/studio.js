@@ -76,6 +76,15 @@ const el = {
   sfLimit: /** @type {HTMLInputElement} */ (byId("sf-limit")),
   sfDuration: /** @type {HTMLInputElement} */ (byId("sf-duration")),
   sfStart: /** @type {HTMLButtonElement} */ (byId("sf-start")), saleNote: byId("sale-note"),
+  couponList: byId("coupon-list"), noCoupons: byId("no-coupons"), couponForm: byId("coupon-form"),
+  cfKind: /** @type {HTMLSelectElement} */ (byId("cf-kind")), cfUnit: byId("cf-unit"),
+  cfValue: /** @type {HTMLInputElement} */ (byId("cf-value")),
+  cfQuantity: /** @type {HTMLInputElement} */ (byId("cf-quantity")),
+  cfPerUser: /** @type {HTMLInputElement} */ (byId("cf-per-user")),
+  cfMin: /** @type {HTMLInputElement} */ (byId("cf-min")),
+  cfMinutes: /** @type {HTMLInputElement} */ (byId("cf-minutes")),
+  cfWatch: /** @type {HTMLInputElement} */ (byId("cf-watch")),
+  cfDrop: /** @type {HTMLButtonElement} */ (byId("cf-drop")), couponNote: byId("coupon-note"),
   announcement: byId("announcement"), announceForm: byId("announce-form"),
   announceText: /** @type {HTMLInputElement} */ (byId("announce-text")),
   announceNote: byId("announce-note"),
@@ -98,12 +107,13 @@ for (const node of document.querySelectorAll(".currency-code")) node.textContent
  *   products: Map<string, {sku: string, title: string, price: number, image: string | null}>,
  *   sales: Map<string, any>, ended: Map<string, {sale: any, reason: string, at: number}>,
  *   stats: any | null, editing: string | null, priceTouched: boolean,
+ *   coupons: Map<string, any>,
  * }}
  */
 const view = {
   user: null, room: null, joined: false, title: "", status: "", host: "",
   viewers: 0, likes: 0, slow: 0, pinned: null, products: new Map(), sales: new Map(),
-  ended: new Map(), stats: null, editing: null, priceTouched: false,
+  ended: new Map(), stats: null, editing: null, priceTouched: false, coupons: new Map(),
 };
 
 // -- the connection ----------------------------------------------------------------
@@ -162,6 +172,7 @@ function onJoin(room, snapshot, recovered) {
   const sales = new Map();
   for (const sale of snapshot.sales ?? []) sales.set(sale.id, sale);
   view.sales = sales;
+  view.coupons = new Map((snapshot.coupons ?? []).map((c) => [c.id, c]));
   if (!recovered) feed.reset(snapshot.recent ?? []);
   showAnnouncement(snapshot.announcement);
   renderAll();
@@ -224,6 +235,22 @@ function onEvent(ev) {
       renderSales();
       break;
     }
+    case "coupon.dropped":
+      view.coupons.set(ev.coupon.id, ev.coupon);
+      renderCoupons();
+      break;
+    case "coupon.stock": {
+      const coupon = view.coupons.get(ev.coupon_id);
+      if (coupon) {
+        coupon.remaining = ev.remaining;
+        renderCoupons();
+      }
+      break;
+    }
+    case "coupon.ended":
+      view.coupons.delete(ev.coupon_id);
+      renderCoupons();
+      break;
     case "room.started":
       view.status = "live";
       renderAll();
@@ -923,7 +950,72 @@ function renderAll() {
   renderFigures();
   renderProducts();
   renderSales();
+  renderCoupons();
   renderControls();
+}
+
+/** The live coupons: what each takes off, how many are left, and Stop. */
+function renderCoupons() {
+  el.noCoupons.hidden = view.coupons.size > 0;
+  el.couponList.replaceChildren(...[...view.coupons.values()].map((c) => {
+    const li = document.createElement("li");
+    li.className = "sale-item coupon-item";
+    li.dataset.coupon = c.id;
+    const what = document.createElement("strong");
+    what.textContent = c.kind === "percent" ? `${c.value}% off` : `${money.format(c.value)} off`;
+    const left = document.createElement("span");
+    left.className = "coupon-left";
+    left.textContent = `${c.quantity - c.remaining} of ${c.quantity} claimed`;
+    const stop = document.createElement("button");
+    stop.type = "button";
+    stop.className = "btn btn-small secondary";
+    stop.textContent = "Stop";
+    stop.setAttribute("aria-label", `Stop the coupon ${what.textContent}`);
+    stop.addEventListener("click", async () => {
+      try {
+        await client.send("coupon.stop", { room: view.room, coupon: c.id });
+      } catch (err) {
+        note(el.couponNote, explain(err), "error");
+      }
+    });
+    li.append(what, left, stop);
+    return li;
+  }));
+}
+
+async function dropCoupon() {
+  const kind = el.cfKind.value;
+  const value = kind === "percent" ? Number(el.cfValue.value) : money.parse(el.cfValue.value);
+  if (value === null || !Number.isInteger(value) || value <= 0) {
+    note(el.couponNote, kind === "percent" ? "Enter a percentage from 5 to 90."
+      : `Enter the amount off in ${money.currency}, like 3.00.`, "error");
+    el.cfValue.focus();
+    return;
+  }
+  /** @type {Record<string, any>} */
+  const fields = {
+    room: view.room, kind, value,
+    quantity: Number(el.cfQuantity.value), per_user: Number(el.cfPerUser.value),
+  };
+  const least = el.cfMin.value.trim() ? money.parse(el.cfMin.value) : 0;
+  if (least === null) {
+    note(el.couponNote, `Enter the minimum order in ${money.currency}, like 20.00.`, "error");
+    return;
+  }
+  if (least) fields.min_total = least;
+  if (el.cfMinutes.value) fields.minutes = Number(el.cfMinutes.value);
+  if (Number(el.cfWatch.value)) fields.watch_minutes = Number(el.cfWatch.value);
+  el.cfDrop.disabled = true;
+  try {
+    const { coupon } = await client.send("coupon.drop", fields);
+    view.coupons.set(coupon.id, coupon);
+    renderCoupons();
+    note(el.couponNote, `Dropped: ${coupon.quantity} coupons.`, "ok", 4000);
+  } catch (err) {
+    note(el.couponNote, explain(err), "error");
+  } finally {
+    el.cfDrop.disabled = false;
+  }
 }
 
 function renderHeader() {
@@ -1100,6 +1192,14 @@ el.sfPrice.addEventListener("input", () => { view.priceTouched = true; });
 el.saleForm.addEventListener("submit", (e) => {
   e.preventDefault();
   startSale();
+});
+el.couponForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  dropCoupon();
+});
+el.cfKind.addEventListener("change", () => {
+  el.cfUnit.textContent = el.cfKind.value === "percent" ? "%" : money.currency;
+  el.cfValue.placeholder = el.cfKind.value === "percent" ? "15" : "3.00";
 });
 
 el.announceForm.addEventListener("submit", async (e) => {

@@ -77,6 +77,7 @@ const el = {
   qty: /** @type {HTMLSelectElement} */ (byId("qty")),
   buy: /** @type {HTMLButtonElement} */ (byId("buy")), buyResult: byId("buy-result"),
   orders: byId("orders"), orderList: byId("order-list"), announcement: byId("announcement"),
+  coupons: byId("coupons"), couponList: byId("coupon-list"), couponResult: byId("coupon-result"),
   feed: byId("feed"), jump: byId("jump"), composer: byId("composer"),
   composerGuest: byId("composer-guest"), signInChat: byId("sign-in-chat"),
   composerRow: byId("composer-row"), chatText: /** @type {HTMLInputElement} */ (byId("chat-text")),
@@ -94,12 +95,13 @@ const el = {
  *   sales: Map<string, any>, ended: {sale: any, reason: string} | null,
  *   orders: Map<string, any>, user: {id: string, name: string, role: string} | null,
  *   token: string | null, buying: boolean, mutedUntil: number, banned: boolean,
+ *   coupons: Map<string, any>, myCoupons: Record<string, number>,
  * }}
  */
 const view = {
   title: "", status: "", viewers: 0, likes: 0, ownTaps: 0, pinned: null,
   sales: new Map(), ended: null, orders: new Map(), user: null, token: null,
-  buying: false, mutedUntil: 0, banned: false,
+  buying: false, mutedUntil: 0, banned: false, coupons: new Map(), myCoupons: {},
 };
 
 /** Figures for tests and the curious: the chat's (see {@link ChatList}) and the joins'. */
@@ -219,6 +221,8 @@ function onJoin(room, snapshot, recovered) {
   for (const sale of snapshot.sales) sales.set(sale.id, sale);
   view.sales = sales;
   for (const order of snapshot.orders ?? []) view.orders.set(order.id, order);
+  view.coupons = new Map((snapshot.coupons ?? []).map((c) => [c.id, c]));
+  view.myCoupons = { ...(snapshot.my_coupons ?? {}) };
   if (!recovered) feed.reset(snapshot.recent);
   showAnnouncement(snapshot.announcement);
   player.setMedia(snapshot.media ?? { live: false, whep: false, hls: false });
@@ -301,6 +305,22 @@ function onEvent(ev) {
     case "media.updated":
     case "media.ended":
       player.setMedia(ev.media);
+      break;
+    case "coupon.dropped":
+      view.coupons.set(ev.coupon.id, ev.coupon);
+      renderCoupons();
+      break;
+    case "coupon.stock": {
+      const coupon = view.coupons.get(ev.coupon_id);
+      if (coupon) {
+        coupon.remaining = ev.remaining;
+        renderCoupons();
+      }
+      break;
+    }
+    case "coupon.ended":
+      view.coupons.delete(ev.coupon_id);
+      renderCoupons();
       break;
     case "room.ended":
       view.status = "ended";
@@ -567,7 +587,66 @@ function renderShop() {
     renderImage(p);
   }
   renderSale();
+  renderCoupons();
   renderOrders();
+}
+
+/** The live coupons, each with its Claim button (or why it cannot be claimed). */
+function renderCoupons() {
+  el.coupons.hidden = view.coupons.size === 0;
+  el.couponList.replaceChildren(...[...view.coupons.values()].map(couponItem));
+}
+
+/** @param {any} coupon @returns {HTMLLIElement} */
+function couponItem(coupon) {
+  const li = document.createElement("li");
+  li.className = "coupon";
+  li.dataset.coupon = coupon.id;
+  const mine = view.myCoupons[coupon.id] ?? 0;
+  li.dataset.mine = String(mine > 0);
+  const what = document.createElement("span");
+  what.className = "coupon-what";
+  const off = coupon.kind === "percent" ? `${coupon.value}% off` : `${money.format(coupon.value)} off`;
+  const least = coupon.min_total ? ` orders of ${money.format(coupon.min_total)} or more` : "";
+  const only = coupon.skus.length ? ` (${coupon.skus.map(titleOf).join(", ")})` : "";
+  what.textContent = `${off}${least}${only}`;
+  const left = document.createElement("span");
+  left.className = "coupon-left";
+  left.textContent = coupon.remaining > 0 ? `${coupon.remaining} left` : "All claimed";
+  const claim = document.createElement("button");
+  claim.type = "button";
+  claim.className = "btn btn-small claim";
+  const full = mine >= coupon.per_user;
+  claim.textContent = full ? "Claimed" : mine ? "Claim another" : "Claim";
+  claim.disabled = full || coupon.remaining <= 0 || !view.user || view.status !== "live";
+  if (!view.user) claim.title = "Sign in to claim coupons";
+  claim.addEventListener("click", () => claimCoupon(coupon.id));
+  li.append(what, left, claim);
+  return li;
+}
+
+/** @param {string} id */
+async function claimCoupon(id) {
+  try {
+    const data = await client.send("coupon.claim", { room: ROOM, coupon: id });
+    view.myCoupons[id] = data.mine;
+    view.coupons.set(id, data.coupon);
+    el.couponResult.textContent = "Coupon claimed! It is yours for this show.";
+  } catch (err) {
+    el.couponResult.textContent = explainCoupon(err);
+  }
+  renderCoupons();
+}
+
+/** @param {any} err @returns {string} */
+function explainCoupon(err) {
+  switch (err?.code) {
+    case "sold_out": return "Every one of this coupon is claimed.";
+    case "coupon_ended": return "This coupon has ended.";
+    case "limit_exceeded": return "You have claimed this coupon already.";
+    case "not_eligible": return `Keep watching: ${err.message}.`;
+    default: return explain(err);
+  }
 }
 
 /** The product's picture, or a tile with its initial when it has none. @param {any} p */
@@ -708,6 +787,7 @@ function titleOf(sku) {
 
 /** Enable what the viewer may do now, and say why not otherwise. */
 function renderControls() {
+  renderCoupons(); // their Claim buttons follow the sign-in and the show's status
   const live = client.state === "live";
   const onAir = view.status === "live";
   const signedIn = Boolean(view.user);
