@@ -47,6 +47,8 @@ def test_normalize_folds_and_maps_back_to_the_original() -> None:
         "spåm",
         "s\u0336p\u0336a\u0336m\u0336",
         "xxspamxx",
+        "ѕрам",  # Cyrillic look-alikes
+        "SPΑM",  # a Greek capital alpha
     ],
 )
 def test_matches_through_case_width_and_separators(text: str) -> None:
@@ -54,7 +56,7 @@ def test_matches_through_case_width_and_separators(text: str) -> None:
     assert verdict == Verdict("block", text, ("spam",))
 
 
-@pytest.mark.parametrize("text", ["", "spa", "sp4m", "maps", "s pa", "ѕрам", "hello world"])
+@pytest.mark.parametrize("text", ["", "spa", "sp4m", "maps", "s pa", "спам", "hello world"])
 def test_no_match(text: str) -> None:
     assert WordFilter([Term("spam", "block")]).check(text) == Verdict("allow", text, ())
 
