@@ -46,6 +46,12 @@ def _media(argv: Sequence[str]) -> int:
     return media.main(argv)
 
 
+def _coupons(argv: Sequence[str]) -> int:
+    from loadtests import coupons
+
+    return coupons.main(argv)
+
+
 def _plot(argv: Sequence[str]) -> int:
     from loadtests import plot
 
@@ -66,6 +72,7 @@ COMMANDS: Final[dict[str, tuple[Callable[[Sequence[str]], int], str]]] = {
     "fanout": (_fanout, "the first fan-out tool (aiohttp clients; the M and R rows)"),
     "bridge": (_bridge, "the order bridge's delivery rate"),
     "media": (_media, "live video: server CPU per WebRTC viewer, latency, HLS"),
+    "coupon-claims": (_coupons, "a burst of coupon claims at one live coupon (own server)"),
 }
 
 

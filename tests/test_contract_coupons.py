@@ -46,6 +46,15 @@ async def test_drop_list_claim_and_end(backends: Backends) -> None:
     assert (await store.claim("demo", "c1", "u4", NOW)).refused == "coupon_ended"
 
 
+async def test_the_watch_time_gate_is_checked_in_the_same_step(backends: Backends) -> None:
+    await backends.coupons.drop(drop(watch_minutes=2))
+    early = await backends.coupons.claim("demo", "c1", "u1", NOW, watched_s=119.5)
+    assert early.refused == "not_eligible" and early.coupon is not None
+    assert early.coupon.claimed == 0
+    ok = await backends.coupons.claim("demo", "c1", "u1", NOW, watched_s=120)
+    assert ok.refused is None and ok.mine == 1
+
+
 async def test_a_claim_after_the_window_is_refused(backends: Backends) -> None:
     await backends.coupons.drop(drop(minutes=1))
     assert (await backends.coupons.claim("demo", "c1", "u1", NOW + 59_999)).refused is None

@@ -122,5 +122,5 @@ async def test_a_watch_time_gate(start_server: ServerFactory, connect: ClientFac
     await viewer.join("demo")
     with pytest.raises(ClientError) as err:
         await viewer.request("coupon.claim", room="demo", coupon=gated["coupon"]["id"])
-    assert err.value.code == "not_eligible" and "2 more minutes" in err.value.message
+    assert err.value.code == "not_eligible" and "watched 2 minutes" in err.value.message
     assert err.value.data is not None and err.value.data["watch_s"] == 120

@@ -382,3 +382,18 @@ def test_reconnect_storm_resumes_the_killed_processs_viewers(
     assert storm["victims_gaps"] == storm["others_gaps"] == 0
     assert storm["others"] + storm["victims"] == 80
     assert storm["open_at_end"] == 80
+
+
+@pytest.mark.redis
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_coupon_claims_grants_exactly_the_quantity_over_two_processes(tmp_path: Path) -> None:
+    """The coupon benchmark on its own server (2 processes on Redis), small."""
+    out = tmp_path / "claims.json"
+    args = ["coupon-claims", "--users", "60", "--claims", "3", "--quantity", "25"]
+    done = _run([*args, "--procs", "1", "--json", str(out)], 100)
+    assert done.returncode == 0, done.stderr
+    fig = json.loads(out.read_text())
+    assert fig["granted"] == 25 and fig["doubled"] == 0 and fig["remaining"] == 0
+    assert fig["claims"] == 180 and fig["outcomes"]["ok"] == 25
+    assert fig["claims_per_s"] > 0 and fig["p50_ms"] <= fig["p99_ms"] <= fig["max_ms"]

@@ -364,9 +364,11 @@ class CouponStore(Protocol):
     async def drop(self, coupon: Coupon) -> bool:
         """Keep a new coupon; False (and nothing changes) if its id is taken."""
 
-    async def claim(self, room: str, coupon_id: str, user: str, now_ms: int) -> Claimed:
-        """One claim, in one atomic step over the quantity, the user's count and the
-        window (``CouponBook.claim``), whatever the connections and processes."""
+    async def claim(
+        self, room: str, coupon_id: str, user: str, now_ms: int, watched_s: float = 0
+    ) -> Claimed:
+        """One claim, in one atomic step over the gate, the window, the user's count and
+        the quantity (``CouponBook.claim``), whatever the connections and processes."""
 
     async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:
         """End an active coupon; the coupon if this call ended it (once), else None."""

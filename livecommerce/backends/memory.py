@@ -627,8 +627,10 @@ class MemoryCouponStore:
     async def drop(self, coupon: Coupon) -> bool:
         return self._book(coupon.room).drop(replace(coupon))
 
-    async def claim(self, room: str, coupon_id: str, user: str, now_ms: int) -> Claimed:
-        got = self._book(room).claim(coupon_id, user, now_ms)
+    async def claim(
+        self, room: str, coupon_id: str, user: str, now_ms: int, watched_s: float = 0
+    ) -> Claimed:
+        got = self._book(room).claim(coupon_id, user, now_ms, watched_s)
         return replace(got, coupon=None if got.coupon is None else replace(got.coupon))
 
     async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:

@@ -27,20 +27,24 @@ return 1
 
 CLAIM = """
 -- KEYS: 1 the coupon (hash), 2 its claims (hash user -> count)
--- ARGV: 1 user, 2 now (ms)
--- Returns {refusal or '', claimed, the user's claims}.
-local c = redis.call('HMGET', KEYS[1], 'status', 'quantity', 'claimed', 'per_user', 'ends_at')
-if not c[1] then return {'not_found', 0, 0} end
+-- ARGV: 1 user, 2 now (ms), 3 seconds the user has watched
+-- Returns {refusal or '', the user's claims, the coupon's fields and values}.
+local c = redis.call('HMGET', KEYS[1], 'status', 'quantity', 'claimed', 'per_user', 'ends_at',
+                     'watch_s')
+if not c[1] then return {'not_found', 0, {}} end
 local claimed, mine = tonumber(c[3]), tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local ends_at = tonumber(c[5])
-if c[1] ~= 'active' or (ends_at > 0 and tonumber(ARGV[2]) >= ends_at) then
-  return {'coupon_ended', claimed, mine}
+local ends_at, r = tonumber(c[5]), ''
+if tonumber(ARGV[3]) < tonumber(c[6]) then r = 'not_eligible'
+elseif c[1] ~= 'active' or (ends_at > 0 and tonumber(ARGV[2]) >= ends_at) then
+  r = 'coupon_ended'
+elseif mine >= tonumber(c[4]) then r = 'limit_exceeded'
+elseif claimed >= tonumber(c[2]) then r = 'sold_out'
+else
+  mine = mine + 1
+  redis.call('HSET', KEYS[1], 'claimed', claimed + 1)
+  redis.call('HSET', KEYS[2], ARGV[1], mine)
 end
-if mine >= tonumber(c[4]) then return {'limit_exceeded', claimed, mine} end
-if claimed >= tonumber(c[2]) then return {'sold_out', claimed, mine} end
-redis.call('HSET', KEYS[1], 'claimed', claimed + 1)
-redis.call('HSET', KEYS[2], ARGV[1], mine + 1)
-return {'', claimed + 1, mine + 1}
+return {r, mine, redis.call('HGETALL', KEYS[1])}
 """
 
 END = """
@@ -55,6 +59,7 @@ return 1
 
 _REFUSALS: dict[bytes, ClaimRefusal] = {
     b"not_found": "not_found",
+    b"not_eligible": "not_eligible",
     b"coupon_ended": "coupon_ended",
     b"limit_exceeded": "limit_exceeded",
     b"sold_out": "sold_out",
@@ -80,10 +85,12 @@ class RedisCouponStore:
         keys = [key(coupon.room, f"coupon:{coupon.id}"), key(coupon.room, "coupons")]
         return bool(await self._drop(keys=keys, args=[coupon.id, coupon.starts_at, *pairs]))
 
-    async def claim(self, room: str, coupon_id: str, user: str, now_ms: int) -> Claimed:
+    async def claim(
+        self, room: str, coupon_id: str, user: str, now_ms: int, watched_s: float = 0
+    ) -> Claimed:
         keys = [key(room, f"coupon:{coupon_id}"), key(room, f"cclaims:{coupon_id}")]
-        refusal, _claimed, mine = await self._claim(keys=keys, args=[user, now_ms])
-        coupon = await self.coupon(room, coupon_id)
+        refusal, mine, flat = await self._claim(keys=keys, args=[user, now_ms, watched_s])
+        coupon = _coupon(dict(zip(flat[::2], flat[1::2], strict=True)))
         return Claimed(coupon, int(mine), _REFUSALS.get(refusal) if refusal else None)
 
     async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:

@@ -202,7 +202,7 @@ def new_coupon(
     )
 
 
-ClaimRefusal = Literal["not_found", "coupon_ended", "limit_exceeded", "sold_out"]
+ClaimRefusal = Literal["not_found", "not_eligible", "coupon_ended", "limit_exceeded", "sold_out"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +219,14 @@ class Claimed:
         if self.refused is None and self.coupon is not None:
             return self.coupon
         code = self.refused or "not_found"
+        if code == "not_eligible" and self.coupon is not None:
+            minutes = -(-self.coupon.watch_s // 60)
+            raise Error(
+                "not_eligible",
+                f"only viewers who watched {minutes} minute{'s' if minutes > 1 else ''} of the "
+                "show may claim it",
+                data={"watch_s": self.coupon.watch_s},
+            )
         messages = {
             "not_found": "no such coupon in this room",
             "coupon_ended": "this coupon can no longer be claimed",
@@ -242,13 +250,16 @@ class CouponBook:
         self.coupons[coupon.id] = coupon
         return True
 
-    def claim(self, coupon_id: str, user: str, now: int) -> Claimed:
-        """One claim of ``user``: never more claims than the quantity, never more than
-        ``per_user`` for one user."""
+    def claim(self, coupon_id: str, user: str, now: int, watched_s: float = 0) -> Claimed:
+        """One claim of ``user``, who has watched the show ``watched_s`` seconds: never
+        more claims than the quantity, never more than ``per_user`` for one user, none
+        before the watch-time gate."""
         coupon = self.coupons.get(coupon_id)
         if coupon is None:
             return Claimed(None, 0, "not_found")
         mine = self.claims.get((coupon_id, user), 0)
+        if watched_s < coupon.watch_s:
+            return Claimed(coupon, mine, "not_eligible")
         if not coupon.open_at(now):
             return Claimed(coupon, mine, "coupon_ended")
         if mine >= coupon.per_user:

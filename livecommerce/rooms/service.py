@@ -11,7 +11,6 @@ import asyncio
 import functools
 import itertools
 import logging
-import math
 import os
 import secrets
 import time
@@ -962,17 +961,9 @@ class RoomService:
         room.require_live()
         if await self.backends.moderation.banned(room.id, [who.id]):
             raise Error("banned", "you are banned from this room")
-        coupon = await self.backends.coupons.coupon(room.id, coupon_id)
-        if coupon is None:
-            raise Error("not_found", "no such coupon in this room")
-        if coupon.watch_s and watched_s < coupon.watch_s:
-            left = math.ceil((coupon.watch_s - watched_s) / 60)
-            raise Error(
-                "not_eligible",
-                f"watch the show {left} more minute{'s' if left > 1 else ''} to claim it",
-                data={"watch_s": coupon.watch_s, "watched_s": int(watched_s)},
-            )
-        claimed = await self.backends.coupons.claim(room.id, coupon_id, who.id, self.now_ms())
+        claimed = await self.backends.coupons.claim(
+            room.id, coupon_id, who.id, self.now_ms(), watched_s
+        )
         return {"coupon": claimed.result().public(), "mine": claimed.mine}
 
     async def _coupon_ended(self, coupon: Coupon) -> None:
