@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
+from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
+import aiohttp
 import pytest
+import redis.asyncio as aioredis
 
 from livecommerce.client import Client, ClientError
-from tests.conftest import HOST, MOD, ClientFactory, ServerFactory, token
+from livecommerce.protocol import dumps, split_frame
+from tests.conftest import (
+    HOST,
+    MOD,
+    SECRET,
+    ClientFactory,
+    ServerFactory,
+    ServerProcess,
+    token,
+)
 from tests.test_commerce_ws import is_type
 
 
@@ -124,3 +140,72 @@ async def test_a_watch_time_gate(start_server: ServerFactory, connect: ClientFac
         await viewer.request("coupon.claim", room="demo", coupon=gated["coupon"]["id"])
     assert err.value.code == "not_eligible" and "watched 2 minutes" in err.value.message
     assert err.value.data is not None and err.value.data["watch_s"] == 120
+
+
+async def test_a_server_killed_during_a_claim_burst_loses_no_claim_and_doubles_none(
+    redis_url: str, spawn: Callable[..., ServerProcess]
+) -> None:
+    """Two processes on one Redis; 200 viewers claim a coupon of 60 (2 each, 3 tries
+    each) through both; one process is killed in the middle. Every claim answered ok is
+    in Redis, no viewer holds more than 2, no more than 60 in all, and the survivor's
+    viewers and the restarted server go on."""
+    args = ("--redis-url", redis_url, "--secret", SECRET, "--demo", "--tick-ms", "20")
+    p1, p2 = spawn(*args), spawn(*args)
+    # no cap on connections (aiohttp's default, 100, would hold the 101st socket back)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def viewer(p: ServerProcess, name: str) -> aiohttp.ClientWebSocketResponse:
+            ws = await session.ws_connect(f"{p.url}/ws")
+            await ws.send_str(dumps({"op": "connect", "id": 1, "token": token(name)}).decode())
+            await ws.send_str('{"op":"join","id":2,"room":"demo"}')
+            return ws
+
+        drop = {"op": "coupon.drop", "id": 3, "room": "demo", "kind": "percent", "value": 10}
+        hws = await session.ws_connect(f"{p2.url}/ws")
+        await hws.send_str(dumps({"op": "connect", "id": 1, "token": HOST}).decode())
+        await hws.send_str(dumps({**drop, "quantity": 60, "per_user": 2}).decode())
+        coupon = ""
+        while not coupon:
+            for line in split_frame(await hws.receive_str(timeout=5)):
+                if line.get("id") == 3:
+                    coupon = line["data"]["coupon"]["id"]
+        names = [f"k{i}" for i in range(200)]
+        sockets = [await viewer(p1 if i % 2 else p2, n) for i, n in enumerate(names)]
+        granted: Counter[str] = Counter()
+
+        async def claims(ws: aiohttp.ClientWebSocketResponse, name: str) -> None:
+            for j in range(3):
+                cmd = {"op": "coupon.claim", "id": 10 + j, "room": "demo", "coupon": coupon}
+                with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                    await ws.send_str(dumps(cmd).decode())
+            answered = 0
+            while answered < 3:
+                try:
+                    frame = await ws.receive_str(timeout=10)
+                except (TypeError, TimeoutError, aiohttp.ClientError, ConnectionError):
+                    return  # this viewer's server was killed
+                for line in split_frame(frame):
+                    if line.get("id", 0) >= 10 and "type" not in line:
+                        answered += 1
+                        granted[name] += bool(line["ok"])
+
+        burst = asyncio.gather(*(claims(ws, n) for ws, n in zip(sockets, names, strict=True)))
+        await asyncio.sleep(0.02)
+        p1.proc.send_signal(signal.SIGKILL)
+        p1.proc.wait(10)
+        await asyncio.wait_for(burst, 30)
+        for ws in [*sockets, hws]:
+            await ws.close()
+    r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        stored = {u: int(n) for u, n in (await r.hgetall(f"lc:{{demo}}:cclaims:{coupon}")).items()}
+        claimed = int(await r.hget(f"lc:{{demo}}:coupon:{coupon}", "claimed") or 0)
+    finally:
+        await r.aclose()
+    assert sum(granted.values()) > 0, "some claims were answered before the kill"
+    for name, n in granted.items():  # nothing answered ok is lost
+        assert stored.get(name, 0) >= n, (name, n, stored.get(name))
+    assert all(n <= 2 for n in stored.values())  # none past the limit, kill or not
+    assert claimed == sum(stored.values()) <= 60
+    p3 = spawn(*args)
+    assert p3.ready()
