@@ -14,6 +14,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from livecommerce.client import Client, ClientError
+from livecommerce.http.orders import SANDBOX
 from livecommerce.protocol import dumps, split_frame
 from tests.conftest import (
     HOST,
@@ -23,8 +24,9 @@ from tests.conftest import (
     ServerFactory,
     ServerProcess,
     token,
+    until,
 )
-from tests.test_commerce_ws import is_type
+from tests.test_commerce_ws import is_type, open_sale, put_product
 
 
 async def refused(client: Client, op: str, **fields: Any) -> str:
@@ -209,3 +211,114 @@ async def test_a_server_killed_during_a_claim_burst_loses_no_claim_and_doubles_n
     assert claimed == sum(stored.values()) <= 60
     p3 = spawn(*args)
     assert p3.ready()
+
+
+# -- spending a coupon on an order ---------------------------------------------------------
+
+
+async def test_a_claimed_coupon_is_spent_once_with_the_hold_and_given_back_if_it_expires(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    """mall #1003: one coupon used in 5 concurrent orders. Here exactly one order gets
+    it, the server computes the discount, the webhook carries it, and the coupon is the
+    buyer's again when the hold expires."""
+    server = await start_server(hold_s=1, sweep_interval_ms=100, limits={"order_burst": 100})
+    host = await connect(server, HOST)
+    sale = await open_sale(host, server, stock=50, limit=20, price=1000)
+    c = (
+        await host.request(
+            "coupon.drop", room="demo", kind="amount", value=300, quantity=5, min_total=1500
+        )
+    )["coupon"]
+    ana = await connect(server, token("ana"))
+    await ana.join("demo")
+
+    def order(key: str, qty: int = 2, coupon: str | None = c["id"]) -> Any:
+        fields: dict[str, Any] = {"room": "demo", "sale": sale["id"], "qty": qty, "key": key}
+        if coupon is not None:
+            fields["coupon"] = coupon
+        return ana.request("order", **fields)
+
+    with pytest.raises(ClientError) as err:
+        await order("k0")
+    assert err.value.code == "coupon_not_applicable" and err.value.data["rule"] == "unclaimed"
+    await ana.request("coupon.claim", room="demo", coupon=c["id"])
+    with pytest.raises(ClientError) as err:
+        await order("k1", qty=1)  # 1,000 is under the coupon's 1,500
+    assert err.value.data["rule"] == "min_total"
+
+    tabs = [await connect(server, token("ana")) for _ in range(5)]  # five tabs at once
+    for tab in tabs:
+        await tab.join("demo")
+    fields = {"room": "demo", "sale": sale["id"], "qty": 2, "coupon": c["id"]}
+    tries = await asyncio.gather(
+        *(tab.request("order", key=f"race{i}", **fields) for i, tab in enumerate(tabs)),
+        return_exceptions=True,
+    )
+    won = [t["order"] for t in tries if isinstance(t, dict)]
+    lost = [t for t in tries if isinstance(t, ClientError)]
+    assert len(won) == 1 and len(lost) == 4
+    assert all(e.code == "coupon_not_applicable" for e in lost), [e.code for e in lost]
+    assert (won[0]["coupon"], won[0]["discount"], won[0]["price"]) == (c["id"], 300, 1000)
+    plain = (await order("plain", coupon=None))["order"]
+    assert "coupon" not in plain and "discount" not in plain  # no coupon, as before
+    again = await order("race0")  # a retry of the winning key: the same order
+    if again["order"]["id"] == won[0]["id"]:
+        assert again["order"]["discount"] == 300
+
+    shop = server.app[SANDBOX]
+    assert shop is not None
+    await until(lambda: won[0]["id"] in shop.orders, "the webhook")
+    held = shop.orders[won[0]["id"]]
+    assert (held["coupon"], held["discount"], held["total"]) == (c["id"], 300, 1700)
+
+    expired = await ana.next_event(
+        lambda e: e["type"] == "order.updated" and e["order"]["id"] == won[0]["id"], timeout=10
+    )
+    assert expired["order"]["status"] == "expired"
+    back = (await order("after-expiry"))["order"]  # the coupon came back with the units
+    assert back["discount"] == 300
+
+
+async def test_a_coupon_for_other_products_is_refused_with_the_rule(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server()
+    host = await connect(server, HOST)
+    sale = await open_sale(host, server, price=1000)  # the product "mug"
+    assert await put_product(server, "tee", "Tee", 2500) == 200
+    c = (
+        await host.request(
+            "coupon.drop", room="demo", kind="percent", value=15, quantity=5, skus=["tee"]
+        )
+    )["coupon"]
+    bo = await connect(server, token("bo"))
+    await bo.join("demo")
+    await bo.request("coupon.claim", room="demo", coupon=c["id"])
+    with pytest.raises(ClientError) as err:
+        await bo.request("order", room="demo", sale=sale["id"], qty=1, key="k", coupon=c["id"])
+    assert err.value.code == "coupon_not_applicable" and err.value.data["rule"] == "sku"
+    assert "other products" in err.value.message
+
+
+async def test_the_server_picks_the_best_claimed_coupon(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server(limits={"order_burst": 100})
+    host = await connect(server, HOST)
+    sale = await open_sale(host, server, stock=20, limit=10, price=1000)
+    amount = await host.request("coupon.drop", room="demo", kind="amount", value=300, quantity=3)
+    percent = await host.request("coupon.drop", room="demo", kind="percent", value=20, quantity=3)
+    cy = await connect(server, token("cy"))
+    await cy.join("demo")
+    first = await cy.request("order", room="demo", sale=sale["id"], qty=2, key="a", coupon="best")
+    assert "coupon" not in first["order"]  # nothing claimed: the full price, no refusal
+    for c in (amount, percent):
+        await cy.request("coupon.claim", room="demo", coupon=c["coupon"]["id"])
+    got = []
+    for key in ("b", "c", "d"):
+        reply = await cy.request(
+            "order", room="demo", sale=sale["id"], qty=2, key=key, coupon="best"
+        )
+        got.append((reply["order"].get("coupon"), reply["order"].get("discount")))
+    assert got == [(percent["coupon"]["id"], 400), (amount["coupon"]["id"], 300), (None, None)]

@@ -117,7 +117,13 @@ SPEC: dict[str, dict[str, Field]] = {
         "duration_s": Field("int", True, 1, 86400),
     },
     "sale.stop": {"room": ROOM, "sale": ID},
-    "order": {"room": ROOM, "sale": ID, "qty": Field("int", True, 1, 100), "key": ID},
+    "order": {
+        "room": ROOM,
+        "sale": ID,
+        "qty": Field("int", True, 1, 100),
+        "key": ID,
+        "coupon": Field("id", False, hi=64),
+    },
     "coupon.drop": {
         "room": ROOM,
         "kind": Field("coupon_kind", True),

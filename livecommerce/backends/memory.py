@@ -27,6 +27,7 @@ from livecommerce.backends import (
 )
 from livecommerce.config import Settings
 from livecommerce.inventory.rules import (
+    BEST,
     Attempt,
     Ledger,
     Order,
@@ -407,14 +408,36 @@ class MemoryOutboxStore:
         return sorted(self._entries)
 
 
+def _best_coupon(book: CouponBook, ledger: Ledger, sale_id: str, a: Attempt) -> str | None:
+    """The buyer's claimed, unspent coupon that takes the most off this attempt."""
+    sale = ledger.sales.get(sale_id)
+    if sale is None:
+        return None
+    total, best, most = sale.price * a.qty, None, -1
+    for (cid, user), _n in book.claims.items():
+        coupon = book.coupons[cid]
+        if user != a.user or book.spendable(cid, user) < 1:
+            continue
+        if coupon.missed_rule(sku=sale.sku, total=total) is None:
+            off = coupon.discount(sku=sale.sku, total=total)
+            if off > most:
+                best, most = cid, off
+    return best
+
+
 class MemoryInventoryStore:
     """A :class:`Ledger` per room; events go through the memory event log."""
 
     def __init__(
-        self, log: MemoryEventLog, outbox: MemoryOutboxStore, counters: MemoryCounters
+        self,
+        log: MemoryEventLog,
+        outbox: MemoryOutboxStore,
+        counters: MemoryCounters,
+        coupons: MemoryCouponStore | None = None,
     ) -> None:
         self._log = log
         self._counters = counters
+        self._coupons = coupons or MemoryCouponStore()
         self._products: dict[str, dict[str, Product]] = {}
         self._ledgers: dict[str, Ledger] = {}
         self._outbox = outbox
@@ -463,7 +486,19 @@ class MemoryInventoryStore:
         self, room: str, sale_id: str, attempts: list[Attempt], *, now_ms: int, hold_ms: int
     ) -> list[Outcome]:
         ledger = self._ledger(room)
-        outcomes = [ledger.reserve(sale_id, a, now=now_ms, hold_ms=hold_ms) for a in attempts]
+        book = self._coupons.book(room)
+        outcomes = []
+        for a in attempts:  # in order, each coupon claim spent before the next attempt
+            if a.coupon == BEST:
+                a = replace(a, coupon=_best_coupon(book, ledger, sale_id, a))
+            coupon = None if a.coupon is None else book.coupons.get(a.coupon)
+            spendable = 0 if a.coupon is None else book.spendable(a.coupon, a.user)
+            out = ledger.reserve(
+                sale_id, a, now=now_ms, hold_ms=hold_ms, coupon=coupon, spendable=spendable
+            )
+            if out.created and a.coupon is not None:
+                book.spend(a.coupon, a.user, 1)
+            outcomes.append(out)
         for out in outcomes:
             if out.created and out.order is not None:
                 await self._counters.count(room, {"orders": 1, f"orders:{out.order.sku}": 1})
@@ -483,14 +518,23 @@ class MemoryInventoryStore:
             await self._ended(sold_out, now_ms)
         return (None if order is None else replace(order)), was_held
 
+    def _give_back(self, order: Order) -> None:
+        """A hold ended unpaid: the coupon it spent is the buyer's again."""
+        if order.coupon is not None:
+            self._coupons.book(order.room).spend(order.coupon, order.user, -1)
+
     async def cancel(self, order_id: str) -> Order | None:
         ledger = self._ledgers.get(room_of_order(order_id))
         order = None if ledger is None else ledger.release(order_id, "cancelled")
+        if order is not None:
+            self._give_back(order)
         return None if order is None else replace(order)
 
     async def sweep(self, room: str, now_ms: int) -> list[Order]:
         ledger = self._ledger(room)
         released = ledger.expire_due(now_ms)
+        for order in released:
+            self._give_back(order)
         for sale in ledger.end_due(now_ms):
             await self._ended(sale, now_ms)
         return [replace(o) for o in released]
@@ -530,6 +574,8 @@ class MemoryInventoryStore:
         if done.order is not None and done.applied:
             if before == "held" and done.order.status == "paid":
                 await self._count_sold(done.order, 1)
+            elif before == "held":  # cancelled before it was paid
+                self._give_back(done.order)
             elif before == "paid":
                 await self._count_sold(done.order, -1)
         if done.sold_out is not None:
@@ -621,31 +667,32 @@ class MemoryCouponStore:
     def __init__(self) -> None:
         self._books: dict[str, CouponBook] = {}
 
-    def _book(self, room: str) -> CouponBook:
+    def book(self, room: str) -> CouponBook:
+        """The room's coupons and claims (the inventory store spends them)."""
         return self._books.setdefault(room, CouponBook())
 
     async def drop(self, coupon: Coupon) -> bool:
-        return self._book(coupon.room).drop(replace(coupon))
+        return self.book(coupon.room).drop(replace(coupon))
 
     async def claim(
         self, room: str, coupon_id: str, user: str, now_ms: int, watched_s: float = 0
     ) -> Claimed:
-        got = self._book(room).claim(coupon_id, user, now_ms, watched_s)
+        got = self.book(room).claim(coupon_id, user, now_ms, watched_s)
         return replace(got, coupon=None if got.coupon is None else replace(got.coupon))
 
     async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:
-        ended = self._book(room).end(coupon_id, reason)
+        ended = self.book(room).end(coupon_id, reason)
         return None if ended is None else replace(ended)
 
     async def coupon(self, room: str, coupon_id: str) -> Coupon | None:
-        coupon = self._book(room).coupons.get(coupon_id)
+        coupon = self.book(room).coupons.get(coupon_id)
         return None if coupon is None else replace(coupon)
 
     async def live(self, room: str) -> list[Coupon]:
-        return [replace(c) for c in self._book(room).coupons.values() if c.status == "active"]
+        return [replace(c) for c in self.book(room).coupons.values() if c.status == "active"]
 
     async def claims_of(self, room: str, user: str) -> dict[str, int]:
-        book = self._book(room)
+        book = self.book(room)
         return {
             c.id: n
             for c in book.coupons.values()
@@ -660,13 +707,14 @@ def memory_backends(settings: Settings) -> Backends:
     )
     outbox = MemoryOutboxStore()
     counters = MemoryCounters()
+    coupons = MemoryCouponStore()
     return Backends(
         engine="memory",
         rooms=MemoryRoomStore(),
         log=log,
         counters=counters,
         moderation=MemoryModerationStore(),
-        inventory=MemoryInventoryStore(log, outbox, counters),
+        inventory=MemoryInventoryStore(log, outbox, counters, coupons),
         outbox=outbox,
-        coupons=MemoryCouponStore(),
+        coupons=coupons,
     )

@@ -21,6 +21,7 @@ from typing import Any
 
 from livecommerce.backends.redis import LOG_LUA, Client, _fresh_epoch, key, register
 from livecommerce.inventory.rules import (
+    BEST,
     Attempt,
     Order,
     Outcome,
@@ -82,11 +83,12 @@ local function pay_hold(p, room, oid, now, maxlen, fresh)
   end
 end
 
--- End a hold as expired or cancelled: its units go back, once.
+-- End a hold as expired or cancelled: its units go back, once, and the coupon it
+-- spent is the buyer's again.
 local function release(p, oid, status)
   local ok = p .. 'ordr:' .. oid
   if redis.call('HGET', ok, 'status') ~= 'held' then return false end
-  local o = redis.call('HMGET', ok, 'sale', 'qty', 'user')
+  local o = redis.call('HMGET', ok, 'sale', 'qty', 'user', 'coupon')
   local qty = tonumber(o[2])
   redis.call('HSET', ok, 'status', status)
   redis.call('ZREM', p .. 'holds', oid)
@@ -94,6 +96,7 @@ local function release(p, oid, status)
   redis.call('HINCRBY', sk, 'held', -qty)
   redis.call('HINCRBY', sk, 'remaining', qty)
   redis.call('HINCRBY', p .. 'units:' .. o[1], o[3], -qty)
+  if o[4] then redis.call('HINCRBY', p .. 'cspent:' .. o[4], o[3], -1) end
   return true
 end
 """
@@ -134,34 +137,68 @@ RESERVE = (
     """
 -- KEYS: 1 the sale's hash
 -- ARGV: 1 prefix, 2 room, 3 sale id, 4 now ms, 5 hold ms,
---       then per attempt: order id, user, key, qty
+--       then per attempt: order id, user, key, qty, coupon id ('' for none)
 -- Serves the attempts in order. Returns, per attempt, an error code, or
--- {created 0|1, status, created_at, expires_at, price} for the order its key names.
--- Work is bounded by the number of attempts (the caller sends at most a few hundred).
+-- {created 0|1, status, created_at, expires_at, price, discount} for the order its
+-- key names. A coupon is checked after the stock (claimed and unspent by the buyer,
+-- for the sale's product, the order at its minimum) and one claim of it is spent with
+-- the hold ('coupon_not_applicable:<rule>' otherwise). Work is bounded by the number
+-- of attempts (the caller sends at most a few hundred).
 """
     + _SALE_LUA
     + """
+-- What a coupon takes off an order of sku worth total, or false and the rule missed.
+local function coupon_off(p, cid, user, sku, total)
+  local c = redis.call('HMGET', p .. 'coupon:' .. cid, 'kind', 'value', 'min_total', 'skus')
+  local claimed = tonumber(redis.call('HGET', p .. 'cclaims:' .. cid, user) or '0')
+  local spent = tonumber(redis.call('HGET', p .. 'cspent:' .. cid, user) or '0')
+  if not c[1] or claimed - spent < 1 then return false, 'unclaimed' end
+  if c[4] ~= '' and not string.find('\\n' .. c[4] .. '\\n', '\\n' .. sku .. '\\n', 1, true) then
+    return false, 'sku'
+  end
+  if total < tonumber(c[3]) then return false, 'min_total' end
+  local off = tonumber(c[2])
+  if c[1] == 'percent' then off = math.floor(total * off / 100) end
+  return math.min(off, total)
+end
+
 local p, room, sid = ARGV[1], ARGV[2], ARGV[3]
 local now, hold = tonumber(ARGV[4]), tonumber(ARGV[5])
 local s = redis.call('HMGET', KEYS[1], 'status', 'ends_at', 'remaining', 'limit_per_user',
                      'price', 'sku', 'title')
 local out = {}
-for i = 6, #ARGV, 4 do
+for i = 6, #ARGV, 5 do
   local oid, user, k, qty = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
+  local cid = ARGV[i + 4]
   local ok = p .. 'ordr:' .. oid
-  local e = redis.call('HMGET', ok, 'sale', 'qty', 'status', 'created_at', 'expires_at', 'price')
-  local r
+  local e = redis.call('HMGET', ok, 'sale', 'qty', 'status', 'created_at', 'expires_at', 'price',
+                       'discount', 'coupon')
+  local r, off, rule = nil, 0, nil
   if not s[1] then r = 'not_found'
   elseif e[1] then
     if e[1] ~= sid or tonumber(e[2]) ~= qty then r = 'key_reused'
-    else r = {0, e[3], tonumber(e[4]), tonumber(e[5]), tonumber(e[6])} end
+    else
+      r = {0, e[3], tonumber(e[4]), tonumber(e[5]), tonumber(e[6]), tonumber(e[7] or '0'),
+           e[8] or ''}
+    end
   elseif s[1] ~= 'active' or now >= tonumber(s[2]) then r = 'sale_not_active'
   else
     local units = tonumber(redis.call('HGET', p .. 'units:' .. sid, user) or '0')
     local remaining = tonumber(s[3])
     if units + qty > tonumber(s[4]) then r = 'limit_exceeded'
     elseif remaining < qty then r = 'sold_out'
-    else
+    elseif cid == '*' then  -- "best": the buyer's claimed coupon that takes the most off
+      local best, most = '', 0
+      for _, id in ipairs(redis.call('SMEMBERS', p .. 'uclaims:' .. user)) do
+        local o = coupon_off(p, id, user, s[6], qty * tonumber(s[5]))
+        if o and (best == '' or o > most) then best, most = id, o end
+      end
+      cid, off = best, most
+    elseif cid ~= '' then
+      off, rule = coupon_off(p, cid, user, s[6], qty * tonumber(s[5]))
+      if not off then r = 'coupon_not_applicable:' .. rule end
+    end
+    if not r then
       s[3] = remaining - qty
       local expires = now + hold
       redis.call('HINCRBY', KEYS[1], 'remaining', -qty)
@@ -169,15 +206,20 @@ for i = 6, #ARGV, 4 do
       redis.call('HINCRBY', p .. 'units:' .. sid, user, qty)
       redis.call('HSET', ok, 'id', oid, 'room', room, 'sale', sid, 'sku', s[6], 'title', s[7],
                  'user', user, 'qty', qty, 'price', s[5], 'key', k, 'status', 'held',
-                 'created_at', num(now), 'expires_at', num(expires))
+                 'created_at', num(now), 'expires_at', num(expires), 'discount', off)
+      if cid ~= '' then
+        redis.call('HSET', ok, 'coupon', cid)
+        redis.call('HINCRBY', p .. 'cspent:' .. cid, user, 1)
+      end
       redis.call('ZADD', p .. 'uord:' .. user, now, oid)
       redis.call('ZADD', p .. 'holds', expires, oid)
       redis.call('HINCRBY', p .. 'stats', 'orders', 1)
       redis.call('HINCRBY', p .. 'stats', 'orders:' .. s[6], 1)
       redis.call('XADD', p .. 'outbox', '*', 'id', oid, 'room', room, 'sale', sid,
                  'sku', s[6], 'title', s[7], 'qty', qty, 'price', s[5], 'user', user,
-                 'created_at', num(now), 'expires_at', num(expires))
-      r = {1, 'held', now, expires, tonumber(s[5])}
+                 'created_at', num(now), 'expires_at', num(expires), 'coupon', cid,
+                 'discount', off)
+      r = {1, 'held', now, expires, tonumber(s[5]), off, cid}
     end
   end
   out[#out + 1] = r
@@ -382,6 +424,8 @@ def _order(raw: dict[Any, Any]) -> Order | None:
     f: dict[str, Any] = _text(raw)
     for name in _ORDER_INTS:
         f[name] = int(f[name])
+    f["discount"] = int(f.get("discount") or 0)
+    f["coupon"] = f.get("coupon") or None
     return Order(**f)
 
 
@@ -440,7 +484,7 @@ class RedisInventoryStore:
     ) -> list[Outcome]:
         args: list[Arg] = [key(room, ""), room, sale_id, now_ms, hold_ms]
         for a in attempts:
-            args += [a.order_id, a.user, a.key, a.qty]
+            args += [a.order_id, a.user, a.key, a.qty, "*" if a.coupon == BEST else a.coupon or ""]
         results = await self._reserve(keys=[key(room, f"sale:{sale_id}")], args=args)
         sale: Sale | None = None
         outcomes = []
@@ -451,7 +495,7 @@ class RedisInventoryStore:
             if sale is None:
                 sale = await self.sale(room, sale_id)
                 assert sale is not None  # it exists: the script just served from it
-            created, status, created_at, expires_at, price = r
+            created, status, created_at, expires_at, price, discount, coupon = r
             order = Order(
                 id=a.order_id,
                 room=room,
@@ -465,6 +509,8 @@ class RedisInventoryStore:
                 status=_str(status),  # type: ignore[arg-type]
                 created_at=int(created_at),
                 expires_at=int(expires_at),
+                coupon=_str(coupon) or None,
+                discount=int(discount),
             )
             outcomes.append(Outcome(order=order, created=bool(created)))
         return outcomes

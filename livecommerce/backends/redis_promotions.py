@@ -3,7 +3,9 @@
 Keys, after the room's prefix ``lc:{room}:`` (one hash tag, so a room's keys share a
 slot on Redis Cluster): ``coupon:<id>`` (hash, the coupon with its ``claimed`` count),
 ``coupons`` (sorted set of active coupon ids by drop time), ``cclaims:<id>`` (hash
-user -> claims). A claim is one script: the window, the user's count and the quantity
+user -> claims), ``uclaims:<user>`` (set of the coupons the user claimed), and, written
+by the order script (``redis_inventory.RESERVE``), ``cspent:<id>`` (hash user -> claims
+spent on held or paid orders). A claim is one script: the window, the user's count and the quantity
 are checked and both counts raised in one step, so no burst from any number of
 connections and processes claims more than the quantity, or twice for one user.
 """
@@ -26,7 +28,8 @@ return 1
 """
 
 CLAIM = """
--- KEYS: 1 the coupon (hash), 2 its claims (hash user -> count)
+-- KEYS: 1 the coupon (hash), 2 its claims (hash user -> count), 3 the user's claimed
+--       coupons (set of ids: the orders' "best" coupon is looked for there)
 -- ARGV: 1 user, 2 now (ms), 3 seconds the user has watched
 -- Returns {refusal or '', the user's claims, the coupon's fields and values}.
 local c = redis.call('HMGET', KEYS[1], 'status', 'quantity', 'claimed', 'per_user', 'ends_at',
@@ -43,6 +46,7 @@ else
   mine = mine + 1
   redis.call('HSET', KEYS[1], 'claimed', claimed + 1)
   redis.call('HSET', KEYS[2], ARGV[1], mine)
+  redis.call('SADD', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
 end
 return {r, mine, redis.call('HGETALL', KEYS[1])}
 """
@@ -88,7 +92,11 @@ class RedisCouponStore:
     async def claim(
         self, room: str, coupon_id: str, user: str, now_ms: int, watched_s: float = 0
     ) -> Claimed:
-        keys = [key(room, f"coupon:{coupon_id}"), key(room, f"cclaims:{coupon_id}")]
+        keys = [
+            key(room, f"coupon:{coupon_id}"),
+            key(room, f"cclaims:{coupon_id}"),
+            key(room, f"uclaims:{user}"),
+        ]
         refusal, mine, flat = await self._claim(keys=keys, args=[user, now_ms, watched_s])
         coupon = _coupon(dict(zip(flat[::2], flat[1::2], strict=True)))
         return Claimed(coupon, int(mine), _REFUSALS.get(refusal) if refusal else None)

@@ -125,7 +125,7 @@ _PAGE = """<!doctype html>
 <p class="note">Sandbox shop: no money moves. A real order system takes this place.</p>
 <h1>{title}</h1>
 <dl><dt>Order</dt><dd><code>{oid}</code></dd><dt>Quantity</dt><dd>{qty}</dd>
-<dt>Total</dt><dd>{total}</dd><dt>Status</dt><dd id="status">{status}</dd>
+{discount}<dt>Total</dt><dd id="total">{total}</dd><dt>Status</dt><dd id="status">{status}</dd>
 <dt>Pay before</dt><dd><time datetime="{expires_iso}">{expires_iso}</time></dd></dl>
 {actions}
 <p id="checkout-note" role="status"></p>
@@ -158,7 +158,13 @@ async def checkout_page(request: web.Request) -> web.Response:
         title=html.escape(order.title),
         oid=html.escape(order.id),
         qty=order.qty,
-        total=f"{order.qty * order.price / 100:.2f} {cur}",
+        discount=(
+            f'<dt>Coupon</dt><dd id="discount">−{order.discount / 100:.2f} {cur} '
+            f"<code>{html.escape(order.coupon)}</code></dd>"
+            if order.coupon
+            else ""
+        ),
+        total=f"{(order.qty * order.price - order.discount) / 100:.2f} {cur}",
         status=html.escape(order.status),
         expires_iso=expires,
         actions=actions,

@@ -406,7 +406,14 @@ async def _coupon_claim(svc: RoomService, conn: Connection, cmd: Command) -> dic
 
 async def _order(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
     a = cmd.args
-    order = await svc.order(conn.principal, cmd.room, sale_id=a["sale"], qty=a["qty"], key=a["key"])
+    order = await svc.order(
+        conn.principal,
+        cmd.room,
+        sale_id=a["sale"],
+        qty=a["qty"],
+        key=a["key"],
+        coupon=a.get("coupon"),
+    )
     return {"order": order.public()}
 
 
@@ -544,6 +551,7 @@ def _order_soon(svc: RoomService, conn: Connection, cmd: Command, handler: Handl
             qty=a["qty"],
             key=a["key"],
             done=functools.partial(_ordered, conn, cmd.id),
+            coupon=a.get("coupon"),
         )
     except Error as err:
         conn.refuse(cmd.id, err)

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from livecommerce.errors import Error
+from livecommerce.promotions.coupons import Coupon, not_applicable
 
 SaleStatus = Literal["active", "ended"]
 EndReason = Literal["sold_out", "stopped", "expired"]
@@ -98,6 +99,10 @@ class Order:
     expires_at: int
     payment_url: str | None = None
     """Where the buyer pays, once the order system gave one (or the sandbox's page)."""
+    coupon: str | None = None
+    """The coupon spent on it (given back if the hold expires or is cancelled)."""
+    discount: int = 0
+    """What the coupon took off the order's total (minor units)."""
 
     def public(self) -> dict[str, Any]:
         """The protocol's ``order`` object (``payment_url`` while held, once known)."""
@@ -112,6 +117,9 @@ class Order:
         }
         if self.payment_url and self.status == "held":
             out["payment_url"] = self.payment_url
+        if self.coupon:
+            out["coupon"] = self.coupon
+            out["discount"] = self.discount
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +159,11 @@ def room_of_order(oid: str) -> str:
     return oid.partition(".")[0]
 
 
+BEST = "best"
+"""An order's ``coupon`` that asks the server for the buyer's claimed coupon that takes
+the most off (none, and the full price, when none applies)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One ``order`` command waiting to be served."""
@@ -159,6 +172,8 @@ class Attempt:
     user: str
     key: str
     qty: int
+    coupon: str | None = None
+    """A coupon of the buyer's to spend on the order (``order``'s ``coupon``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,7 +202,10 @@ _MESSAGES = {
 
 
 def refusal(code: str) -> Error:
-    """The protocol error for a refused attempt (``key_reused`` is a ``bad_request``)."""
+    """The protocol error for a refused attempt (``key_reused`` is a ``bad_request``;
+    ``coupon_not_applicable:<rule>`` says which rule the order missed)."""
+    if code.startswith("coupon_not_applicable:"):
+        return not_applicable(code.partition(":")[2])
     message = _MESSAGES.get(code, code)
     if code == "key_reused":
         return Error("bad_request", message)
@@ -210,9 +228,20 @@ class Ledger:
     def active(self) -> list[Sale]:
         return [s for s in self.sales.values() if s.status == "active"]
 
-    def reserve(self, sale_id: str, a: Attempt, *, now: int, hold_ms: int) -> Outcome:
+    def reserve(
+        self,
+        sale_id: str,
+        a: Attempt,
+        *,
+        now: int,
+        hold_ms: int,
+        coupon: Coupon | None = None,
+        spendable: int = 0,
+    ) -> Outcome:
         """Serve one attempt: the idempotency key first, then the sale's state, the
-        user's limit and the stock."""
+        user's limit and the stock, then the coupon it spends (``coupon``, of which the
+        buyer has ``spendable`` claims unspent): one claim is spent with the hold, its
+        discount on the order. The caller spends the claim when the order is created."""
         sale = self.sales.get(sale_id)
         if sale is None:
             return Outcome(error="not_found")
@@ -228,6 +257,15 @@ class Ledger:
             return Outcome(error="limit_exceeded")
         if sale.remaining < a.qty:
             return Outcome(error="sold_out")
+        discount = 0
+        if a.coupon is not None:
+            if coupon is None or spendable < 1:
+                return Outcome(error="coupon_not_applicable:unclaimed")
+            total = sale.price * a.qty
+            rule = coupon.missed_rule(sku=sale.sku, total=total)
+            if rule is not None:
+                return Outcome(error=f"coupon_not_applicable:{rule}")
+            discount = coupon.discount(sku=sale.sku, total=total)
         sale.remaining -= a.qty
         sale.held += a.qty
         self.units[(sale_id, a.user)] = units + a.qty
@@ -244,6 +282,8 @@ class Ledger:
             status="held",
             created_at=now,
             expires_at=now + hold_ms,
+            coupon=a.coupon,
+            discount=discount,
         )
         self.orders[order.id] = order
         return Outcome(order=order, created=True)

@@ -50,7 +50,7 @@ def order_held(fields: Mapping[str, str], currency: str) -> dict[str, Any]:
     """
     try:
         nums = {name: int(fields[name]) for name in _INTS}
-        return {
+        data: dict[str, Any] = {
             "id": fields["id"],
             "room": fields["room"],
             "sale": fields["sale"],
@@ -63,6 +63,12 @@ def order_held(fields: Mapping[str, str], currency: str) -> dict[str, Any]:
             "created_at": nums["created_at"],
             "expires_at": nums["expires_at"],
         }
+        if fields.get("coupon"):  # a live coupon took this off the total: charge the rest
+            discount = int(fields.get("discount") or 0)
+            data["coupon"] = fields["coupon"]
+            data["discount"] = discount
+            data["total"] = nums["qty"] * nums["price"] - discount
+        return data
     except (KeyError, ValueError) as exc:
         raise ValueError(f"malformed outbox entry: {exc!r}") from exc
 

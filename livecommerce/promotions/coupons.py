@@ -21,6 +21,9 @@ from typing import Any, Literal
 from livecommerce.errors import Error
 
 CouponKind = Literal["amount", "percent"]
+CouponRule = Literal["unclaimed", "sku", "min_total"]
+"""Why a coupon does not apply to an order: not claimed (or already spent) by the
+buyer, not for the product, or the order under its minimum."""
 CouponStatus = Literal["active", "ended"]
 CouponEnd = Literal["stopped", "expired", "claimed"]
 """Why a coupon ended: the host stopped it, its window closed, or every one was claimed."""
@@ -119,20 +122,41 @@ class Coupon:
         """Whether it can be claimed at ``now`` (active, inside its window)."""
         return self.status == "active" and (self.ends_at == 0 or now < self.ends_at)
 
+    def missed_rule(self, *, sku: str, total: int) -> CouponRule | None:
+        """The rule an order of ``sku`` worth ``total`` misses (None: it applies)."""
+        if self.skus and sku not in self.skus:
+            return "sku"
+        if total < self.min_total:
+            return "min_total"
+        return None
+
     def discount(self, *, sku: str, total: int) -> int:
-        """What it takes off an order of ``sku`` worth ``total`` (minor units).
+        """What it takes off an order of ``sku`` worth ``total`` (minor units): the
+        amount, or the percentage rounded down, never more than the total.
 
         Raises:
             Error: ``coupon_not_applicable``, saying which rule the order misses.
         """
-        if self.skus and sku not in self.skus:
-            raise Error("coupon_not_applicable", f"this coupon is for {', '.join(self.skus)}")
-        if total < self.min_total:
-            raise Error(
-                "coupon_not_applicable", f"this coupon needs an order of at least {self.min_total}"
-            )
+        rule = self.missed_rule(sku=sku, total=total)
+        if rule is not None:
+            raise not_applicable(rule, self)
         off = self.value if self.kind == "amount" else total * self.value // 100
         return min(off, total)
+
+
+def not_applicable(rule: str, coupon: Coupon | None = None) -> Error:
+    """The ``coupon_not_applicable`` refusal, saying which rule the order missed."""
+    messages = {
+        "unclaimed": "claim this coupon first (each claim pays for one order)",
+        "sku": "this coupon is for "
+        + (", ".join(coupon.skus) if coupon is not None else "other products"),
+        "min_total": "this coupon needs an order of at least "
+        + (str(coupon.min_total) if coupon is not None else "more"),
+    }
+    return Error(
+        "coupon_not_applicable", messages.get(rule, "this coupon does not apply"),
+        data={"rule": rule},
+    )  # fmt: skip
 
 
 def new_coupon(
@@ -242,6 +266,18 @@ class CouponBook:
 
     coupons: dict[str, Coupon] = field(default_factory=dict)
     claims: dict[tuple[str, str], int] = field(default_factory=dict)
+    spent: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(coupon, user) -> claims spent on orders still held or paid."""
+
+    def spendable(self, coupon_id: str, user: str) -> int:
+        """The user's claims of the coupon not spent on an order."""
+        key = (coupon_id, user)
+        return self.claims.get(key, 0) - self.spent.get(key, 0)
+
+    def spend(self, coupon_id: str, user: str, n: int) -> None:
+        """Mark ``n`` of the user's claims spent (negative: given back)."""
+        key = (coupon_id, user)
+        self.spent[key] = self.spent.get(key, 0) + n
 
     def drop(self, coupon: Coupon) -> bool:
         """Add ``coupon``; False (and nothing changes) if its id is taken."""

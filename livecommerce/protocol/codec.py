@@ -122,6 +122,7 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
         ("sale", _is_id, True),
         ("qty", _is_int(1, MAX_QTY), True),
         ("key", _is_id, True),
+        ("coupon", _is_id, False),
     ),
 }
 

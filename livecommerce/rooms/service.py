@@ -770,9 +770,16 @@ class RoomService:
         await self.backends.inventory.stop_sale(room.id, sale_id, self.now_ms())
 
     async def order(
-        self, who: Principal, room_id: str, *, sale_id: str, qty: int, key: str
+        self,
+        who: Principal,
+        room_id: str,
+        *,
+        sale_id: str,
+        qty: int,
+        key: str,
+        coupon: str | None = None,
     ) -> Order:
-        attempt = self._attempt(who, await self.room(room_id), key, qty)
+        attempt = self._attempt(who, await self.room(room_id), key, qty, coupon)
         return self._placed(sale_id, await self.batcher.reserve(room_id, sale_id, attempt))
 
     def order_nowait(
@@ -784,6 +791,7 @@ class RoomService:
         qty: int,
         key: str,
         done: Callable[[Order | Error], None],
+        coupon: str | None = None,
     ) -> bool:
         """:meth:`order` without a task or a future, when the room is known: the
         attempt joins the next batch and ``done`` gets the order or the refusal. False
@@ -795,7 +803,7 @@ class RoomService:
         room = self._rooms.peek(room_id)
         if room is None:
             return False
-        attempt = self._attempt(who, room, key, qty)
+        attempt = self._attempt(who, room, key, qty, coupon)
 
         def resolved(outcome: Outcome | Exception) -> None:
             if isinstance(outcome, Exception):
@@ -810,12 +818,15 @@ class RoomService:
         self.batcher.submit(room_id, sale_id, attempt, resolved)
         return True
 
-    def _attempt(self, who: Principal, room: Room, key: str, qty: int) -> Attempt:
+    def _attempt(
+        self, who: Principal, room: Room, key: str, qty: int, coupon: str | None = None
+    ) -> Attempt:
         """An order attempt, after the checks in their documented order."""
         _allowed(who, room, CHATTERS)
         self._order_limit.check(who.id, self._clock())
         room.require_live()
-        return Attempt(order_id(room.id, who.id, key, self._id_key), who.id, key, qty)
+        oid = order_id(room.id, who.id, key, self._id_key)
+        return Attempt(oid, who.id, key, qty, coupon)
 
     def _placed(self, sale_id: str, outcome: Outcome) -> Order:
         """The order of an outcome, with its payment page; its refusal raised."""

@@ -618,8 +618,9 @@ const UNKNOWN_OUTCOME = new Set(["disconnected", "timeout"]);
  * hold. Refusals (`sold_out`, `limit_exceeded`, ...) are not retried: they reject.
  *
  * @param {LiveClient} client
- * @param {{room: string, sale: string, qty: number, key: string}} intent make `key`
- *   with {@link newOrderKey} once per intent (one press of "Buy") and keep it.
+ * @param {{room: string, sale: string, qty: number, key: string, coupon?: string}} intent
+ *   make `key` with {@link newOrderKey} once per intent (one press of "Buy") and keep
+ *   it; `coupon`: a claimed coupon's id, or `"best"` (the server picks).
  * @param {object} [options]
  * @param {number} [options.attempts=4] sends in all, the first included.
  * @param {number} [options.liveTimeoutMs=20000] how long to wait for the client to
@@ -631,7 +632,9 @@ const UNKNOWN_OUTCOME = new Set(["disconnected", "timeout"]);
 export async function placeOrder(client, intent, options = {}) {
   const attempts = options.attempts ?? 4;
   const liveTimeoutMs = options.liveTimeoutMs ?? 20_000;
+  /** @type {Record<string, any>} */
   const fields = { room: intent.room, sale: intent.sale, qty: intent.qty, key: intent.key };
+  if (intent.coupon) fields.coupon = intent.coupon;
   for (let attempt = 1; ; attempt += 1) {
     try {
       return await client.send("order", fields);

@@ -438,7 +438,10 @@ async function buy() {
   }
   const sale = featuredSale();
   if (!sale || view.buying) return;
+  /** @type {Record<string, any>} */
   const intent = { room: ROOM, sale: sale.id, qty: Number(el.qty.value) || 1, key: newOrderKey() };
+  // a claimed coupon: the server spends the one that takes the most off (or none)
+  if (Object.keys(view.myCoupons).length) intent.coupon = "best";
   view.buying = true;
   renderControls();
   buyResult("Reserving…", "pending");
@@ -448,9 +451,10 @@ async function buy() {
     });
     view.orders.set(order.id, { title: sale.title, ...order });
     renderOrders();
+    const saved = order.discount ? ` Your coupon took ${money.format(order.discount)} off.` : "";
     buyResult(
       order.status === "held"
-        ? `Reserved ${order.qty}! Complete payment before the timer runs out.`
+        ? `Reserved ${order.qty}! Complete payment before the timer runs out.${saved}`
         : `Your order is ${order.status}.`,
       order.status === "held" ? "ok" : "info",
     );
@@ -733,7 +737,9 @@ function orderNode(order) {
   const title = order.title ?? titleOf(order.sku);
   const what = document.createElement("span");
   what.className = "order-what";
-  what.textContent = `${order.qty} × ${title} · ${money.format(order.price * order.qty)}`;
+  const total = order.price * order.qty - (order.discount ?? 0);
+  const off = order.discount ? ` (coupon −${money.format(order.discount)})` : "";
+  what.textContent = `${order.qty} × ${title} · ${money.format(total)}${off}`;
   const status = document.createElement("span");
   status.className = "order-status";
   const labels = { held: "Reserved", paid: "Paid", expired: "Expired", cancelled: "Cancelled" };
