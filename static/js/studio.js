@@ -22,7 +22,9 @@
 import { LiveClient } from "/js/client.js";
 import { clock, count, currencyOf, formatDuration, Money, timeOfDay } from "/js/format.js";
 import { explain, Session } from "/js/session.js";
-import { byId, ChatList, confirmAction, messageNode, note, showConnection } from "/js/ui.js";
+import {
+  applyCouponEvent, byId, ChatList, confirmAction, messageNode, note, showConnection,
+} from "/js/ui.js";
 import { Broadcast } from "/js/video.js";
 
 // -- configuration ---------------------------------------------------------------
@@ -236,19 +238,9 @@ function onEvent(ev) {
       break;
     }
     case "coupon.dropped":
-      view.coupons.set(ev.coupon.id, ev.coupon);
-      renderCoupons();
-      break;
-    case "coupon.stock": {
-      const coupon = view.coupons.get(ev.coupon_id);
-      if (coupon) {
-        coupon.remaining = ev.remaining;
-        renderCoupons();
-      }
-      break;
-    }
+    case "coupon.stock":
     case "coupon.ended":
-      view.coupons.delete(ev.coupon_id);
+      applyCouponEvent(view.coupons, ev);
       renderCoupons();
       break;
     case "room.started":

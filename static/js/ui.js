@@ -112,6 +112,30 @@ export function note(target, text, kind = "info", ms = 6000) {
 }
 
 /**
+ * Keep a room's live coupons (by id) in step with a `coupon.*` event.
+ * @param {Map<string, any>} coupons
+ * @param {any} ev a `coupon.dropped`, `coupon.stock` or `coupon.ended` event
+ * @returns {boolean} whether `ev` was one (and `coupons` may have changed)
+ */
+export function applyCouponEvent(coupons, ev) {
+  switch (ev.type) {
+    case "coupon.dropped":
+      coupons.set(ev.coupon.id, ev.coupon);
+      return true;
+    case "coupon.stock": {
+      const coupon = coupons.get(ev.coupon_id);
+      if (coupon) coupon.remaining = ev.remaining;
+      return true;
+    }
+    case "coupon.ended":
+      coupons.delete(ev.coupon_id);
+      return true;
+    default:
+      return false;
+  }
+}
+
+/**
  * The author's name and the text of a chat message, both set as text (never parsed
  * as HTML): `<span class="msg-user">`, a space, `<span class="msg-text">`.
  * @param {{user: {name: string}, text: string}} ev a `chat` event

@@ -30,7 +30,7 @@
 
 import { LikeBatcher, LiveClient, newOrderKey, placeOrder } from "/js/client.js";
 import { clock, currencyOf, formatDuration, Money } from "/js/format.js";
-import { byId, ChatList, messageNode, note, showConnection } from "/js/ui.js";
+import { applyCouponEvent, byId, ChatList, messageNode, note, showConnection } from "/js/ui.js";
 import { LivePlayer } from "/js/video.js";
 
 // -- configuration ---------------------------------------------------------------
@@ -307,19 +307,9 @@ function onEvent(ev) {
       player.setMedia(ev.media);
       break;
     case "coupon.dropped":
-      view.coupons.set(ev.coupon.id, ev.coupon);
-      renderCoupons();
-      break;
-    case "coupon.stock": {
-      const coupon = view.coupons.get(ev.coupon_id);
-      if (coupon) {
-        coupon.remaining = ev.remaining;
-        renderCoupons();
-      }
-      break;
-    }
+    case "coupon.stock":
     case "coupon.ended":
-      view.coupons.delete(ev.coupon_id);
+      applyCouponEvent(view.coupons, ev);
       renderCoupons();
       break;
     case "room.ended":
