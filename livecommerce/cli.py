@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import json
 import logging
 import os
 import signal
@@ -152,6 +153,15 @@ def _parser() -> argparse.ArgumentParser:
         help='JSON lines from the order system: {"order_id", "status"} per order it knows',
     )
     rec.add_argument("--log-level", default="WARNING")
+
+    check = sub.add_parser(
+        "verify-draw",
+        help="check a giveaway's draw from its proof (GET /api/giveaways/{id}/proof)",
+    )
+    check.add_argument("file", help="the proof's JSON ('-': standard input)")
+    check.add_argument(
+        "--commitment", help="the commitment announced when the giveaway started (to compare)"
+    )
     return parser
 
 
@@ -528,8 +538,32 @@ async def _orphaned(parent: int, stop: asyncio.Event) -> None:
     stop.set()
 
 
+def verify_draw(path: str, published: str | None) -> int:
+    """``livecommerce verify-draw FILE``: 0 and "valid" when the proof checks out, else
+    1 and each problem (which part was tampered with)."""
+    from pathlib import Path
+
+    from livecommerce.promotions.draws import Proof, verify
+
+    text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    try:
+        proof = Proof.from_json(json.loads(text))
+    except ValueError as exc:
+        print(f"invalid: {exc}")
+        return 1
+    problems = verify(proof, published_commitment=published)
+    for line in problems:
+        print(f"invalid: {line}")
+    if problems:
+        return 1
+    print(f"valid: {len(proof.winners)} winners of {len(proof.entrants)} entrants")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "verify-draw":
+        return verify_draw(args.file, args.commitment)
     try:
         if args.command == "bridge":
             return run_bridge(_tool_settings(args), str(args.log_level))
