@@ -151,11 +151,6 @@ class Settings:
         return self.ice_allow_private or self.demo
 
     @property
-    def sandbox(self) -> bool:
-        """Whether the built-in sandbox shop takes the orders (no order system)."""
-        return self.order_webhook_url is None
-
-    @property
     def redis_cluster(self) -> bool:
         """Whether ``redis_url`` names a Redis Cluster."""
         return self.redis_url is not None and self.redis_url.startswith(REDIS_CLUSTER_SCHEMES)

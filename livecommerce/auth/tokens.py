@@ -35,9 +35,8 @@ def _b64url(part: str) -> bytes:
     return decoded
 
 
-def _hs256_payload(token: str, keys: tuple[bytes, ...]) -> tuple[bytes, int]:
-    """The payload of an HS256 JWS in compact form signed with one of ``keys``, and
-    which one signed it.
+def _hs256_payload(token: str, keys: tuple[bytes, ...]) -> bytes:
+    """The payload of an HS256 JWS in compact form signed with one of ``keys``.
 
     Raises:
         Error: ``unauthorized`` if it is not one, or the signature does not match.
@@ -57,9 +56,9 @@ def _hs256_payload(token: str, keys: tuple[bytes, ...]) -> tuple[bytes, int]:
     if "crit" in header:
         raise Error("unauthorized", "invalid token: unsupported critical header")
     signed = token[: len(header_b64) + 1 + len(payload_b64)].encode()
-    for i, key in enumerate(keys):
+    for key in keys:
         if hmac.compare_digest(hmac.digest(key, signed, "sha256"), signature):
-            return payload, i
+            return payload
     raise Error("unauthorized", "invalid token: signature verification failed")
 
 
@@ -133,7 +132,7 @@ def verify_token(
     if not token.isascii():  # a JWT is base64url and dots; anything else is not one
         raise Error("unauthorized", "invalid token: not a JWT")
     keys = (secret.encode(),) if demo is None else (secret.encode(), demo.encode())
-    payload, _ = _hs256_payload(token, keys)
+    payload = _hs256_payload(token, keys)
     try:
         claims = loads(payload)
     except ValueError:  # orjson's JSONDecodeError

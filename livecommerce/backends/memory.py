@@ -414,9 +414,9 @@ def _best_coupon(book: CouponBook, ledger: Ledger, sale_id: str, a: Attempt) -> 
     if sale is None:
         return None
     total, best, most = sale.price * a.qty, None, -1
-    for (cid, user), _n in book.claims.items():
+    for cid in book.claimed_by.get(a.user, ()):
         coupon = book.coupons[cid]
-        if user != a.user or book.spendable(cid, user) < 1:
+        if book.spendable(cid, a.user) < 1:
             continue
         if coupon.missed_rule(sku=sale.sku, total=total) is None:
             off = coupon.discount(sku=sale.sku, total=total)

@@ -31,8 +31,6 @@ class Deadlines:
 
     def __init__(self, seconds: float = DEFAULT_S) -> None:
         self.seconds = seconds
-        self.closed = 0
-        """Connections closed for sending no request in time."""
         self._timers: dict[Any, asyncio.TimerHandle] = {}
 
     def arm(self, transport: Any) -> None:
@@ -48,7 +46,6 @@ class Deadlines:
     def _expire(self, transport: Any) -> None:
         self._timers.pop(transport, None)
         if not transport.is_closing():
-            self.closed += 1
             log.info("closing a connection that sent no request within %g s", self.seconds)
             transport.close()
 

@@ -340,7 +340,12 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     stop = asyncio.Event()
     sweeper = asyncio.create_task(
-        _sweep_every(recorder, min(SWEEP_INTERVAL_S, settings.media_retention_s / 10), stop)
+        _sweep_every(
+            recorder,
+            app[WHEP_RATE],
+            min(SWEEP_INTERVAL_S, settings.media_retention_s / 10),
+            stop,
+        )
     )
     yield
     stop.set()
@@ -352,9 +357,13 @@ async def media_ctx(app: web.Application) -> AsyncIterator[None]:
         shutil.rmtree(media_dir, ignore_errors=True)
 
 
-async def _sweep_every(recorder: Recorder, interval: float, stop: asyncio.Event) -> None:
-    """Run the retention sweep now and every ``interval`` seconds until ``stop``."""
+async def _sweep_every(
+    recorder: Recorder, whep_rate: RateLimiter, interval: float, stop: asyncio.Event
+) -> None:
+    """Run the retention sweep now and every ``interval`` seconds until ``stop``, and
+    forget the WHEP rate buckets of users and addresses gone quiet."""
     while not stop.is_set():
+        whep_rate.prune(time.monotonic())
         try:
             await recorder.sweep()
         except Exception:

@@ -150,8 +150,11 @@ def not_applicable(rule: str, coupon: Coupon | None = None) -> Error:
         "unclaimed": "claim this coupon first (each claim pays for one order)",
         "sku": "this coupon is for "
         + (", ".join(coupon.skus) if coupon is not None else "other products"),
-        "min_total": "this coupon needs an order of at least "
-        + (str(coupon.min_total) if coupon is not None else "more"),
+        "min_total": (
+            f"this coupon needs an order of at least {coupon.min_total}"
+            if coupon is not None
+            else "the order is under this coupon's minimum total"
+        ),
     }
     return Error(
         "coupon_not_applicable", messages.get(rule, "this coupon does not apply"),
@@ -268,6 +271,8 @@ class CouponBook:
     claims: dict[tuple[str, str], int] = field(default_factory=dict)
     spent: dict[tuple[str, str], int] = field(default_factory=dict)
     """(coupon, user) -> claims spent on orders still held or paid."""
+    claimed_by: dict[str, list[str]] = field(default_factory=dict)
+    """user -> the coupons they claimed (where an order's "best" coupon is looked for)."""
 
     def spendable(self, coupon_id: str, user: str) -> int:
         """The user's claims of the coupon not spent on an order."""
@@ -304,6 +309,8 @@ class CouponBook:
             return Claimed(coupon, mine, "sold_out")
         coupon.claimed += 1
         self.claims[(coupon_id, user)] = mine + 1
+        if not mine:
+            self.claimed_by.setdefault(user, []).append(coupon_id)
         return Claimed(coupon, mine + 1)
 
     def end(self, coupon_id: str, reason: CouponEnd) -> Coupon | None:

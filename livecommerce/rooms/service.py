@@ -999,9 +999,6 @@ def _check_order_id(oid: str) -> None:
         raise Error("not_found", "no such order")
 
 
-NO_MEDIA: dict[str, bool] = {"live": False, "whep": False, "hls": False}
-
-
 def media_state(*, live: bool, hls: bool) -> dict[str, bool]:
     """The ``media`` object of PROTOCOL: whether the host publishes, and how to watch
     (WHEP while a publisher is connected; HLS once its live playlist has a segment)."""
@@ -1011,7 +1008,7 @@ def media_state(*, live: bool, hls: bool) -> dict[str, bool]:
 def _media(line: bytes | None) -> dict[str, bool]:
     """The room's video state from its latest ``media.*`` line (none: not live)."""
     if line is None:
-        return dict(NO_MEDIA)
+        return media_state(live=False, hls=False)
     media: dict[str, bool] = loads(line)["media"]
     return media
 
