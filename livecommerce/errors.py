@@ -27,6 +27,11 @@ ErrorCode = Literal[
     "coupon_ended",
     "coupon_not_applicable",
     "not_eligible",
+    "giveaway_closed",
+    "group_full",
+    "group_closed",
+    "bid_too_low",
+    "auction_closed",
     "internal",
 ]
 
@@ -49,6 +54,11 @@ HTTP_STATUS: Final[dict[str, int]] = {
     "coupon_ended": 409,
     "coupon_not_applicable": 409,
     "not_eligible": 403,
+    "giveaway_closed": 409,
+    "group_full": 409,
+    "group_closed": 409,
+    "bid_too_low": 409,
+    "auction_closed": 409,
     "internal": 500,
 }
 

@@ -184,6 +184,7 @@ def test_the_document_is_the_one_served(api_schema: OpenApiSchema) -> None:
         ("GET", "/api/rooms/{room}/products"),
         ("PUT", "/api/rooms/{room}/products/{sku}"),
         ("GET", "/api/orders/{order}"),
+        ("GET", "/api/giveaways/{giveaway}/proof"),
         ("POST", "/api/demo/token"),
         ("POST", "/api/orders/events"),
         ("GET", "/api/rooms/{room}/modlog"),

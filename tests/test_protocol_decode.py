@@ -49,6 +49,8 @@ class Field:
     required: bool
     lo: int = 0
     hi: int = 0
+    options: tuple[str, ...] = ()
+    """``choice``: the values accepted."""
 
     def accepts(self, value: Any) -> bool:
         if self.kind == "int":
@@ -67,16 +69,16 @@ class Field:
                 and len(value) <= self.lo
                 and all(type(t) is str and 0 < len(t) <= self.hi for t in value)
             )
-        if self.kind == "action":
-            return value in ("block", "mask", "flag")
-        if self.kind == "coupon_kind":
-            return value in ("amount", "percent")
+        if self.kind == "choice":
+            return value in self.options
         return type(value) is str and ROOM_ID.fullmatch(value) is not None
 
 
 ROOM = Field("room", True)
 USER = Field("user", True, hi=128)
 ID = Field("id", True, hi=64)
+REF = Field("id", True, hi=80)
+"""An id that carries its room (giveaways, groups)."""
 
 SPEC: dict[str, dict[str, Field]] = {
     "connect": {"token": Field("str", False, hi=4096)},
@@ -102,7 +104,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "room": ROOM,
         "add": Field("terms", False, 100, 64),
         "remove": Field("terms", False, 100, 64),
-        "action": Field("action", False),
+        "action": Field("choice", False, options=("block", "mask", "flag")),
         "leet": Field("bool", False),
     },
     "mod.approve": {"room": ROOM, "msg_id": Field("str", True, hi=64)},
@@ -126,7 +128,7 @@ SPEC: dict[str, dict[str, Field]] = {
     },
     "coupon.drop": {
         "room": ROOM,
-        "kind": Field("coupon_kind", True),
+        "kind": Field("choice", True, options=("amount", "percent")),
         "value": Field("int", True, 1, 10_000_000_000),
         "min_total": Field("int", False, 0, 10_000_000_000),
         "skus": Field("terms", False, 100, 64),
@@ -138,6 +140,31 @@ SPEC: dict[str, dict[str, Field]] = {
     },
     "coupon.stop": {"room": ROOM, "coupon": ID},
     "coupon.claim": {"room": ROOM, "coupon": ID},
+    "giveaway.start": {
+        "room": ROOM,
+        "prize": Field("id", False, hi=80),
+        "sku": Field("id", False, hi=64),
+        "winners": Field("int", False, 1, 100),
+        "duration_s": Field("int", True, 30, 900),
+        "entry": Field("choice", True, options=("button", "keyword")),
+        "keyword": Field("id", False, hi=32),
+        "verified_only": Field("bool", False),
+        "watch_minutes": Field("int", False, 0, 14),
+    },
+    "giveaway.enter": {"room": ROOM, "giveaway": REF},
+    "giveaway.draw": {"room": ROOM, "giveaway": REF},
+    "giveaway.cancel": {"room": ROOM, "giveaway": REF},
+    "deal.start": {
+        "room": ROOM,
+        "sku": ID,
+        "price": Field("int", True, 0, 10_000_000_000),
+        "size": Field("int", True, 2, 50),
+        "window_minutes": Field("int", True, 1, 1440),
+        "stock": Field("int", True, 2, 1_000_000),
+    },
+    "deal.stop": {"room": ROOM, "deal": ID},
+    "group.open": {"room": ROOM, "deal": ID},
+    "group.join": {"room": ROOM, "group": REF},
 }
 
 ROOM_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -225,10 +252,8 @@ def valid_value(field: Field) -> st.SearchStrategy[Any]:
         return st.booleans()
     if field.kind == "terms":
         return st.lists(st.text(min_size=1, max_size=field.hi), max_size=field.lo)
-    if field.kind == "action":
-        return st.sampled_from(["block", "mask", "flag"])
-    if field.kind == "coupon_kind":
-        return st.sampled_from(["amount", "percent"])
+    if field.kind == "choice":
+        return st.sampled_from(field.options)
     return st.one_of(st.text(max_size=30), st.just("é" * field.hi))
 
 
@@ -245,10 +270,8 @@ def invalid_values(field: Field) -> st.SearchStrategy[Any]:
             st.just(["x"] * (field.lo + 1)),
             st.lists(st.integers(), min_size=1, max_size=3),
         )
-    elif field.kind == "action":
-        bad = st.text(max_size=10).filter(lambda v: v not in ("block", "mask", "flag"))
-    elif field.kind == "coupon_kind":
-        bad = st.text(max_size=10).filter(lambda v: v not in ("amount", "percent"))
+    elif field.kind == "choice":
+        bad = st.text(max_size=10).filter(lambda v: v not in field.options)
     elif field.kind == "int":
         bad = st.one_of(
             st.sampled_from([True, False, field.lo - 1, field.hi + 1, float(field.lo)]),
@@ -396,12 +419,9 @@ def boundary_values(field: Field) -> tuple[list[Any], list[Any]]:
     elif field.kind == "terms":
         good = [[], ["x"], ["é" * field.hi] * field.lo]
         bad = [[""], ["x" * (field.hi + 1)], ["x"] * (field.lo + 1), "x", [1], {"x": "y"}]
-    elif field.kind == "action":
-        good = ["block", "mask", "flag"]
-        bad = ["", "Block", "allow", 1, ["block"]]
-    elif field.kind == "coupon_kind":
-        good = ["amount", "percent"]
-        bad = ["", "Amount", "free", 1, ["amount"]]
+    elif field.kind == "choice":
+        good = list(field.options)
+        bad = ["", field.options[0].title(), "other", 1, [field.options[0]]]
     elif field.kind == "user":
         good = ["x", "é" * field.hi, "Ünï çødé 用户 🙂"]
         bad = ["", "x" * (field.hi + 1), "a\nb", "\x00", "a\u200bb", "\u202e", 1, ["x"]]
@@ -477,6 +497,31 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "coupon.stop": {"room": "demo", "coupon": "c-1"},
     "coupon.claim": {"room": "demo", "coupon": "c-1"},
+    "giveaway.start": {
+        "room": "demo",
+        "prize": "A signed mug",
+        "sku": "mug-01",
+        "winners": 2,
+        "duration_s": 120,
+        "entry": "keyword",
+        "keyword": "luckymug",
+        "verified_only": True,
+        "watch_minutes": 1,
+    },
+    "giveaway.enter": {"room": "demo", "giveaway": "demo.g5ee3276e43"},
+    "giveaway.draw": {"room": "demo", "giveaway": "demo.g5ee3276e43"},
+    "giveaway.cancel": {"room": "demo", "giveaway": "demo.g5ee3276e43"},
+    "deal.start": {
+        "room": "demo",
+        "sku": "mug-01",
+        "price": 1200,
+        "size": 3,
+        "window_minutes": 15,
+        "stock": 30,
+    },
+    "deal.stop": {"room": "demo", "deal": "d-1"},
+    "group.open": {"room": "demo", "deal": "d-1"},
+    "group.join": {"room": "demo", "group": "demo.p3a2b1c0d9e"},
 }
 
 

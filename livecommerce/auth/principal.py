@@ -29,6 +29,9 @@ class Principal:
     rooms: frozenset[str] | None = None
     exp: float | None = field(default=None, compare=False)
     """When the token expires (unix seconds); None for a guest."""
+    verified: bool = field(default=False, compare=False)
+    """The token's ``verified`` claim: what the shop vouches for (a follower, a verified
+    buyer); giveaways may be for verified viewers only."""
 
     def role_in(self, room: str, room_host: str | None) -> Role:
         """The effective role in ``room``, whose owner is ``room_host``.

@@ -157,6 +157,9 @@ def verify_token(
         isinstance(rooms, list) and all(isinstance(r, str) for r in rooms)
     ):
         raise Error("unauthorized", "invalid token: bad rooms")
+    verified = claims.get("verified", False)
+    if not isinstance(verified, bool):
+        raise Error("unauthorized", "invalid token: bad verified (true or false)")
     if demo is None and DEMO_CLAIM in claims:
         raise Error("unauthorized", "invalid token: a demo token (this server is no demo)")
     if audience is not None:
@@ -171,4 +174,5 @@ def verify_token(
         role=cast(Role, role),
         rooms=None if rooms is None else frozenset(rooms),
         exp=float(exp),
+        verified=verified,
     )

@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 from livecommerce.config import Settings
 from livecommerce.inventory.rules import (
     Attempt,
+    Grant,
     Order,
     Outcome,
     Product,
@@ -25,6 +26,9 @@ from livecommerce.inventory.rules import (
     SettleKind,
 )
 from livecommerce.promotions.coupons import Claimed, Coupon, CouponEnd
+from livecommerce.promotions.draws import Proof
+from livecommerce.promotions.giveaways import Entered, Frozen, Giveaway
+from livecommerce.promotions.groups import Deal, Group, Joined
 from livecommerce.rooms.state import Room, Status
 
 Sink = Callable[[bytes, str | None], None]
@@ -383,6 +387,95 @@ class CouponStore(Protocol):
         """The user's claims of the room's active coupons, by coupon id (none: absent)."""
 
 
+class GiveawayStore(Protocol):
+    """Giveaways, their entries and draws (``promotions.giveaways`` has the rules).
+
+    ``node`` names the process that serves a user's connections: an entrant is present
+    while some live process (one whose presence report has not expired) has them.
+    """
+
+    async def start(self, giveaway: Giveaway, seed: bytes) -> bool:
+        """Keep a new giveaway and its secret seed; False (nothing changes) while the
+        room has another one not yet drawn."""
+
+    async def enter(self, room: str, gid: str, user: str, now_ms: int, node: str) -> Entered:
+        """One entry, atomic over the window, bans and mutes and the one-per-user rule
+        (the caller checked the giveaway's own conditions)."""
+
+    async def seen(self, room: str, user: str, node: str, *, here: bool) -> bool:
+        """The user joined the room on ``node`` (``here``), or their last connection on
+        it left: an entrant's presence for the draw. Only while a giveaway is open;
+        True if the user joined and is one of its entrants."""
+
+    async def freeze(self, room: str, gid: str, now_ms: int) -> Frozen | None:
+        """Close entries (``open`` to ``drawing``), freezing the present entrants; a
+        ``drawing`` giveaway gives the same entrants and seed again. None once drawn,
+        cancelled or unknown."""
+
+    async def finish(
+        self, room: str, proof: Proof, grants: list[Grant], *, now_ms: int, hold_ms: int
+    ) -> Giveaway | None:
+        """In one step: ``drawing`` to ``drawn`` with the proof kept, and the winners'
+        prize orders held (``grants``). None if it was not drawing (so this happens once)."""
+
+    async def cancel(self, room: str, gid: str) -> Giveaway | None:
+        """End an open giveaway without a draw; None if it was not open."""
+
+    async def get(self, room: str, gid: str) -> Giveaway | None:
+        """The giveaway, whatever its status, or None."""
+
+    async def current(self, room: str) -> Giveaway | None:
+        """The room's giveaway not yet drawn (open or drawing), if any."""
+
+    async def entered(self, room: str, gid: str, user: str) -> bool:
+        """Whether the user is an entrant."""
+
+    async def proof(self, room: str, gid: str) -> Proof | None:
+        """A drawn giveaway's proof."""
+
+
+class GroupStore(Protocol):
+    """Group buys: deals, their groups and the fills (``promotions.groups``)."""
+
+    async def start(self, deal: Deal) -> bool:
+        """Keep a new deal; False (nothing changes) if its id is taken."""
+
+    async def stop(self, room: str, deal_id: str) -> Deal | None:
+        """No new groups of the deal (forming ones go on); None if it was not active."""
+
+    async def deal(self, room: str, deal_id: str) -> Deal | None:
+        """The deal, active or ended, or None."""
+
+    async def deals(self, room: str) -> list[Deal]:
+        """Every deal of the room, oldest first."""
+
+    async def open(
+        self, room: str, deal_id: str, group_id: str, user: str, order_id: str, now_ms: int
+    ) -> Joined:
+        """A new group with ``user`` its first member (holding one unit); ``order_id``
+        names the order the fill will give them. One atomic step."""
+
+    async def join(
+        self, room: str, group_id: str, user: str, order_id: str, *, now_ms: int, hold_ms: int
+    ) -> Joined:
+        """Take a slot, in one atomic step over the window, the size, the user's other
+        groups and the deal's units; the last slot fills the group, holding every
+        member's order (``hold_ms`` to pay) in that same step. Joining a group one is in
+        already answers it again, unchanged."""
+
+    async def expire(self, room: str, now_ms: int) -> list[Group]:
+        """Fail the forming groups whose window ended (holds released, units back)."""
+
+    async def group(self, room: str, group_id: str) -> Group | None:
+        """The group, whatever its status, or None."""
+
+    async def forming(self, room: str, limit: int) -> tuple[list[Group], int]:
+        """Up to ``limit`` forming groups, closest to filling first, and how many form."""
+
+    async def mine(self, room: str, user: str) -> list[Group]:
+        """The forming groups ``user`` is in."""
+
+
 @dataclass(frozen=True, slots=True)
 class Clip:
     """A product's clip: the segments of a stream while the product was pinned.
@@ -482,6 +575,8 @@ class Backends:
     inventory: InventoryStore
     outbox: OutboxStore
     coupons: CouponStore
+    giveaways: GiveawayStore
+    groups: GroupStore
 
 
 @asynccontextmanager

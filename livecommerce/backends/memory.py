@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 from livecommerce.backends import (
     FLAGGED_SIZE,
@@ -29,6 +30,7 @@ from livecommerce.config import Settings
 from livecommerce.inventory.rules import (
     BEST,
     Attempt,
+    Grant,
     Ledger,
     Order,
     Outcome,
@@ -39,6 +41,9 @@ from livecommerce.inventory.rules import (
     room_of_order,
 )
 from livecommerce.promotions.coupons import Claimed, Coupon, CouponBook, CouponEnd
+from livecommerce.promotions.draws import Proof
+from livecommerce.promotions.giveaways import Entered, Frozen, Giveaway, GiveawayBook
+from livecommerce.promotions.groups import Deal, Group, GroupBook, Joined
 from livecommerce.protocol import encode_event, sequence
 from livecommerce.rooms.state import Room, Status
 
@@ -245,6 +250,12 @@ class MemoryModerationStore:
         entries = self._log.get(room, deque())
         return list(entries)[-limit:] if limit > 0 else []
 
+    def sanction(self, room: str, user: str, now_ms: int) -> Literal["banned", "muted"] | None:
+        """Whether the user is banned or muted now (the promotion stores ask)."""
+        if (room, user) in self._bans:
+            return "banned"
+        return "muted" if self._mutes.get((room, user), 0) > now_ms else None
+
     async def admit_chat(
         self, room: str, user: str, now_ms: int, *, slow_exempt: bool = False
     ) -> Refusal | None:
@@ -425,6 +436,11 @@ def _best_coupon(book: CouponBook, ledger: Ledger, sale_id: str, a: Attempt) -> 
     return best
 
 
+def _entry(order: Order) -> dict[str, str]:
+    """An order as its outbox entry."""
+    return {k: str(v) for k, v in order.to_dict().items() if v is not None}
+
+
 class MemoryInventoryStore:
     """A :class:`Ledger` per room; events go through the memory event log."""
 
@@ -502,9 +518,21 @@ class MemoryInventoryStore:
         for out in outcomes:
             if out.created and out.order is not None:
                 await self._counters.count(room, {"orders": 1, f"orders:{out.order.sku}": 1})
-                entry = {k: str(v) for k, v in out.order.to_dict().items() if v is not None}
-                self._outbox.append(room, entry)
+                self._outbox.append(room, _entry(out.order))
         return [replace(o, order=None if o.order is None else replace(o.order)) for o in outcomes]
+
+    async def grant(
+        self, room: str, grants: list[Grant], *, now_ms: int, hold_ms: int
+    ) -> list[Order]:
+        """Hold the orders promotions give (the ones whose ids are new), each sent to
+        the shop like a sale's. Called by the memory promotion stores in the same step
+        as the promotion's own change (one process: nothing runs in between)."""
+        ledger = self._ledger(room)
+        held = [o for g in grants if (o := ledger.grant(g, now=now_ms, hold_ms=hold_ms))]
+        for order in held:
+            await self._counters.count(room, {"orders": 1, f"orders:{order.sku}": 1})
+            self._outbox.append(room, _entry(order))
+        return [replace(o) for o in held]
 
     async def pay(self, order_id: str, now_ms: int) -> tuple[Order | None, bool]:
         ledger = self._ledgers.get(room_of_order(order_id))
@@ -661,6 +689,148 @@ class MemoryClipStore:
         return old
 
 
+class MemoryGiveawayStore:
+    """A :class:`~livecommerce.promotions.giveaways.GiveawayBook` per room; winners'
+    orders are held by the inventory store in the same step as the draw."""
+
+    def __init__(self, inventory: MemoryInventoryStore, moderation: MemoryModerationStore) -> None:
+        self._books: dict[str, GiveawayBook] = {}
+        self._inventory = inventory
+        self._moderation = moderation
+
+    def _book(self, room: str) -> GiveawayBook:
+        return self._books.setdefault(room, GiveawayBook())
+
+    async def start(self, giveaway: Giveaway, seed: bytes) -> bool:
+        return self._book(giveaway.room).start(replace(giveaway), seed)
+
+    async def enter(self, room: str, gid: str, user: str, now_ms: int, node: str) -> Entered:
+        book = self._book(room)
+        if gid in book.giveaways and (why := self._moderation.sanction(room, user, now_ms)):
+            return Entered(replace(book.giveaways[gid]), refused=why)
+        got = book.enter(gid, user, now_ms)
+        return replace(got, giveaway=None if got.giveaway is None else replace(got.giveaway))
+
+    async def seen(self, room: str, user: str, node: str, *, here: bool) -> bool:
+        return self._book(room).seen(user, here=here)
+
+    async def freeze(self, room: str, gid: str, now_ms: int) -> Frozen | None:
+        got = self._book(room).freeze(gid)
+        return None if got is None else Frozen(replace(got[0]), list(got[1]), got[2])
+
+    async def finish(
+        self, room: str, proof: Proof, grants: list[Grant], *, now_ms: int, hold_ms: int
+    ) -> Giveaway | None:
+        drawn = self._book(room).finish(proof.giveaway, proof)
+        if drawn is None:
+            return None
+        await self._inventory.grant(room, grants, now_ms=now_ms, hold_ms=hold_ms)
+        return replace(drawn)
+
+    async def cancel(self, room: str, gid: str) -> Giveaway | None:
+        got = self._book(room).cancel(gid)
+        return None if got is None else replace(got)
+
+    async def get(self, room: str, gid: str) -> Giveaway | None:
+        got = self._book(room).giveaways.get(gid)
+        return None if got is None else replace(got)
+
+    async def current(self, room: str) -> Giveaway | None:
+        book = self._book(room)
+        return None if book.current is None else replace(book.giveaways[book.current])
+
+    async def entered(self, room: str, gid: str, user: str) -> bool:
+        return user in self._book(room).entrants.get(gid, ())
+
+    async def proof(self, room: str, gid: str) -> Proof | None:
+        return self._book(room).proofs.get(gid)
+
+
+class MemoryGroupStore:
+    """A :class:`~livecommerce.promotions.groups.GroupBook` per room; a fill's orders
+    are held by the inventory store in the same step."""
+
+    def __init__(self, inventory: MemoryInventoryStore, moderation: MemoryModerationStore) -> None:
+        self._books: dict[str, GroupBook] = {}
+        self._orders: dict[tuple[str, str], str] = {}
+        """(group, member) -> the id of the order the fill gives the member."""
+        self._inventory = inventory
+        self._moderation = moderation
+
+    def _book(self, room: str) -> GroupBook:
+        return self._books.setdefault(room, GroupBook())
+
+    async def start(self, deal: Deal) -> bool:
+        return self._book(deal.room).start(replace(deal))
+
+    async def stop(self, room: str, deal_id: str) -> Deal | None:
+        got = self._book(room).stop(deal_id)
+        return None if got is None else replace(got)
+
+    async def deal(self, room: str, deal_id: str) -> Deal | None:
+        got = self._book(room).deals.get(deal_id)
+        return None if got is None else replace(got)
+
+    async def deals(self, room: str) -> list[Deal]:
+        return [replace(d) for d in self._book(room).deals.values()]
+
+    def _copy(self, got: Joined) -> Joined:
+        g = got.group
+        return replace(got, group=None if g is None else replace(g, members=list(g.members)))
+
+    async def open(
+        self, room: str, deal_id: str, group_id: str, user: str, order_id: str, now_ms: int
+    ) -> Joined:
+        book = self._book(room)
+        if deal_id in book.deals and self._moderation.sanction(room, user, 0) == "banned":
+            return Joined(None, refused="banned")
+        got = book.open(deal_id, group_id, user, now_ms)
+        if got.refused is None:
+            self._orders[(group_id, user)] = order_id
+        return self._copy(got)
+
+    async def join(
+        self, room: str, group_id: str, user: str, order_id: str, *, now_ms: int, hold_ms: int
+    ) -> Joined:
+        book = self._book(room)
+        group = book.groups.get(group_id)
+        if group is not None and self._moderation.sanction(room, user, 0) == "banned":
+            return self._copy(Joined(group, refused="banned"))
+        got = book.join(group_id, user, now_ms)
+        if got.refused is None:
+            self._orders.setdefault((group_id, user), order_id)
+        if got.filled and got.group is not None:
+            deal = book.deals[got.group.deal]
+            key = f"group:{group_id}"
+            grants = [
+                Grant(self._orders[(group_id, m)], m, key, group_id, "group", deal.sku,
+                      deal.title, deal.price)
+                for m in got.group.members
+            ]  # fmt: skip
+            await self._inventory.grant(room, grants, now_ms=now_ms, hold_ms=hold_ms)
+        return self._copy(got)
+
+    async def expire(self, room: str, now_ms: int) -> list[Group]:
+        failed = self._book(room).expire_due(now_ms)
+        return [replace(g, members=list(g.members)) for g in failed]
+
+    async def group(self, room: str, group_id: str) -> Group | None:
+        g = self._book(room).groups.get(group_id)
+        return None if g is None else replace(g, members=list(g.members))
+
+    async def forming(self, room: str, limit: int) -> tuple[list[Group], int]:
+        live = self._book(room).forming()
+        return [replace(g, members=list(g.members)) for g in live[:limit]], len(live)
+
+    async def mine(self, room: str, user: str) -> list[Group]:
+        book = self._book(room)
+        return [
+            replace(book.groups[gid], members=list(book.groups[gid].members))
+            for (deal, member), gid in book.member_of.items()
+            if member == user
+        ]
+
+
 class MemoryCouponStore:
     """A :class:`~livecommerce.promotions.coupons.CouponBook` per room."""
 
@@ -708,13 +878,17 @@ def memory_backends(settings: Settings) -> Backends:
     outbox = MemoryOutboxStore()
     counters = MemoryCounters()
     coupons = MemoryCouponStore()
+    moderation = MemoryModerationStore()
+    inventory = MemoryInventoryStore(log, outbox, counters, coupons)
     return Backends(
         engine="memory",
         rooms=MemoryRoomStore(),
         log=log,
         counters=counters,
-        moderation=MemoryModerationStore(),
-        inventory=MemoryInventoryStore(log, outbox, counters, coupons),
+        moderation=moderation,
+        inventory=inventory,
         outbox=outbox,
         coupons=coupons,
+        giveaways=MemoryGiveawayStore(inventory, moderation),
+        groups=MemoryGroupStore(inventory, moderation),
     )

@@ -734,7 +734,11 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
     r = await connect(settings)
     from livecommerce.backends.redis_inventory import RedisInventoryStore
     from livecommerce.backends.redis_outbox import RedisOutboxStore
-    from livecommerce.backends.redis_promotions import RedisCouponStore
+    from livecommerce.backends.redis_promotions import (
+        RedisCouponStore,
+        RedisGiveawayStore,
+        RedisGroupStore,
+    )
 
     sizes = {"history_size": settings.history_size, "recent_size": settings.limits.recent_chats}
     events = (
@@ -750,6 +754,8 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
             inventory=RedisInventoryStore(r, history_size=settings.history_size),
             outbox=RedisOutboxStore(r),
             coupons=RedisCouponStore(r),
+            giveaways=RedisGiveawayStore(r),
+            groups=RedisGroupStore(r),
         )
     finally:
         await events.close()

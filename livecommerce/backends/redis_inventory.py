@@ -23,6 +23,7 @@ from livecommerce.backends.redis import LOG_LUA, Client, _fresh_epoch, key, regi
 from livecommerce.inventory.rules import (
     BEST,
     Attempt,
+    Grant,
     Order,
     Outcome,
     Product,
@@ -61,20 +62,22 @@ end
 -- Count paid units and revenue in the room's figures (negative for a refund).
 local function count_sold(p, o, sign)
   local qty, price, sku = tonumber(o[2]), tonumber(o[3]), o[4]
-  local st = p .. 'stats'
+  local st, money = p .. 'stats', sign * qty * price
+  if money == 0 then money = 0 end  -- not -0 (a prize refunded), which HINCRBY refuses
   redis.call('HINCRBY', st, 'units_sold', sign * qty)
   redis.call('HINCRBY', st, 'units_sold:' .. sku, sign * qty)
-  redis.call('HINCRBY', st, 'revenue', sign * qty * price)
-  redis.call('HINCRBY', st, 'revenue:' .. sku, sign * qty * price)
+  redis.call('HINCRBY', st, 'revenue', money)
+  redis.call('HINCRBY', st, 'revenue:' .. sku, money)
 end
 
 local function pay_hold(p, room, oid, now, maxlen, fresh)
   local ok = p .. 'ordr:' .. oid
-  local o = redis.call('HMGET', ok, 'sale', 'qty', 'price', 'sku')
+  local o = redis.call('HMGET', ok, 'sale', 'qty', 'price', 'sku', 'source')
   local qty = tonumber(o[2])
   count_sold(p, o, 1)
   redis.call('HSET', ok, 'status', 'paid')
   redis.call('ZREM', p .. 'holds', oid)
+  if o[5] then return end  -- granted by a promotion: no sale's units
   local sk = p .. 'sale:' .. o[1]
   redis.call('HINCRBY', sk, 'held', -qty)
   local sold = redis.call('HINCRBY', sk, 'sold', qty)
@@ -88,15 +91,37 @@ end
 local function release(p, oid, status)
   local ok = p .. 'ordr:' .. oid
   if redis.call('HGET', ok, 'status') ~= 'held' then return false end
-  local o = redis.call('HMGET', ok, 'sale', 'qty', 'user', 'coupon')
+  local o = redis.call('HMGET', ok, 'sale', 'qty', 'user', 'coupon', 'source')
   local qty = tonumber(o[2])
   redis.call('HSET', ok, 'status', status)
   redis.call('ZREM', p .. 'holds', oid)
+  if o[5] then return true end
   local sk = p .. 'sale:' .. o[1]
   redis.call('HINCRBY', sk, 'held', -qty)
   redis.call('HINCRBY', sk, 'remaining', qty)
   redis.call('HINCRBY', p .. 'units:' .. o[1], o[3], -qty)
   if o[4] then redis.call('HINCRBY', p .. 'cspent:' .. o[4], o[3], -1) end
+  return true
+end
+
+-- Hold an order a promotion gives (g: order id, user, key, src, source, sku, title,
+-- price), written as RESERVE writes a sale's, and sent to the shop through the outbox.
+-- Its hash has a 'source' field (a sale's has none). False if the order exists.
+local function grant(p, room, g, now, hold)
+  local ok = p .. 'ordr:' .. g[1]
+  if redis.call('EXISTS', ok) == 1 then return false end
+  local expires = now + hold
+  redis.call('HSET', ok, 'id', g[1], 'room', room, 'sale', g[4], 'sku', g[6], 'title', g[7],
+             'user', g[2], 'qty', 1, 'price', g[8], 'key', g[3], 'status', 'held',
+             'created_at', num(now), 'expires_at', num(expires), 'discount', 0,
+             'source', g[5])
+  redis.call('ZADD', p .. 'uord:' .. g[2], now, g[1])
+  redis.call('ZADD', p .. 'holds', expires, g[1])
+  redis.call('HINCRBY', p .. 'stats', 'orders', 1)
+  redis.call('HINCRBY', p .. 'stats', 'orders:' .. g[6], 1)
+  redis.call('XADD', p .. 'outbox', '*', 'id', g[1], 'room', room, 'sale', g[4], 'sku', g[6],
+             'title', g[7], 'qty', 1, 'price', g[8], 'user', g[2], 'created_at', num(now),
+             'expires_at', num(expires), 'coupon', '', 'discount', 0, 'source', g[5])
   return true
 end
 """
@@ -271,12 +296,12 @@ if status == 'held' then
   return {'cancelled', 1, 0, 0}
 end
 if status == 'paid' and kind ~= 'paid' then
-  local o = redis.call('HMGET', KEYS[1], 'sale', 'qty', 'price', 'sku', 'user')
+  local o = redis.call('HMGET', KEYS[1], 'sale', 'qty', 'price', 'sku', 'user', 'source')
   local qty = tonumber(o[2])
   redis.call('HSET', KEYS[1], 'status', 'refunded')
   count_sold(p, o, -1)
   local sk = p .. 'sale:' .. o[1]
-  if redis.call('HGET', sk, 'status') == 'active' then
+  if not o[6] and redis.call('HGET', sk, 'status') == 'active' then
     redis.call('HINCRBY', sk, 'sold', -qty)
     redis.call('HINCRBY', sk, 'remaining', qty)
     redis.call('HINCRBY', p .. 'units:' .. o[1], o[5], -qty)
@@ -426,7 +451,23 @@ def _order(raw: dict[Any, Any]) -> Order | None:
         f[name] = int(f[name])
     f["discount"] = int(f.get("discount") or 0)
     f["coupon"] = f.get("coupon") or None
+    f["source"] = f.get("source") or "sale"
     return Order(**f)
+
+
+def grant_args(grants: list[Grant]) -> list[Arg]:
+    """The ARGV of the Lua ``grant`` function, 8 per grant, for a script to walk."""
+    out: list[Arg] = []
+    for g in grants:
+        out += [g.order_id, g.user, g.key, g.src, g.source, g.sku, g.title, g.price]
+    return out
+
+
+async def index_orders(r: Client, room: str, now_ms: int) -> None:
+    """Before a script may hold orders in ``room``: the sweeper and the bridge look
+    there (as ``start_sale`` does for a sale's)."""
+    await r.zadd(SWEEP_INDEX, {room: now_ms}, gt=True)
+    await r.sadd(OUTBOX_INDEX, room)
 
 
 class RedisInventoryStore:

@@ -129,6 +129,39 @@ _SCHEMAS: dict[str, Any] = {
             "payment_url": {"type": "string"},
             "created_at": {"type": "integer"},
             "expires_at": {"type": "integer"},
+            "coupon": {"type": "string"},
+            "discount": {"type": "integer", "minimum": 0},
+            "source": {
+                "type": "string",
+                "enum": ["giveaway", "group", "auction"],
+                "description": "A promotion's order (absent: a flash sale's)",
+            },
+        },
+    },
+    "DrawProof": {
+        "type": "object",
+        "description": "A giveaway's draw, checkable by anyone (docs/giveaways.md)",
+        "required": [
+            "giveaway",
+            "room",
+            "commitment",
+            "seed",
+            "entrants",
+            "entrants_digest",
+            "count",
+            "winners",
+            "version",
+        ],
+        "properties": {
+            "giveaway": {"type": "string"},
+            "room": {"type": "string"},
+            "commitment": {"type": "string", "description": "SHA-256 of the seed, hex"},
+            "seed": {"type": "string", "description": "The revealed seed, hex"},
+            "entrants": {"type": "array", "items": {"type": "string"}},
+            "entrants_digest": {"type": "string"},
+            "count": {"type": "integer", "minimum": 1},
+            "winners": {"type": "array", "items": {"type": "string"}},
+            "version": {"type": "integer"},
         },
     },
     "Clip": {
@@ -431,6 +464,20 @@ def document(*, demo: bool) -> dict[str, Any]:
                     {"name": "order", "in": "path", "required": True, "schema": {"type": "string"}}
                 ],
                 "responses": {"200": _json(_ref("Order"), "The order"), **_errors(401, 404)},
+            }
+        },
+        "/api/giveaways/{giveaway}/proof": {
+            "get": {
+                "summary": "A drawn giveaway's proof: seed, entrants and winners (public)",
+                "parameters": [
+                    {
+                        "name": "giveaway",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": _json(_ref("DrawProof"), "The proof"), **_errors(404)},
             }
         },
         "/api/rooms/{room}/modlog": {

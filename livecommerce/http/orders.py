@@ -125,12 +125,21 @@ _PAGE = """<!doctype html>
 <p class="note">Sandbox shop: no money moves. A real order system takes this place.</p>
 <h1>{title}</h1>
 <dl><dt>Order</dt><dd><code>{oid}</code></dd><dt>Quantity</dt><dd>{qty}</dd>
-{discount}<dt>Total</dt><dd id="total">{total}</dd><dt>Status</dt><dd id="status">{status}</dd>
+{source}{discount}<dt>Total</dt><dd id="total">{total}</dd>
+<dt>Status</dt><dd id="status">{status}</dd>
 <dt>Pay before</dt><dd><time datetime="{expires_iso}">{expires_iso}</time></dd></dl>
 {actions}
 <p id="checkout-note" role="status"></p>
 </main></body></html>
 """
+
+
+_SOURCES = {
+    "sale": "A flash sale",
+    "giveaway": "A giveaway's prize: free",
+    "group": "A group buy that filled: the group price",
+    "auction": "An auction you won: the hammer price",
+}
 
 
 async def checkout_page(request: web.Request) -> web.Response:
@@ -158,6 +167,11 @@ async def checkout_page(request: web.Request) -> web.Response:
         title=html.escape(order.title),
         oid=html.escape(order.id),
         qty=order.qty,
+        source=(
+            f'<dt>From</dt><dd id="source">{_SOURCES[order.source]}</dd>'
+            if order.source != "sale"
+            else ""
+        ),
         discount=(
             f'<dt>Coupon</dt><dd id="discount">−{order.discount / 100:.2f} {cur} '
             f"<code>{html.escape(order.coupon)}</code></dd>"

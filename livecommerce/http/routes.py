@@ -252,6 +252,12 @@ async def get_order(request: web.Request) -> web.Response:
     )
 
 
+async def giveaway_proof(request: web.Request) -> web.Response:
+    """A drawn giveaway's proof (public: anyone may check the draw)."""
+    proof = await request.app[SERVICE].giveaway_proof(request.match_info["giveaway"])
+    return json_response(proof)
+
+
 async def modlog(request: web.Request) -> web.Response:
     """The room's moderation log, oldest first (host, moderators, admins)."""
     who = principal(request)  # who asks, before anything they sent is read
@@ -362,6 +368,7 @@ def setup(app: web.Application, static_dir: Path) -> None:
     r.add_get("/api/rooms/{room}/products", list_products)
     r.add_get("/api/rooms/{room}/modlog", modlog)
     r.add_get("/api/orders/{order}", get_order)
+    r.add_get("/api/giveaways/{giveaway}/proof", giveaway_proof)
     if app[SETTINGS].demo:
         r.add_post("/api/demo/token", demo_token)
     if static_dir.is_dir():

@@ -297,7 +297,8 @@ async def _leave(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, 
 
 
 async def _chat(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
-    return await svc.chat(conn.principal, cmd.room, cmd.args["text"])
+    watched = _watched(conn, cmd.room)
+    return await svc.chat(conn.principal, cmd.room, cmd.args["text"], watched_s=watched)
 
 
 async def _like(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
@@ -399,9 +400,52 @@ async def _coupon_stop(svc: RoomService, conn: Connection, cmd: Command) -> dict
 
 
 async def _coupon_claim(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
-    joined = conn.joined_at.get(cmd.room)
-    watched = 0.0 if joined is None else conn.loop_time() - joined
+    watched = _watched(conn, cmd.room)
     return await svc.claim_coupon(conn.principal, cmd.room, cmd.args["coupon"], watched_s=watched)
+
+
+def _watched(conn: Connection, room: str) -> float:
+    """How long this connection has watched ``room`` (seconds; 0 if not joined)."""
+    joined = conn.joined_at.get(room)
+    return 0.0 if joined is None else conn.loop_time() - joined
+
+
+async def _giveaway_start(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    giveaway = await svc.start_giveaway(conn.principal, cmd.room, cmd.args)
+    return {"giveaway": giveaway.public()}
+
+
+async def _giveaway_enter(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    gid, watched = cmd.args["giveaway"], _watched(conn, cmd.room)
+    return await svc.enter_giveaway(conn.principal, cmd.room, gid, watched_s=watched)
+
+
+async def _giveaway_draw(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    drawn = await svc.draw_giveaway(conn.principal, cmd.room, cmd.args["giveaway"])
+    return {"giveaway": drawn.public()}
+
+
+async def _giveaway_cancel(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.cancel_giveaway(conn.principal, cmd.room, cmd.args["giveaway"])
+    return {}
+
+
+async def _deal_start(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    deal = await svc.start_deal(conn.principal, cmd.room, cmd.args)
+    return {"deal": deal.public()}
+
+
+async def _deal_stop(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.stop_deal(conn.principal, cmd.room, cmd.args["deal"])
+    return {}
+
+
+async def _group_open(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    return await svc.open_group(conn.principal, cmd.room, cmd.args["deal"])
+
+
+async def _group_join(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    return await svc.join_group(conn.principal, cmd.room, cmd.args["group"])
 
 
 async def _order(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
@@ -442,6 +486,14 @@ HANDLERS: dict[str, Handler] = {
     "coupon.drop": _coupon_drop,
     "coupon.stop": _coupon_stop,
     "coupon.claim": _coupon_claim,
+    "giveaway.start": _giveaway_start,
+    "giveaway.enter": _giveaway_enter,
+    "giveaway.draw": _giveaway_draw,
+    "giveaway.cancel": _giveaway_cancel,
+    "deal.start": _deal_start,
+    "deal.stop": _deal_stop,
+    "group.open": _group_open,
+    "group.join": _group_join,
 }
 
 

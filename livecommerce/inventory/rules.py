@@ -25,6 +25,10 @@ from livecommerce.promotions.coupons import Coupon, not_applicable
 SaleStatus = Literal["active", "ended"]
 EndReason = Literal["sold_out", "stopped", "expired"]
 OrderStatus = Literal["held", "paid", "expired", "cancelled", "refunded"]
+OrderSource = Literal["sale", "giveaway", "group", "auction"]
+"""What made an order: a flash sale, or a promotion that granted it (a giveaway's
+prize, a group that filled, an auction's win). A granted order's ``sale`` is the
+promotion's id; it holds no sale's units."""
 SettleKind = Literal["paid", "cancelled", "refunded"]
 """What the order system reports about an order (its signed callbacks)."""
 SETTLE_KINDS: tuple[SettleKind, ...] = ("paid", "cancelled", "refunded")
@@ -103,6 +107,7 @@ class Order:
     """The coupon spent on it (given back if the hold expires or is cancelled)."""
     discount: int = 0
     """What the coupon took off the order's total (minor units)."""
+    source: OrderSource = "sale"
 
     def public(self) -> dict[str, Any]:
         """The protocol's ``order`` object (``payment_url`` while held, once known)."""
@@ -120,6 +125,9 @@ class Order:
         if self.coupon:
             out["coupon"] = self.coupon
             out["discount"] = self.discount
+        if self.source != "sale":  # no sale the client knows: the title comes along
+            out["source"] = self.source
+            out["title"] = self.title
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,6 +182,22 @@ class Attempt:
     qty: int
     coupon: str | None = None
     """A coupon of the buyer's to spend on the order (``order``'s ``coupon``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """A held order a promotion gives a user (no sale's units: ``src`` is the
+    promotion's id), at ``price`` (0 for a prize)."""
+
+    order_id: str
+    user: str
+    key: str
+    src: str
+    source: OrderSource
+    sku: str
+    title: str
+    price: int
+    qty: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -288,6 +312,28 @@ class Ledger:
         self.orders[order.id] = order
         return Outcome(order=order, created=True)
 
+    def grant(self, g: Grant, *, now: int, hold_ms: int) -> Order | None:
+        """Hold an order a promotion gives; None (nothing changes) if its id exists."""
+        if g.order_id in self.orders:
+            return None
+        order = Order(
+            id=g.order_id,
+            room=self.room,
+            sale=g.src,
+            sku=g.sku,
+            title=g.title,
+            user=g.user,
+            qty=g.qty,
+            price=g.price,
+            key=g.key,
+            status="held",
+            created_at=now,
+            expires_at=now + hold_ms,
+            source=g.source,
+        )
+        self.orders[order.id] = order
+        return order
+
     def pay(self, oid: str) -> tuple[Order | None, Sale | None]:
         """Confirm payment of a hold. Paying a paid order changes nothing.
 
@@ -297,8 +343,10 @@ class Ledger:
         order = self.orders.get(oid)
         if order is None or order.status != "held":
             return order, None
-        sale = self.sales[order.sale]
         order.status = "paid"
+        sale = self.sales.get(order.sale)
+        if sale is None:  # granted by a promotion: no sale's units
+            return order, None
         sale.held -= order.qty
         sale.sold += order.qty
         if sale.sold == sale.stock and sale.status == "active":
@@ -315,8 +363,10 @@ class Ledger:
         order = self.orders.get(oid)
         if order is None or order.status != "held":
             return None
-        sale = self.sales[order.sale]
         order.status = status
+        sale = self.sales.get(order.sale)
+        if sale is None:
+            return order
         sale.held -= order.qty
         sale.remaining += order.qty
         self.units[(order.sale, order.user)] -= order.qty
@@ -346,9 +396,9 @@ class Ledger:
             self.release(oid, "cancelled")
             return Settled(order, applied=True)
         if order.status == "paid" and kind != "paid":
-            sale = self.sales[order.sale]
+            sale = self.sales.get(order.sale)
             order.status = "refunded"
-            if sale.status == "active":
+            if sale is not None and sale.status == "active":
                 sale.sold -= order.qty
                 sale.remaining += order.qty
                 self.units[(order.sale, order.user)] -= order.qty

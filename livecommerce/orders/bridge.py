@@ -68,6 +68,8 @@ def order_held(fields: Mapping[str, str], currency: str) -> dict[str, Any]:
             data["coupon"] = fields["coupon"]
             data["discount"] = discount
             data["total"] = nums["qty"] * nums["price"] - discount
+        if fields.get("source", "sale") != "sale":  # a promotion's: the prize, group, win
+            data["source"] = fields["source"]
         return data
     except (KeyError, ValueError) as exc:
         raise ValueError(f"malformed outbox entry: {exc!r}") from exc

@@ -51,6 +51,15 @@ def _is_id(v: Any) -> bool:
     return type(v) is str and 0 < len(v) <= 64
 
 
+def _is_ref(v: Any) -> bool:
+    """An id that may carry its room (``<room>.<id>``: giveaways, groups, auctions)."""
+    return type(v) is str and 0 < len(v) <= 80
+
+
+def _is_text(most: int) -> Callable[[Any], bool]:
+    return lambda v: type(v) is str and 0 < len(v) <= most
+
+
 def _is_terms(v: Any) -> bool:
     return type(v) is list and len(v) <= 100 and all(type(t) is str and 0 < len(t) <= 64 for t in v)
 
@@ -117,6 +126,33 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
     ),
     "coupon.stop": (_ROOM, ("coupon", _is_id, True)),
     "coupon.claim": (_ROOM, ("coupon", _is_id, True)),
+    # the giveaway's rules (bounds, the keyword, the watch time) are in promotions.giveaways
+    "giveaway.start": (
+        _ROOM,
+        ("prize", _is_text(80), False),
+        ("sku", _is_id, False),
+        ("winners", _is_int(1, 100), False),
+        ("duration_s", _is_int(30, 900), True),
+        ("entry", lambda v: v in ("button", "keyword"), True),
+        ("keyword", _is_text(32), False),
+        ("verified_only", lambda v: type(v) is bool, False),
+        ("watch_minutes", _is_int(0, 14), False),
+    ),
+    "giveaway.enter": (_ROOM, ("giveaway", _is_ref, True)),
+    "giveaway.draw": (_ROOM, ("giveaway", _is_ref, True)),
+    "giveaway.cancel": (_ROOM, ("giveaway", _is_ref, True)),
+    # the deal's rules (bounds; price at most the list price) are in promotions.groups
+    "deal.start": (
+        _ROOM,
+        ("sku", _is_id, True),
+        ("price", _is_int(0, MAX_PRICE), True),
+        ("size", _is_int(2, 50), True),
+        ("window_minutes", _is_int(1, 1440), True),
+        ("stock", _is_int(2, MAX_STOCK), True),
+    ),
+    "deal.stop": (_ROOM, ("deal", _is_id, True)),
+    "group.open": (_ROOM, ("deal", _is_id, True)),
+    "group.join": (_ROOM, ("group", _is_ref, True)),
     "order": (
         _ROOM,
         ("sale", _is_id, True),

@@ -38,6 +38,7 @@ from typing import Any, Protocol
 
 from livecommerce.backends import STAFF, Backends, LogHead
 from livecommerce.errors import Error
+from livecommerce.promotions.groups import FORMING_SHOWN
 from livecommerce.protocol import dumps, encode_event, line_seq, loads, text_frame
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,11 @@ _SALE_STARTED = b'"type":"sale.started"'
 _COUPON_DROPPED = b'"type":"coupon.dropped"'
 _PINNED = b'"type":"product.pinned"'
 _UNPINNED = b'"type":"product.unpinned"'
-_CHANGES = re.compile(rb'"type":"(?:sale\.started|product\.pinned|product\.unpinned)"')
+_CHANGES = re.compile(
+    rb'"type":"(?:sale\.started|coupon\.dropped|deal\.started|product\.(?:un)?pinned)"'
+)
+_DEAL_STARTED = b'"type":"deal.started"'
+_GIVEAWAY = re.compile(rb'"type":"giveaway\.(started|drawn|cancelled)"')
 
 
 def _pinned_sku(line: bytes) -> str | None:
@@ -173,6 +178,12 @@ class Channel:
         self.coupons_open = False
         self.coupons_sent: dict[str, int] = {}
         """The ``remaining`` of each live coupon last sent (``coupon.stock``)."""
+        self.groups_open = False
+        """Whether the room has deals (groups may be forming): looked at each tick."""
+        self.forming_sent: bytes | None = None
+        self.giveaway: dict[str, Any] | None = None
+        """The open giveaway (its ``giveaway`` object), as the room's lines said."""
+        self.entries_sent = -1
         self.stock_sent: dict[str, int] = {}
         self.stats_sent: bytes | None = None
         self.pinned: str | None = None
@@ -237,6 +248,8 @@ class Hub:
         self._counters = backends.counters
         self._inventory = backends.inventory
         self._coupons = backends.coupons
+        self._giveaways = backends.giveaways
+        self._groups = backends.groups
         self.node = node
         self.tick_s = tick_s
         self.presence_s = presence_s
@@ -305,6 +318,24 @@ class Hub:
         ch = self._channels.get(room)
         return 0 if ch is None else max(ch.viewers, len(ch.users))
 
+    def giveaway(self, room: str) -> dict[str, Any] | None:
+        """The room's open giveaway as this process last saw it (its protocol object)."""
+        ch = self._channels.get(room)
+        return None if ch is None else ch.giveaway
+
+    def giveaways(self) -> list[tuple[str, dict[str, Any]]]:
+        """This process's rooms with a giveaway open (or drawing), and each one."""
+        return [(room, ch.giveaway) for room, ch in self._channels.items() if ch.giveaway]
+
+    def here(self, room: str, user: str) -> bool:
+        """Whether ``user`` has a counted connection in ``room`` on this process."""
+        ch = self._channels.get(room)
+        return ch is not None and user in ch.users
+
+    def rooms_with_groups(self) -> list[str]:
+        """This process's rooms with group-buy deals."""
+        return [room for room, ch in self._channels.items() if ch.groups_open]
+
     def rooms_with_coupons(self) -> list[str]:
         """This process's rooms that had live coupons at their last look."""
         return [room for room, ch in self._channels.items() if ch.coupons_open]
@@ -326,6 +357,9 @@ class Hub:
             ch.pinned = _pinned_sku(pin) if pin else None
             ch.sales_open = bool(await self._inventory.stock(ch.room))
             ch.coupons_open = bool(await self._coupons.live(ch.room))
+            ch.groups_open = bool(await self._groups.deals(ch.room))
+            g = await self._giveaways.current(ch.room)
+            ch.giveaway = g.public() if g is not None and g.status == "open" else None
             ch.tick_s = self.tick_s
             ch.ready.set()
             await self._rotate(ch)
@@ -396,6 +430,8 @@ class Hub:
                 ch.sales_open = True
             elif _COUPON_DROPPED in head:
                 ch.coupons_open = True
+            elif _DEAL_STARTED in head:
+                ch.groups_open = True
             elif _PINNED in head:
                 ch.pinned = _pinned_sku(line)
             elif _UNPINNED in head:
@@ -411,6 +447,10 @@ class Hub:
             await self._stock(ch, now, figures)
         if ch.coupons_open:
             await self._coupon_stock(ch, now, figures)
+        if ch.giveaway is not None:
+            await self._entries(ch, now, figures)
+        if ch.groups_open:
+            await self._forming(ch, now, figures)
         if looking:
             ch.next_presence = now + self.presence_s
             ch.sales_open = True  # look again once in a while, whatever we missed
@@ -424,6 +464,10 @@ class Hub:
         """Move the room lines that arrived into the channel's log."""
         lines = await self._take_inbox(ch)
         ch.changes += (ln for ln in lines if _CHANGES.search(ln, 0, 64))
+        for line in lines:  # at once: a keyword commented right after the start enters
+            if (m := _GIVEAWAY.search(line, 0, 64)) is not None:
+                ch.giveaway = loads(line)["giveaway"] if m[1] == b"started" else None
+                ch.entries_sent = 0
         ch.lines += lines
 
     def _write(self, ch: Channel, batch: list[Membership]) -> float:
@@ -512,6 +556,28 @@ class Hub:
                 lines.append(encode_event("coupon.stock", ch.room, ts, fields))
         for gone in ch.coupons_sent.keys() - live:
             del ch.coupons_sent[gone]
+
+    async def _entries(self, ch: Channel, now: float, lines: list[bytes]) -> None:
+        """``giveaway.entries`` when the open giveaway's count changed (at most one per
+        tick, like ``stock``)."""
+        assert ch.giveaway is not None
+        g = await self._giveaways.get(ch.room, ch.giveaway["id"])
+        if g is None or g.entries == ch.entries_sent:
+            return
+        ch.entries_sent = g.entries
+        fields = {"giveaway_id": g.id, "entries": g.entries}
+        lines.append(encode_event("giveaway.entries", ch.room, int(now * 1000), fields))
+
+    async def _forming(self, ch: Channel, now: float, lines: list[bytes]) -> None:
+        """``group.forming`` when the groups forming changed: those closest to filling
+        (at most one per tick, like ``stock``)."""
+        groups, total = await self._groups.forming(ch.room, FORMING_SHOWN)
+        fields = {"groups": [g.public() for g in groups], "forming": total}
+        body = dumps(fields)
+        if body == ch.forming_sent:
+            return
+        ch.forming_sent = body
+        lines.append(encode_event("group.forming", ch.room, int(now * 1000), fields))
 
     async def _presence(self, ch: Channel, now: float, lines: list[bytes]) -> None:
         ch.viewers = await self._counters.report_presence(

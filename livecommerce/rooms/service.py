@@ -8,13 +8,14 @@ talks to the stores and the hub, and raises :class:`~livecommerce.errors.Error`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +26,7 @@ from livecommerce.errors import Error
 from livecommerce.inventory.batcher import ReservationBatcher
 from livecommerce.inventory.rules import (
     Attempt,
+    Grant,
     Order,
     Outcome,
     Product,
@@ -37,7 +39,16 @@ from livecommerce.inventory.rules import (
 from livecommerce.moderation.rules import RateLimiter, refusal
 from livecommerce.moderation.wordfilter import Term, WordFilter
 from livecommerce.orders.sandbox import checkout_path
+from livecommerce.promotions import draws
 from livecommerce.promotions.coupons import Coupon, CouponEnd, new_coupon
+from livecommerce.promotions.giveaways import (
+    Giveaway,
+    eligible,
+    new_giveaway,
+    room_of_giveaway,
+    says_keyword,
+)
+from livecommerce.promotions.groups import FORMING_SHOWN, Deal, Group, new_deal
 from livecommerce.protocol import ROOM_ID, dumps, encode_event, fragment, loads
 from livecommerce.protocol.codec import FILTER_ACTIONS
 from livecommerce.rooms.hub import Hub, Membership, Subscriber
@@ -194,6 +205,10 @@ class RoomView:
     banned: set[str]
     orders: dict[str, list[Order]]
     coupons: list[Coupon]
+    giveaway: Giveaway | None
+    """The giveaway not drawn yet, if any."""
+    deals: list[Deal]
+    forming: list[Group]
 
 
 class RoomViews:
@@ -245,7 +260,7 @@ class RoomViews:
         self.reads += 1
         b = self._b
         try:
-            (snap, likes, sales, slow, banned, orders), coupons = await asyncio.gather(
+            (snap, likes, sales, slow, banned, orders), promotions = await asyncio.gather(
                 asyncio.gather(
                     b.log.snapshot(room_id),
                     b.counters.add_likes(room_id, 0),
@@ -254,15 +269,24 @@ class RoomViews:
                     b.moderation.banned(room_id, users),
                     b.inventory.orders_of(room_id, users),
                 ),
-                b.coupons.live(room_id),
+                asyncio.gather(
+                    b.coupons.live(room_id),
+                    b.giveaways.current(room_id),
+                    b.groups.deals(room_id),
+                    b.groups.forming(room_id, FORMING_SHOWN),
+                ),
             )
+            coupons, giveaway, deals, (forming, _) = promotions
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
             future.exception()  # retrieved: no warning if every joiner gave up
             return
         if not future.done():
-            future.set_result(RoomView(snap, likes, sales, slow, banned, orders, coupons))
+            view = RoomView(
+                snap, likes, sales, slow, banned, orders, coupons, giveaway, deals, forming
+            )
+            future.set_result(view)
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,6 +337,7 @@ class RoomService:
         self._filters = FilterCache(backends.moderation, clock=clock)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex()
+        self._background: set[asyncio.Task[None]] = set()
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -472,6 +497,12 @@ class RoomService:
             now = self.now_ms()
             coupons = [c for c in view.coupons if c.open_at(now)]
             mine = await self.backends.coupons.claims_of(room.id, who.id) if coupons else {}
+            giveaway = view.giveaway if view.giveaway and view.giveaway.open_at(now) else None
+            entered = giveaway is not None and await self.backends.giveaways.seen(
+                room.id, who.id, self.hub.node, here=True
+            )
+            deals = [d for d in view.deals if d.status == "active"]
+            groups_mine = await self.backends.groups.mine(room.id, who.id) if view.deals else []
             moderation = self.backends.moderation
             if staff:
                 flagged = [loads(e) for e in await moderation.flagged(room.id)]
@@ -497,6 +528,11 @@ class RoomService:
             "media": _media(snap.media),
             "coupons": [c.public() for c in coupons],
             "my_coupons": mine,
+            "giveaway": None if giveaway is None else giveaway.public(),
+            "my_entry": entered,
+            "deals": [d.public() for d in deals],
+            "groups": [g.public() for g in view.forming],
+            "my_groups": [g.public() for g in groups_mine],
         }
         if staff:
             snapshot["flagged"] = flagged
@@ -505,6 +541,25 @@ class RoomService:
 
     def leave(self, room_id: str, conn: Subscriber) -> None:
         self.hub.detach(room_id, conn)
+        user = conn.user_id
+        if self.hub.giveaway(room_id) is not None and not self.hub.here(room_id, user):
+            self._soon(self._seen(room_id, user))
+
+    async def _seen(self, room: str, user: str) -> None:
+        """Tell the giveaway store whether ``user`` is still watching on this process."""
+        here = self.hub.here(room, user)
+        await self.backends.giveaways.seen(room, user, self.hub.node, here=here)
+
+    def _soon(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run ``work`` in the background (its failure logged)."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("background work failed", exc_info=exc)
 
     # -- talking ---------------------------------------------------------------------
 
@@ -512,7 +567,9 @@ class RoomService:
         body = encode_event(type_, room, self.now_ms(), fields)
         return await self.backends.log.publish(room, body, **kw)
 
-    async def chat(self, who: Principal, room_id: str, text: str) -> dict[str, Any]:
+    async def chat(
+        self, who: Principal, room_id: str, text: str, *, watched_s: float = 0
+    ) -> dict[str, Any]:
         room = await self.room_as(who, room_id, CHATTERS)
         self._chat_limit.check(who.id, self._clock())
         text = clean_text(text, self.settings.limits.chat_max_chars)
@@ -540,7 +597,12 @@ class RoomService:
         if (sku := self.hub.pinned(room.id)) is not None:
             figures[f"chats:{sku}"] = 1
         await self.backends.counters.count(room.id, figures)
-        return {"msg_id": msg_id, "seq": seq}
+        reply: dict[str, Any] = {"msg_id": msg_id, "seq": seq}
+        g = self.hub.giveaway(room.id)
+        if g is not None and g["entry"] == "keyword" and says_keyword(text, g["keyword"]):
+            with contextlib.suppress(Error):  # a chat is a chat, whether it enters or not
+                reply["entered"] = await self._enter(who, room, g["id"], watched_s, by_keyword=True)
+        return reply
 
     async def like(self, who: Principal, room_id: str, count: int) -> None:
         room = await self.room_as(who, room_id, CHATTERS)
@@ -908,6 +970,11 @@ class RoomService:
                 ended = await self.backends.coupons.end(room, coupon.id, reason)
                 if ended is not None:  # one process wins the end, and says it
                     await self._coupon_ended(ended)
+        for room in self.hub.rooms_with_groups():
+            await self._fail_groups(room)
+        for room, giveaway in self.hub.giveaways():
+            if giveaway["ends_at"] <= self.now_ms():
+                await self._draw(room, giveaway["id"])
         return released
 
     # -- coupons ---------------------------------------------------------------------
@@ -980,6 +1047,240 @@ class RoomService:
     async def _coupon_ended(self, coupon: Coupon) -> None:
         fields = {"coupon_id": coupon.id, "reason": coupon.reason}
         await self._publish(coupon.room, "coupon.ended", fields)
+
+    # -- giveaways --------------------------------------------------------------------
+
+    async def start_giveaway(self, who: Principal, room_id: str, a: Mapping[str, Any]) -> Giveaway:
+        """The host starts a giveaway (``giveaway.started`` to all, with the seed's
+        commitment); one at a time per room.
+
+        Raises:
+            Error: rights, ``rate_limited``, ``room_not_live``, ``bad_request`` for a
+                field outside its rule, ``not_found`` for a sku not in the lineup,
+                ``conflict`` while another giveaway is not drawn.
+        """
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        room.require_live()
+        product = None
+        if (sku := a.get("sku")) is not None:
+            found = {p.sku: p for p in await self.backends.inventory.products(room.id)}
+            if sku not in found:
+                raise Error("not_found", f"not in the lineup: {sku}")
+            product = (sku, found[sku].title)
+        seed = draws.new_seed()
+        giveaway = new_giveaway(
+            giveaway_id=f"{room.id}.g{secrets.token_hex(5)}",
+            room=room.id,
+            prize=a.get("prize"),
+            product=product,
+            count=a.get("winners"),
+            duration_s=a.get("duration_s"),
+            entry=a.get("entry"),
+            keyword=a.get("keyword"),
+            verified_only=a.get("verified_only"),
+            watch_minutes=a.get("watch_minutes"),
+            seed=seed,
+            now=self.now_ms(),
+        )
+        if not await self.backends.giveaways.start(giveaway, seed):
+            raise Error("conflict", "a giveaway is already running in this room")
+        await self._publish(room.id, "giveaway.started", {"giveaway": giveaway.public()})
+        await self._log(who, room.id, "giveaway.start", giveaway.id, giveaway.public())
+        return giveaway
+
+    async def enter_giveaway(
+        self, who: Principal, room_id: str, gid: str, *, watched_s: float
+    ) -> dict[str, Any]:
+        """One entry of ``who`` (pressing Enter, or commenting the keyword: ``chat``).
+
+        Raises:
+            Error: rights (signed-in viewers; not the room's host), ``rate_limited``,
+                ``room_not_live``, ``not_found``, ``not_eligible`` (verified only, or
+                the watch time), then in one atomic step ``banned``, ``muted``,
+                ``giveaway_closed``.
+        """
+        room = await self.room_as(who, room_id, CHATTERS)
+        self._order_limit.check(who.id, self._clock())
+        room.require_live()
+        return await self._enter(who, room, gid, watched_s, by_keyword=False)
+
+    async def _enter(
+        self, who: Principal, room: Room, gid: str, watched_s: float, *, by_keyword: bool
+    ) -> dict[str, Any]:
+        if who.role_in(room.id, room.host) == "host":
+            raise Error("forbidden", "a host may not enter their own giveaway")
+        g = await self.backends.giveaways.get(room.id, gid)
+        if g is None:
+            raise Error("not_found", "no such giveaway in this room")
+        if g.entry == "keyword" and not by_keyword:
+            raise Error("bad_request", f"enter this giveaway by commenting {g.keyword!r}")
+        if not eligible(g, verified=who.verified, watched_s=watched_s):
+            data: dict[str, object] = {"verified_only": g.verified_only, "watch_s": g.watch_s}
+            raise Error("not_eligible", "this giveaway is for other viewers", data=data)
+        got = await self.backends.giveaways.enter(
+            room.id, gid, who.id, self.now_ms(), self.hub.node
+        )
+        g = got.result()
+        return {"giveaway_id": g.id, "entries": g.entries, "new": got.added}
+
+    async def draw_giveaway(self, who: Principal, room_id: str, gid: str) -> Giveaway:
+        """The host draws now, before the time is up.
+
+        Raises:
+            Error: rights, ``rate_limited``, ``not_found``, ``giveaway_closed`` (drawn
+                or cancelled already).
+        """
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        drawn = await self._draw(room.id, gid)
+        if drawn is None:
+            if await self.backends.giveaways.get(room.id, gid) is None:
+                raise Error("not_found", "no such giveaway in this room")
+            raise Error("giveaway_closed", "this giveaway is drawn or cancelled already")
+        await self._log(who, room.id, "giveaway.draw", gid, {"winners": list(drawn.winners)})
+        return drawn
+
+    async def cancel_giveaway(self, who: Principal, room_id: str, gid: str) -> None:
+        """The host cancels an open giveaway: no draw (``giveaway.cancelled``)."""
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        if await self.backends.giveaways.cancel(room.id, gid) is None:
+            if await self.backends.giveaways.get(room.id, gid) is None:
+                raise Error("not_found", "no such giveaway in this room")
+            raise Error("giveaway_closed", "only an open giveaway can be cancelled")
+        await self._publish(room.id, "giveaway.cancelled", {"giveaway_id": gid})
+        await self._log(who, room.id, "giveaway.cancel", gid)
+
+    async def _draw(self, room: str, gid: str) -> Giveaway | None:
+        """Freeze the entrants, draw, and write the winners with their prize orders in
+        one step; publish ``giveaway.drawn`` and tell each winner of their order. Safe to
+        run again after a crash, or from two processes: the same seed and frozen
+        entrants give the same winners, and only one call writes them. None if this
+        call did not draw it."""
+        store, now = self.backends.giveaways, self.now_ms()
+        frozen = await store.freeze(room, gid, now)
+        if frozen is None:
+            return None
+        g = frozen.giveaway
+        proof = draws.make_proof(
+            giveaway=gid, room=room, seed=frozen.seed, entrants=frozen.entrants, count=g.count
+        )
+        key, sku = f"giveaway:{gid}", g.sku or gid  # a prize of text: the giveaway's id
+        grants = [
+            Grant(order_id(room, w, key, self._id_key), w, key, gid, "giveaway", sku, g.prize, 0)
+            for w in proof.winners
+        ]
+        hold_ms = self.settings.hold_s * 1000
+        drawn = await store.finish(room, proof, grants, now_ms=now, hold_ms=hold_ms)
+        if drawn is None:
+            return None
+        await self._publish(room, "giveaway.drawn", {"giveaway": drawn.public()})
+        for grant in grants:
+            if (order := await self.backends.inventory.order(grant.order_id)) is not None:
+                await self._order_updated(order)
+        return drawn
+
+    async def giveaway_proof(self, gid: str) -> dict[str, Any]:
+        """A drawn giveaway's proof (public: anyone may check a draw).
+
+        Raises:
+            Error: ``not_found`` for an unknown giveaway or one not drawn yet.
+        """
+        room = room_of_giveaway(gid)
+        proof = await self.backends.giveaways.proof(room, gid) if ROOM_ID.fullmatch(room) else None
+        if proof is None:
+            raise Error("not_found", "no drawn giveaway with this id")
+        return proof.to_json()
+
+    # -- group buys -------------------------------------------------------------------
+
+    async def start_deal(self, who: Principal, room_id: str, a: Mapping[str, Any]) -> Deal:
+        """The host sells a product of the lineup by group (``deal.started`` to all).
+
+        Raises:
+            Error: rights, ``rate_limited``, ``room_not_live``, ``not_found`` for a sku
+                not in the lineup, ``bad_request`` for a field outside its rule.
+        """
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        room.require_live()
+        found = {p.sku: p for p in await self.backends.inventory.products(room.id)}
+        product = found.get(a["sku"])
+        if product is None:
+            raise Error("not_found", f"not in the lineup: {a['sku']}")
+        deal = new_deal(
+            deal_id=f"d-{secrets.token_hex(5)}",
+            room=room.id,
+            product=(product.sku, product.title, product.price),
+            price=a.get("price"),
+            size=a.get("size"),
+            window_minutes=a.get("window_minutes"),
+            stock=a.get("stock"),
+            now=self.now_ms(),
+        )
+        await self.backends.groups.start(deal)
+        await self._publish(room.id, "deal.started", {"deal": deal.public()})
+        await self._log(who, room.id, "deal.start", deal.id, deal.public())
+        return deal
+
+    async def stop_deal(self, who: Principal, room_id: str, deal_id: str) -> None:
+        """No new groups of the deal; groups forming go on to fill or fail."""
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        if await self.backends.groups.stop(room.id, deal_id) is None:
+            if await self.backends.groups.deal(room.id, deal_id) is None:
+                raise Error("not_found", f"no deal {deal_id!r} in this room")
+            return
+        await self._publish(room.id, "deal.ended", {"deal_id": deal_id})
+        await self._log(who, room.id, "deal.stop", deal_id)
+
+    async def open_group(self, who: Principal, room_id: str, deal_id: str) -> dict[str, Any]:
+        """``who`` opens a group of the deal, holding one unit at the group price.
+
+        Raises:
+            Error: rights (signed-in users), ``rate_limited``, ``room_not_live``, then in
+                one atomic step ``not_found``, ``banned``, ``group_closed`` (the deal
+                ended), ``conflict`` (in a forming group of this deal already),
+                ``sold_out``.
+        """
+        room = await self.room_as(who, room_id, CHATTERS)
+        self._order_limit.check(who.id, self._clock())
+        room.require_live()
+        gid = f"{room.id}.p{secrets.token_hex(5)}"
+        oid = order_id(room.id, who.id, f"group:{gid}", self._id_key)
+        got = await self.backends.groups.open(room.id, deal_id, gid, who.id, oid, self.now_ms())
+        return {"group": got.result().public()}
+
+    async def join_group(self, who: Principal, room_id: str, gid: str) -> dict[str, Any]:
+        """``who`` takes a slot of a forming group (from its share link); the last slot
+        fills it: every member's order is held at the group price in that same step.
+
+        Raises:
+            Error: rights, ``rate_limited``, ``room_not_live``, then in one atomic step
+                ``not_found``, ``banned``, ``group_closed`` (filled, failed, or its window
+                over), ``group_full``, ``conflict``, ``sold_out``.
+        """
+        room = await self.room_as(who, room_id, CHATTERS)
+        self._order_limit.check(who.id, self._clock())
+        room.require_live()
+        oid = order_id(room.id, who.id, f"group:{gid}", self._id_key)
+        got = await self.backends.groups.join(
+            room.id, gid, who.id, oid, now_ms=self.now_ms(), hold_ms=self.settings.hold_s * 1000
+        )
+        group = got.result()
+        if got.filled:
+            await self._publish(room.id, "group.filled", {"group": group.public()})
+            for member in group.members:
+                key = order_id(room.id, member, f"group:{gid}", self._id_key)
+                if (order := await self.backends.inventory.order(key)) is not None:
+                    await self._order_updated(order)
+        return {"group": group.public(), "filled": got.filled}
+
+    async def _fail_groups(self, room: str) -> None:
+        """Fail the room's groups whose window ended short, and say so."""
+        for group in await self.backends.groups.expire(room, self.now_ms()):
+            await self._publish(room, "group.failed", {"group": group.public()})
 
 
 def _allowed(who: Principal, room: Room, allowed: frozenset[Role]) -> Room:

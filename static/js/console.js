@@ -505,6 +505,20 @@ class RoomPanel {
         return [`dropped a coupon: ${off} off, ${d.quantity} of them`];
       }
       case "coupon.stop": return [`stopped the coupon ${entry.target}`];
+      case "giveaway.start": {
+        const how = d.entry === "keyword" ? `comment “${d.keyword}”` : "press Enter";
+        return [`started a giveaway of ${d.prize} for ${d.count} (${how})`];
+      }
+      case "giveaway.draw": {
+        const won = d.winners?.length ? d.winners.join(", ") : "nobody still watching";
+        return [`drew the giveaway ${entry.target}: ${won}`];
+      }
+      case "giveaway.cancel": return [`cancelled the giveaway ${entry.target}`];
+      case "deal.start": {
+        const price = (d.price / 100).toFixed(2);
+        return [`started a group buy of ${d.title}: ${price} in groups of ${d.size}`];
+      }
+      case "deal.stop": return [`stopped the group buy ${entry.target}`];
       default:
         return [`${entry.action}${entry.target ? ` ${entry.target}` : ""}`];
     }

@@ -23,7 +23,7 @@ import { LiveClient } from "/js/client.js";
 import { clock, count, currencyOf, formatDuration, Money, timeOfDay } from "/js/format.js";
 import { explain, Session } from "/js/session.js";
 import {
-  applyCouponEvent, byId, ChatList, confirmAction, messageNode, note, showConnection,
+  applyCouponEvent, applyGiveawayEvent, byId, ChatList, confirmAction, messageNode, note, showConnection,
 } from "/js/ui.js";
 import { Broadcast } from "/js/video.js";
 
@@ -78,6 +78,28 @@ const el = {
   sfLimit: /** @type {HTMLInputElement} */ (byId("sf-limit")),
   sfDuration: /** @type {HTMLInputElement} */ (byId("sf-duration")),
   sfStart: /** @type {HTMLButtonElement} */ (byId("sf-start")), saleNote: byId("sale-note"),
+  dealList: byId("deal-list"), noDeals: byId("no-deals"), dealForm: byId("deal-form"),
+  dealNote: byId("deal-note"), gdProduct: /** @type {HTMLSelectElement} */ (byId("gd-product")),
+  gdPrice: /** @type {HTMLInputElement} */ (byId("gd-price")),
+  gdSize: /** @type {HTMLInputElement} */ (byId("gd-size")),
+  gdWindow: /** @type {HTMLInputElement} */ (byId("gd-window")),
+  gdStock: /** @type {HTMLInputElement} */ (byId("gd-stock")),
+  gdStart: /** @type {HTMLButtonElement} */ (byId("gd-start")),
+  gwLive: byId("gw-live"), gwPrize: byId("gw-prize"), gwCount: byId("gw-count"),
+  gwEntries: byId("gw-entries"), gwClock: byId("gw-clock"), gwHow: byId("gw-how"),
+  gwDraw: /** @type {HTMLButtonElement} */ (byId("gw-draw")),
+  gwCancel: /** @type {HTMLButtonElement} */ (byId("gw-cancel")), gwDone: byId("gw-done"),
+  gwWinners: byId("gw-winners"), gwProof: /** @type {HTMLAnchorElement} */ (byId("gw-proof")),
+  giveawayForm: byId("giveaway-form"), giveawayNote: byId("giveaway-note"),
+  gfProduct: /** @type {HTMLSelectElement} */ (byId("gf-product")),
+  gfPrize: /** @type {HTMLInputElement} */ (byId("gf-prize")),
+  gfWinners: /** @type {HTMLInputElement} */ (byId("gf-winners")),
+  gfDuration: /** @type {HTMLInputElement} */ (byId("gf-duration")),
+  gfEntry: /** @type {HTMLSelectElement} */ (byId("gf-entry")),
+  gfKeyword: /** @type {HTMLInputElement} */ (byId("gf-keyword")),
+  gfWatch: /** @type {HTMLInputElement} */ (byId("gf-watch")),
+  gfVerified: /** @type {HTMLInputElement} */ (byId("gf-verified")),
+  gfStart: /** @type {HTMLButtonElement} */ (byId("gf-start")),
   couponList: byId("coupon-list"), noCoupons: byId("no-coupons"), couponForm: byId("coupon-form"),
   cfKind: /** @type {HTMLSelectElement} */ (byId("cf-kind")), cfUnit: byId("cf-unit"),
   cfValue: /** @type {HTMLInputElement} */ (byId("cf-value")),
@@ -109,13 +131,15 @@ for (const node of document.querySelectorAll(".currency-code")) node.textContent
  *   products: Map<string, {sku: string, title: string, price: number, image: string | null}>,
  *   sales: Map<string, any>, ended: Map<string, {sale: any, reason: string, at: number}>,
  *   stats: any | null, editing: string | null, priceTouched: boolean,
- *   coupons: Map<string, any>,
+ *   coupons: Map<string, any>, giveaway: any, deals: Map<string, any>,
+ *   forming: Map<string, number>, filled: Map<string, number>, failed: Map<string, number>,
  * }}
  */
 const view = {
   user: null, room: null, joined: false, title: "", status: "", host: "",
   viewers: 0, likes: 0, slow: 0, pinned: null, products: new Map(), sales: new Map(),
   ended: new Map(), stats: null, editing: null, priceTouched: false, coupons: new Map(),
+  giveaway: null, deals: new Map(), forming: new Map(), filled: new Map(), failed: new Map(),
 };
 
 // -- the connection ----------------------------------------------------------------
@@ -175,6 +199,9 @@ function onJoin(room, snapshot, recovered) {
   for (const sale of snapshot.sales ?? []) sales.set(sale.id, sale);
   view.sales = sales;
   view.coupons = new Map((snapshot.coupons ?? []).map((c) => [c.id, c]));
+  if (snapshot.giveaway || view.giveaway?.status === "open") view.giveaway = snapshot.giveaway;
+  view.deals = new Map((snapshot.deals ?? []).map((d) => [d.id, d]));
+  countForming(snapshot.groups ?? []);
   if (!recovered) feed.reset(snapshot.recent ?? []);
   showAnnouncement(snapshot.announcement);
   renderAll();
@@ -242,6 +269,32 @@ function onEvent(ev) {
     case "coupon.ended":
       applyCouponEvent(view.coupons, ev);
       renderCoupons();
+      break;
+    case "deal.started":
+      view.deals.set(ev.deal.id, ev.deal);
+      renderDeals();
+      break;
+    case "deal.ended":
+      view.deals.delete(ev.deal_id);
+      renderDeals();
+      break;
+    case "group.forming":
+      countForming(ev.groups);
+      renderDeals();
+      break;
+    case "group.filled":
+    case "group.failed": {
+      const tally = ev.type === "group.filled" ? view.filled : view.failed;
+      tally.set(ev.group.deal, (tally.get(ev.group.deal) ?? 0) + 1);
+      renderDeals();
+      break;
+    }
+    case "giveaway.started":
+    case "giveaway.entries":
+    case "giveaway.drawn":
+    case "giveaway.cancelled":
+      view.giveaway = applyGiveawayEvent(view.giveaway, ev);
+      renderGiveaway();
       break;
     case "room.started":
       view.status = "live";
@@ -497,6 +550,17 @@ function renderProducts() {
       `[data-sku="${CSS.escape(focusSku)}"] [data-action="${focusRole}"]`);
     if (again instanceof HTMLElement) again.focus();
   }
+  // The group buy's product menu too.
+  const grouped = el.gdProduct.value;
+  el.gdProduct.replaceChildren(
+    ...products.map((p) => new Option(`${p.title} (${money.format(p.price)})`, p.sku)),
+  );
+  if (view.products.has(grouped)) el.gdProduct.value = grouped;
+  // The giveaway's prize menu too (or a prize of text alone).
+  const prize = el.gfProduct.value;
+  el.gfProduct.replaceChildren(new Option("A prize of text (below)", ""),
+    ...products.map((p) => new Option(p.title, p.sku)));
+  if (view.products.has(prize)) el.gfProduct.value = prize;
   // The sale form's product menu follows the lineup.
   const chosen = el.sfProduct.value;
   el.sfProduct.replaceChildren(
@@ -943,7 +1007,139 @@ function renderAll() {
   renderProducts();
   renderSales();
   renderCoupons();
+  renderDeals();
+  renderGiveaway();
   renderControls();
+}
+
+/** @param {any[]} groups the forming groups (as `group.forming` lists them) */
+function countForming(groups) {
+  view.forming = new Map();
+  for (const g of groups) view.forming.set(g.deal, (view.forming.get(g.deal) ?? 0) + 1);
+}
+
+/** The group-buy deals: price, size, units left, groups forming, filled, failed; Stop. */
+function renderDeals() {
+  el.noDeals.hidden = view.deals.size > 0;
+  el.dealList.replaceChildren(...[...view.deals.values()].map((d) => {
+    const li = document.createElement("li");
+    li.className = "sale-item deal-item";
+    li.dataset.deal = d.id;
+    const what = document.createElement("strong");
+    what.textContent = `${d.title}: ${money.format(d.price)} × ${d.size}`;
+    const figures = document.createElement("span");
+    figures.className = "deal-figures";
+    figures.textContent = `${view.forming.get(d.id) ?? 0} forming · `
+      + `${view.filled.get(d.id) ?? 0} filled · ${view.failed.get(d.id) ?? 0} failed`;
+    const stop = document.createElement("button");
+    stop.type = "button";
+    stop.className = "btn btn-small secondary";
+    stop.textContent = "Stop";
+    stop.setAttribute("aria-label", `Stop the group buy of ${d.title}`);
+    stop.addEventListener("click", async () => {
+      try {
+        await client.send("deal.stop", { room: view.room, deal: d.id });
+      } catch (err) {
+        note(el.dealNote, explain(err), "error");
+      }
+    });
+    li.append(what, figures, stop);
+    return li;
+  }));
+}
+
+async function startDeal() {
+  const price = money.parse(el.gdPrice.value);
+  if (price === null) {
+    note(el.dealNote, `Enter the group price in ${money.currency}, like 12.00.`, "error");
+    el.gdPrice.focus();
+    return;
+  }
+  el.gdStart.disabled = true;
+  try {
+    const { deal } = await client.send("deal.start", {
+      room: view.room, sku: el.gdProduct.value, price, size: Number(el.gdSize.value),
+      window_minutes: Number(el.gdWindow.value), stock: Number(el.gdStock.value),
+    });
+    view.deals.set(deal.id, deal);
+    renderDeals();
+    note(el.dealNote, `Group buy on: groups of ${deal.size}.`, "ok", 4000);
+  } catch (err) {
+    note(el.dealNote, explain(err), "error");
+  } finally {
+    el.gdStart.disabled = false;
+  }
+}
+
+/** The giveaway under way (entries, time left, Draw and Cancel) or its winners. */
+function renderGiveaway() {
+  const g = view.giveaway;
+  const open = g?.status === "open";
+  el.gwLive.hidden = !open;
+  el.gwDone.hidden = g?.status !== "drawn";
+  el.giveawayForm.hidden = open;
+  if (!g) return;
+  el.gwPrize.textContent = g.prize;
+  el.gwCount.textContent = g.count > 1 ? `× ${g.count}` : "";
+  el.gwEntries.textContent = `${count(g.entries)} ${g.entries === 1 ? "entry" : "entries"}`;
+  el.gwHow.textContent = g.entry === "keyword" ? `Viewers comment “${g.keyword}” to enter.`
+    : "Viewers press Enter.";
+  if (g.status === "drawn") {
+    el.gwWinners.textContent = g.winners.length
+      ? `Winners of ${g.prize}: ${g.winners.join(", ")}` : "Drawn: no entrant was still watching.";
+    el.gwProof.href = g.proof;
+  }
+  tickGiveaway(clock.now());
+}
+
+/** @param {number} now */
+function tickGiveaway(now) {
+  const g = view.giveaway;
+  if (g?.status !== "open") return;
+  const left = g.ends_at - now;
+  el.gwClock.textContent = left > 0 ? `· ${formatDuration(left)} left` : "· drawing…";
+}
+
+async function startGiveaway() {
+  /** @type {Record<string, any>} */
+  const fields = {
+    room: view.room, entry: el.gfEntry.value, winners: Number(el.gfWinners.value),
+    duration_s: Number(el.gfDuration.value),
+  };
+  if (el.gfProduct.value) fields.sku = el.gfProduct.value;
+  if (el.gfPrize.value.trim()) fields.prize = el.gfPrize.value.trim();
+  if (!fields.sku && !fields.prize) {
+    note(el.giveawayNote, "Choose a product or describe the prize.", "error");
+    el.gfPrize.focus();
+    return;
+  }
+  if (fields.entry === "keyword") fields.keyword = el.gfKeyword.value.trim();
+  if (Number(el.gfWatch.value)) fields.watch_minutes = Number(el.gfWatch.value);
+  if (el.gfVerified.checked) fields.verified_only = true;
+  el.gfStart.disabled = true;
+  try {
+    const { giveaway } = await client.send("giveaway.start", fields);
+    view.giveaway = giveaway;
+    renderGiveaway();
+    note(el.giveawayNote, "The giveaway is on.", "ok", 4000);
+  } catch (err) {
+    note(el.giveawayNote, explain(err), "error");
+  } finally {
+    el.gfStart.disabled = false;
+  }
+}
+
+/** @param {"giveaway.draw" | "giveaway.cancel"} op */
+async function endGiveaway(op) {
+  const g = view.giveaway;
+  if (!g) return;
+  try {
+    const data = await client.send(op, { room: view.room, giveaway: g.id });
+    view.giveaway = data.giveaway ?? { ...g, status: "cancelled" };
+    renderGiveaway();
+  } catch (err) {
+    note(el.giveawayNote, explain(err), "error");
+  }
 }
 
 /** The live coupons: what each takes off, how many are left, and Stop. */
@@ -1095,6 +1291,7 @@ function tick() {
     timer.textContent = left > 0 ? formatDuration(left) : "Ending…";
     /** @type {HTMLElement} */ (timer).dataset.urgent = String(left > 0 && left < 60_000);
   }
+  tickGiveaway(now);
   renderFiguresAge();
 }
 
@@ -1188,6 +1385,22 @@ el.saleForm.addEventListener("submit", (e) => {
 el.couponForm.addEventListener("submit", (e) => {
   e.preventDefault();
   dropCoupon();
+});
+el.dealForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  startDeal();
+});
+el.giveawayForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  startGiveaway();
+});
+el.gwDraw.addEventListener("click", () => endGiveaway("giveaway.draw"));
+el.gwCancel.addEventListener("click", async () => {
+  const ok = await confirmAction({
+    title: "Cancel this giveaway?", text: "Entries close and nobody wins it.",
+    confirm: "Cancel giveaway", danger: true,
+  });
+  if (ok) endGiveaway("giveaway.cancel");
 });
 el.cfKind.addEventListener("change", () => {
   el.cfUnit.textContent = el.cfKind.value === "percent" ? "%" : money.currency;

@@ -136,6 +136,63 @@ export function applyCouponEvent(coupons, ev) {
 }
 
 /**
+ * The room's giveaway after a `giveaway.*` event (`current`: the one known before).
+ * @param {any} current the giveaway object, or null
+ * @param {any} ev an event
+ * @returns {any} the giveaway now (drawn or cancelled ones kept, with their status)
+ */
+export function applyGiveawayEvent(current, ev) {
+  switch (ev.type) {
+    case "giveaway.started":
+    case "giveaway.drawn":
+      return ev.giveaway;
+    case "giveaway.entries":
+      return current?.id === ev.giveaway_id ? { ...current, entries: ev.entries } : current;
+    case "giveaway.cancelled":
+      return current?.id === ev.giveaway_id ? { ...current, status: "cancelled" } : current;
+    default:
+      return current;
+  }
+}
+
+/** @param {ArrayBuffer} buf @returns {string} */
+const hex = (buf) => [...new Uint8Array(buf)].map((b) => b.toString(16).padStart(2, "0")).join("");
+
+/**
+ * Check a giveaway's proof in the browser, as `livecommerce verify-draw` does
+ * (docs/giveaways.md): the seed against the commitment announced at the start, the
+ * entrants against their digest, the winners against both.
+ * @param {any} proof the `GET /api/giveaways/{id}/proof` document
+ * @param {string} commitment the commitment of `giveaway.started`
+ * @returns {Promise<string[]>} what fails (empty: the draw checks out)
+ */
+export async function verifyDraw(proof, commitment) {
+  const problems = [];
+  const enc = new TextEncoder();
+  const seed = new Uint8Array((proof.seed.match(/../g) ?? []).map((h) => parseInt(h, 16)));
+  if (commitment !== proof.commitment) problems.push("not the commitment announced at the start");
+  if (hex(await crypto.subtle.digest("SHA-256", seed)) !== proof.commitment) {
+    problems.push("the seed does not match its commitment");
+  }
+  const cmp = (/** @type {string} */ a, /** @type {string} */ b) => (a < b ? -1 : a > b ? 1 : 0);
+  const sorted = [...new Set(proof.entrants)].sort(cmp);
+  const text = enc.encode(sorted.join("\n"));
+  if (hex(await crypto.subtle.digest("SHA-256", text)) !== proof.entrants_digest) {
+    problems.push("the entrants do not match their digest");
+  }
+  const key = await crypto.subtle.importKey("raw", seed, { name: "HMAC", hash: "SHA-256" },
+    false, ["sign"]);
+  const tickets = await Promise.all(sorted.map(async (e) =>
+    [hex(await crypto.subtle.sign("HMAC", key, enc.encode(e))), e]));
+  tickets.sort((a, b) => cmp(a[0], b[0]) || cmp(a[1], b[1]));
+  const winners = tickets.slice(0, proof.count).map((t) => t[1]);
+  if (winners.join("\n") !== proof.winners.join("\n")) {
+    problems.push("the winners do not follow from the seed and the entrants");
+  }
+  return problems;
+}
+
+/**
  * The author's name and the text of a chat message, both set as text (never parsed
  * as HTML): `<span class="msg-user">`, a space, `<span class="msg-text">`.
  * @param {{user: {name: string}, text: string}} ev a `chat` event

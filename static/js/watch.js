@@ -29,8 +29,11 @@
  */
 
 import { LikeBatcher, LiveClient, newOrderKey, placeOrder } from "/js/client.js";
-import { clock, currencyOf, formatDuration, Money } from "/js/format.js";
-import { applyCouponEvent, byId, ChatList, messageNode, note, showConnection } from "/js/ui.js";
+import { clock, count, currencyOf, formatDuration, Money } from "/js/format.js";
+import {
+  applyCouponEvent, applyGiveawayEvent, byId, ChatList, messageNode, note, showConnection,
+  verifyDraw,
+} from "/js/ui.js";
 import { LivePlayer } from "/js/video.js";
 
 // -- configuration ---------------------------------------------------------------
@@ -78,6 +81,12 @@ const el = {
   buy: /** @type {HTMLButtonElement} */ (byId("buy")), buyResult: byId("buy-result"),
   orders: byId("orders"), orderList: byId("order-list"), announcement: byId("announcement"),
   coupons: byId("coupons"), couponList: byId("coupon-list"), couponResult: byId("coupon-result"),
+  groupbuy: byId("groupbuy"), dealList: byId("deal-list"), groupResult: byId("group-result"),
+  giveaway: byId("giveaway"), gwPrize: byId("gw-prize"), gwCount: byId("gw-count"),
+  gwHow: byId("gw-how"), gwEntries: byId("gw-entries"), gwClock: byId("gw-clock"),
+  gwEnter: /** @type {HTMLButtonElement} */ (byId("gw-enter")), gwRule: byId("gw-rule"),
+  gwResult: byId("gw-result"), gwCheckRow: byId("gw-check-row"), gwCheck: byId("gw-check"),
+  gwProof: /** @type {HTMLAnchorElement} */ (byId("gw-proof")), gwVerdict: byId("gw-verdict"),
   feed: byId("feed"), jump: byId("jump"), composer: byId("composer"),
   composerGuest: byId("composer-guest"), signInChat: byId("sign-in-chat"),
   composerRow: byId("composer-row"), chatText: /** @type {HTMLInputElement} */ (byId("chat-text")),
@@ -96,13 +105,20 @@ const el = {
  *   orders: Map<string, any>, user: {id: string, name: string, role: string} | null,
  *   token: string | null, buying: boolean, mutedUntil: number, banned: boolean,
  *   coupons: Map<string, any>, myCoupons: Record<string, number>,
+ *   giveaway: any, entered: boolean, commitments: Map<string, string>,
+ *   deals: Map<string, any>, groups: Map<string, any>, myGroups: Map<string, any>,
  * }}
  */
 const view = {
   title: "", status: "", viewers: 0, likes: 0, ownTaps: 0, pinned: null,
   sales: new Map(), ended: null, orders: new Map(), user: null, token: null,
   buying: false, mutedUntil: 0, banned: false, coupons: new Map(), myCoupons: {},
+  giveaway: null, entered: false, commitments: new Map(),
+  deals: new Map(), groups: new Map(), myGroups: new Map(),
 };
+
+/** The group a share link invites to (`watch.html?room=demo&group=<id>`), if any. */
+const INVITED = params.get("group");
 
 /** Figures for tests and the curious: the chat's (see {@link ChatList}) and the joins'. */
 const stats = {
@@ -223,6 +239,14 @@ function onJoin(room, snapshot, recovered) {
   for (const order of snapshot.orders ?? []) view.orders.set(order.id, order);
   view.coupons = new Map((snapshot.coupons ?? []).map((c) => [c.id, c]));
   view.myCoupons = { ...(snapshot.my_coupons ?? {}) };
+  if (snapshot.giveaway || view.giveaway?.status === "open") {
+    view.giveaway = snapshot.giveaway;
+    view.entered = Boolean(snapshot.my_entry);
+  }
+  if (view.giveaway) view.commitments.set(view.giveaway.id, view.giveaway.commitment);
+  view.deals = new Map((snapshot.deals ?? []).map((d) => [d.id, d]));
+  view.groups = new Map((snapshot.groups ?? []).map((g) => [g.id, g]));
+  view.myGroups = new Map((snapshot.my_groups ?? []).map((g) => [g.id, g]));
   if (!recovered) feed.reset(snapshot.recent);
   showAnnouncement(snapshot.announcement);
   player.setMedia(snapshot.media ?? { live: false, whep: false, hls: false });
@@ -311,6 +335,41 @@ function onEvent(ev) {
     case "coupon.ended":
       applyCouponEvent(view.coupons, ev);
       renderCoupons();
+      break;
+    case "deal.started":
+      view.deals.set(ev.deal.id, ev.deal);
+      renderGroups();
+      break;
+    case "deal.ended":
+      view.deals.delete(ev.deal_id);
+      renderGroups();
+      break;
+    case "group.forming":
+      view.groups = new Map(ev.groups.map((/** @type {any} */ g) => [g.id, g]));
+      for (const g of ev.groups) if (view.myGroups.has(g.id)) view.myGroups.set(g.id, g);
+      renderGroups();
+      break;
+    case "group.filled":
+    case "group.failed":
+      view.groups.delete(ev.group.id);
+      if (view.myGroups.delete(ev.group.id)) {
+        el.groupResult.textContent = ev.type === "group.filled"
+          ? "Your group is complete! Your order is reserved at the group price."
+          : "Your group did not fill in time: nothing was charged.";
+      }
+      renderGroups();
+      break;
+    case "giveaway.started":
+      view.entered = false;
+      view.commitments.set(ev.giveaway.id, ev.giveaway.commitment); // kept to check the draw
+      el.gwResult.textContent = "";
+      el.gwVerdict.textContent = "";
+    // falls through
+    case "giveaway.entries":
+    case "giveaway.drawn":
+    case "giveaway.cancelled":
+      view.giveaway = applyGiveawayEvent(view.giveaway, ev);
+      renderGiveaway();
       break;
     case "room.ended":
       view.status = "ended";
@@ -582,7 +641,215 @@ function renderShop() {
   }
   renderSale();
   renderCoupons();
+  renderGroups();
+  renderGiveaway();
   renderOrders();
+}
+
+/** The group-buy deals: your group (with its share link), groups to join, Start one. */
+function renderGroups() {
+  el.groupbuy.hidden = view.deals.size === 0 && view.myGroups.size === 0 && !INVITED;
+  el.dealList.replaceChildren(...[...view.deals.values()].map(dealItem));
+  if (INVITED && !view.myGroups.has(INVITED) && !view.groups.has(INVITED)) {
+    const li = document.createElement("li");
+    li.className = "deal invited";
+    li.append("You were invited to a group. ", joinButton(INVITED, "Join this group"));
+    el.dealList.append(li);
+  }
+  tickGroups(clock.now());
+}
+
+/** @param {any} deal @returns {HTMLLIElement} */
+function dealItem(deal) {
+  const li = document.createElement("li");
+  li.className = "deal";
+  li.dataset.deal = deal.id;
+  const what = document.createElement("p");
+  what.className = "deal-what";
+  what.textContent = `${deal.title}: ${money.format(deal.price)} in a group of ${deal.size}`;
+  li.append(what);
+  const mine = [...view.myGroups.values()].find((g) => g.deal === deal.id);
+  if (mine) {
+    li.append(groupLine(mine, "Your group"));
+    const share = document.createElement("p");
+    share.className = "share";
+    const link = new URL(location.href);
+    link.searchParams.set("group", mine.id);
+    const a = document.createElement("a");
+    a.href = link.toString();
+    a.textContent = "Share link";
+    a.className = "share-link";
+    share.append("Invite friends: ", a);
+    li.append(share);
+  } else {
+    const open = document.createElement("button");
+    open.type = "button";
+    open.className = "btn btn-small btn-buy start-group";
+    open.textContent = "Start a group";
+    open.disabled = !view.user || view.status !== "live" || deal.remaining <= 0;
+    if (!view.user) open.title = "Sign in to buy together";
+    open.addEventListener("click", () => openGroup(deal.id));
+    li.append(open);
+    const others = [...view.groups.values()].filter((g) => g.deal === deal.id)
+      .sort((a, b) => Number(b.id === INVITED) - Number(a.id === INVITED)).slice(0, 3);
+    for (const g of others) li.append(groupLine(g, null));
+  }
+  return li;
+}
+
+/**
+ * @param {any} g a forming group
+ * @param {string | null} label "Your group", or null for one to join
+ * @returns {HTMLElement}
+ */
+function groupLine(g, label) {
+  const p = document.createElement("p");
+  p.className = "group";
+  p.dataset.group = g.id;
+  const need = document.createElement("span");
+  need.className = "group-need";
+  need.textContent = `${label ?? `${g.members[0]}'s group`}: ${g.needed} more needed`;
+  const left = document.createElement("span");
+  left.className = "group-left";
+  left.dataset.endsAt = String(g.ends_at);
+  p.append(need, ", ", left);
+  if (!label) p.append(" ", joinButton(g.id, g.id === INVITED ? "Join this group" : "Join"));
+  return p;
+}
+
+/** @param {string} id @param {string} text @returns {HTMLButtonElement} */
+function joinButton(id, text) {
+  const join = document.createElement("button");
+  join.type = "button";
+  join.className = "btn btn-small join-group";
+  join.textContent = text;
+  join.disabled = !view.user || view.status !== "live";
+  if (!view.user) join.title = "Sign in to join";
+  join.addEventListener("click", () => joinGroup(id));
+  return join;
+}
+
+/** @param {number} now */
+function tickGroups(now) {
+  for (const left of el.dealList.querySelectorAll("[data-ends-at]")) {
+    const ms = Number(/** @type {HTMLElement} */ (left).dataset.endsAt) - now;
+    left.textContent = ms > 0 ? `${formatDuration(ms)} left` : "closing…";
+  }
+}
+
+/** @param {string} dealId */
+async function openGroup(dealId) {
+  try {
+    const { group } = await client.send("group.open", { room: ROOM, deal: dealId });
+    view.myGroups.set(group.id, group);
+    el.groupResult.textContent = "Your group is open: share its link to fill it.";
+  } catch (err) {
+    el.groupResult.textContent = explainGroup(err);
+  }
+  renderGroups();
+}
+
+/** @param {string} id */
+async function joinGroup(id) {
+  try {
+    const { group, filled } = await client.send("group.join", { room: ROOM, group: id });
+    if (!filled) view.myGroups.set(group.id, group);
+    el.groupResult.textContent = filled
+      ? "Your group is complete! Your order is reserved at the group price."
+      : `You joined: ${group.needed} more needed.`;
+  } catch (err) {
+    el.groupResult.textContent = explainGroup(err);
+  }
+  renderGroups();
+}
+
+/** @param {any} err @returns {string} */
+function explainGroup(err) {
+  switch (err?.code) {
+    case "group_full": return "That group is full.";
+    case "group_closed": return "That group has closed.";
+    case "conflict": return "You are in a group of this deal already.";
+    case "sold_out": return "No units are left for groups.";
+    default: return explain(err);
+  }
+}
+
+/** The giveaway: its prize, how to enter, entries and time left, then its winners. */
+function renderGiveaway() {
+  const g = view.giveaway;
+  el.giveaway.hidden = !g;
+  if (!g) return;
+  el.giveaway.dataset.status = g.status;
+  el.gwPrize.textContent = g.prize;
+  el.gwCount.textContent = g.count > 1 ? `× ${g.count} winners` : "";
+  const open = g.status === "open";
+  const who = [g.verified_only ? "verified viewers" : "",
+    g.watch_s ? `viewers who watched ${g.watch_s / 60} min` : ""].filter(Boolean).join(", ");
+  el.gwHow.textContent = !open ? ""
+    : view.entered ? "You're in! Stay to the draw to win."
+    : g.entry === "keyword" ? `Comment “${g.keyword}” to enter${who ? ` (${who})` : ""}.`
+    : `Press Enter to take part${who ? ` (${who})` : ""}.`;
+  el.gwEntries.textContent = `${count(g.entries)} ${g.entries === 1 ? "entry" : "entries"}`;
+  el.gwEnter.hidden = !open || g.entry !== "button";
+  el.gwEnter.disabled = view.entered || !view.user || view.status !== "live";
+  el.gwEnter.textContent = view.entered ? "Entered" : "Enter";
+  el.gwEnter.title = view.user ? "" : "Sign in to enter";
+  el.gwRule.textContent = open ? g.rule : "";
+  el.gwCheckRow.hidden = g.status !== "drawn";
+  if (g.status === "drawn") {
+    el.gwProof.href = g.proof;
+    const won = view.user && g.winners.includes(view.user.id);
+    el.gwResult.textContent = won ? "You won! Your prize is in your orders."
+      : g.winners.length ? `Drawn: ${g.winners.length} winner${g.winners.length > 1 ? "s" : ""}.`
+      : "Drawn: nobody was still watching.";
+  } else if (g.status === "cancelled") {
+    el.gwResult.textContent = "The host cancelled this giveaway.";
+  }
+  tickGiveaway(clock.now());
+}
+
+/** @param {number} now */
+function tickGiveaway(now) {
+  const g = view.giveaway;
+  if (!g) return;
+  const left = g.ends_at - now;
+  el.gwClock.textContent = g.status === "open" ? (left > 0 ? `· ${formatDuration(left)} left`
+    : "· drawing…") : g.status === "drawn" ? "· drawn" : "";
+}
+
+async function enterGiveaway() {
+  const g = view.giveaway;
+  if (!g) return;
+  el.gwEnter.disabled = true;
+  try {
+    await client.send("giveaway.enter", { room: ROOM, giveaway: g.id });
+    view.entered = true;
+    el.gwResult.textContent = "You're in. Good luck!";
+  } catch (err) {
+    el.gwResult.textContent = err?.code === "not_eligible" ? "This giveaway is for other viewers."
+      : err?.code === "giveaway_closed" ? "Entries are closed." : explain(err);
+  }
+  renderGiveaway();
+}
+
+/** Check the draw here, in the browser: the same steps as `livecommerce verify-draw`. */
+async function checkDraw() {
+  const g = view.giveaway;
+  if (!g || g.status !== "drawn") return;
+  note(el.gwVerdict, "Checking…", "pending", 0);
+  try {
+    const resp = await fetch(g.proof);
+    if (!resp.ok) throw new Error(`the proof could not be loaded (${resp.status})`);
+    const proof = await resp.json();
+    const problems = await verifyDraw(proof, view.commitments.get(g.id) ?? g.commitment);
+    el.gwVerdict.dataset.valid = String(!problems.length);
+    note(el.gwVerdict, problems.length ? `This draw does not check out: ${problems.join("; ")}.`
+      : `The draw checks out: ${proof.winners.length} of ${proof.entrants.length} entrants won, `
+        + "as the seed announced at the start decides.", problems.length ? "error" : "ok", 0);
+  } catch (err) {
+    note(el.gwVerdict, `Could not check the draw: ${err instanceof Error ? err.message : err}`,
+      "error", 0);
+  }
 }
 
 /** The live coupons, each with its Claim button (or why it cannot be claimed). */
@@ -729,7 +996,9 @@ function orderNode(order) {
   what.className = "order-what";
   const total = order.price * order.qty - (order.discount ?? 0);
   const off = order.discount ? ` (coupon −${money.format(order.discount)})` : "";
-  what.textContent = `${order.qty} × ${title} · ${money.format(total)}${off}`;
+  what.textContent = order.source === "giveaway" ? `Prize: ${title} · free`
+    : order.source === "group" ? `Group buy: ${title} · ${money.format(total)}`
+    : `${order.qty} × ${title} · ${money.format(total)}${off}`;
   const status = document.createElement("span");
   status.className = "order-status";
   const labels = { held: "Reserved", paid: "Paid", expired: "Expired", cancelled: "Cancelled" };
@@ -784,6 +1053,7 @@ function titleOf(sku) {
 /** Enable what the viewer may do now, and say why not otherwise. */
 function renderControls() {
   renderCoupons(); // their Claim buttons follow the sign-in and the show's status
+  renderGroups();
   const live = client.state === "live";
   const onAir = view.status === "live";
   const signedIn = Boolean(view.user);
@@ -834,6 +1104,8 @@ function tick() {
     el.sale.dataset.urgent = String(left > 0 && left < 60_000);
     if (left <= 0 && !el.buy.disabled) renderControls();
   }
+  tickGiveaway(now);
+  tickGroups(now);
   for (const timer of el.orderList.querySelectorAll("[data-expires-at]")) {
     const left = Number(/** @type {HTMLElement} */ (timer).dataset.expiresAt) - now;
     timer.textContent = left > 0 ? `Pay within ${formatDuration(left)}` : "Payment window closing…";
@@ -850,6 +1122,8 @@ el.unmute.addEventListener("click", () => {
 });
 el.signInChat.addEventListener("click", signIn);
 el.buy.addEventListener("click", buy);
+el.gwEnter.addEventListener("click", enterGiveaway);
+el.gwCheck.addEventListener("click", checkDraw);
 
 el.composer.addEventListener("submit", async (e) => {
   e.preventDefault();
@@ -857,7 +1131,11 @@ el.composer.addEventListener("submit", async (e) => {
   if (!text || el.chatSend.disabled) return;
   el.chatText.value = "";
   try {
-    await client.send("chat", { room: ROOM, text });
+    const sent = await client.send("chat", { room: ROOM, text });
+    if (sent.entered) { // the giveaway's keyword: this comment entered it
+      view.entered = true;
+      renderGiveaway();
+    }
     feed.follow();
   } catch (err) {
     if (!el.chatText.value) el.chatText.value = text; // give it back to edit or resend
