@@ -185,6 +185,7 @@ def test_the_document_is_the_one_served(api_schema: OpenApiSchema) -> None:
         ("PUT", "/api/rooms/{room}/products/{sku}"),
         ("GET", "/api/orders/{order}"),
         ("GET", "/api/giveaways/{giveaway}/proof"),
+        ("GET", "/api/auctions/{auction}/bids"),
         ("POST", "/api/demo/token"),
         ("POST", "/api/orders/events"),
         ("GET", "/api/rooms/{room}/modlog"),

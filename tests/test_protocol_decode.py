@@ -71,6 +71,8 @@ class Field:
             )
         if self.kind == "choice":
             return value in self.options
+        if self.kind == "list":  # any list of at most hi items (the rules check each)
+            return type(value) is list and len(value) <= self.hi
         return type(value) is str and ROOM_ID.fullmatch(value) is not None
 
 
@@ -165,6 +167,21 @@ SPEC: dict[str, dict[str, Field]] = {
     "deal.stop": {"room": ROOM, "deal": ID},
     "group.open": {"room": ROOM, "deal": ID},
     "group.join": {"room": ROOM, "group": REF},
+    "auction.start": {
+        "room": ROOM,
+        "sku": ID,
+        "start_bid": Field("int", True, 1, 10_000_000_000),
+        "duration_s": Field("int", True, 10, 300),
+        "extend_s": Field("int", False, 0, 60),
+        "max_extensions": Field("int", False, 0, 100),
+        "increments": Field("list", False, hi=20),
+    },
+    "bid": {
+        "room": ROOM,
+        "auction": REF,
+        "amount": Field("int", True, 1, 10_000_000_000),
+        "max": Field("int", False, 1, 10_000_000_000),
+    },
 }
 
 ROOM_FIRST = "abcdefghijklmnopqrstuvwxyz0123456789"
@@ -252,6 +269,8 @@ def valid_value(field: Field) -> st.SearchStrategy[Any]:
         return st.booleans()
     if field.kind == "terms":
         return st.lists(st.text(min_size=1, max_size=field.hi), max_size=field.lo)
+    if field.kind == "list":
+        return st.lists(st.lists(st.integers(0, 10**6), min_size=2, max_size=2), max_size=field.hi)
     if field.kind == "choice":
         return st.sampled_from(field.options)
     return st.one_of(st.text(max_size=30), st.just("é" * field.hi))
@@ -260,10 +279,12 @@ def valid_value(field: Field) -> st.SearchStrategy[Any]:
 def invalid_values(field: Field) -> st.SearchStrategy[Any]:
     """Values of a wrong type or out of range for ``field`` (never None: that is 'missing')."""
     not_none = json_values.filter(lambda v: v is not None)
-    wanted = {"int": int, "terms": list, "bool": bool}.get(field.kind, str)
+    wanted = {"int": int, "terms": list, "list": list, "bool": bool}.get(field.kind, str)
     wrong_type = not_none.filter(lambda v: type(v) is not wanted)
     bad: st.SearchStrategy[Any]
-    if field.kind == "terms":
+    if field.kind == "list":
+        bad = st.just([[0, 1]] * (field.hi + 1))
+    elif field.kind == "terms":
         bad = st.one_of(
             st.just([""]),
             st.just(["x" * (field.hi + 1)]),
@@ -416,6 +437,9 @@ def boundary_values(field: Field) -> tuple[list[Any], list[Any]]:
     elif field.kind == "id":
         good = ["x", "é" * field.hi]
         bad = ["", "x" * (field.hi + 1), 1, True, ["x"], {"x": "y"}]
+    elif field.kind == "list":
+        good = [[], [[0, 100]], [[0, 1]] * field.hi]
+        bad = [[[0, 1]] * (field.hi + 1), "x", {"x": "y"}, 1]
     elif field.kind == "terms":
         good = [[], ["x"], ["é" * field.hi] * field.lo]
         bad = [[""], ["x" * (field.hi + 1)], ["x"] * (field.lo + 1), "x", [1], {"x": "y"}]
@@ -522,6 +546,16 @@ VALID: dict[str, dict[str, Any]] = {
     "deal.stop": {"room": "demo", "deal": "d-1"},
     "group.open": {"room": "demo", "deal": "d-1"},
     "group.join": {"room": "demo", "group": "demo.p3a2b1c0d9e"},
+    "auction.start": {
+        "room": "demo",
+        "sku": "mug-01",
+        "start_bid": 1000,
+        "duration_s": 60,
+        "extend_s": 10,
+        "max_extensions": 3,
+        "increments": [[0, 100], [3000, 200]],
+    },
+    "bid": {"room": "demo", "auction": "demo.a1c9e03b7f2", "amount": 1100, "max": 5000},
 }
 
 

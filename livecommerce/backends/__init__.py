@@ -25,6 +25,7 @@ from livecommerce.inventory.rules import (
     Settled,
     SettleKind,
 )
+from livecommerce.promotions.auctions import Auction, Bid, BidResult
 from livecommerce.promotions.coupons import Claimed, Coupon, CouponEnd
 from livecommerce.promotions.draws import Proof
 from livecommerce.promotions.giveaways import Entered, Frozen, Giveaway
@@ -476,6 +477,37 @@ class GroupStore(Protocol):
         """The forming groups ``user`` is in."""
 
 
+class AuctionStore(Protocol):
+    """Live auctions: lots, bids and their log (``promotions.auctions`` has the rules)."""
+
+    async def start(self, auction: Auction) -> bool:
+        """Keep a new lot; False (nothing changes) while another lot of the room is open."""
+
+    async def bid(
+        self, room: str, aid: str, *, user: str, name: str, amount: int, ceiling: int, now_ms: int
+    ) -> BidResult:
+        """One bid (``place_bid``) in one atomic step over bans, mutes, the clock and
+        the price, appended to the bid log in that step; the clock set back if it came
+        in the anti-sniping window."""
+
+    async def end(
+        self, room: str, aid: str, leader: str, grant: Grant | None, *, now_ms: int, hold_ms: int
+    ) -> Auction | Literal["moved"] | None:
+        """End the lot once its clock ran out, with ``grant`` (the hold at the hammer
+        price of ``leader``, the leader the caller read; None without bids) written in
+        the same step. None if it is not open or not due; ``"moved"`` if the leader is
+        not ``leader`` any more (read it again)."""
+
+    async def get(self, room: str, aid: str) -> Auction | None:
+        """The lot, open or ended, or None."""
+
+    async def current(self, room: str) -> Auction | None:
+        """The room's open lot, if any."""
+
+    async def bids(self, room: str, aid: str) -> list[Bid]:
+        """The lot's bid log, oldest first."""
+
+
 @dataclass(frozen=True, slots=True)
 class Clip:
     """A product's clip: the segments of a stream while the product was pinned.
@@ -577,6 +609,7 @@ class Backends:
     coupons: CouponStore
     giveaways: GiveawayStore
     groups: GroupStore
+    auctions: AuctionStore
 
 
 @asynccontextmanager

@@ -40,6 +40,7 @@ from livecommerce.inventory.rules import (
     SettleKind,
     room_of_order,
 )
+from livecommerce.promotions.auctions import Auction, AuctionBook, Bid, BidResult
 from livecommerce.promotions.coupons import Claimed, Coupon, CouponBook, CouponEnd
 from livecommerce.promotions.draws import Proof
 from livecommerce.promotions.giveaways import Entered, Frozen, Giveaway, GiveawayBook
@@ -831,6 +832,57 @@ class MemoryGroupStore:
         ]
 
 
+class MemoryAuctionStore:
+    """An :class:`~livecommerce.promotions.auctions.AuctionBook` per room; the winner's
+    hold is written by the inventory store in the same step as the end."""
+
+    def __init__(self, inventory: MemoryInventoryStore, moderation: MemoryModerationStore) -> None:
+        self._books: dict[str, AuctionBook] = {}
+        self._inventory = inventory
+        self._moderation = moderation
+
+    def _book(self, room: str) -> AuctionBook:
+        return self._books.setdefault(room, AuctionBook())
+
+    async def start(self, auction: Auction) -> bool:
+        return self._book(auction.room).start(replace(auction))
+
+    async def bid(
+        self, room: str, aid: str, *, user: str, name: str, amount: int, ceiling: int, now_ms: int
+    ) -> BidResult:
+        book = self._book(room)
+        lot = book.auctions.get(aid)
+        if lot is not None and (why := self._moderation.sanction(room, user, now_ms)):
+            return BidResult(replace(lot), refused=why)
+        got = book.bid(aid, user=user, name=name, amount=amount, ceiling=ceiling, now=now_ms)
+        return replace(got, auction=None if got.auction is None else replace(got.auction))
+
+    async def end(
+        self, room: str, aid: str, leader: str, grant: Grant | None, *, now_ms: int, hold_ms: int
+    ) -> Auction | Literal["moved"] | None:
+        book = self._book(room)
+        lot = book.auctions.get(aid)
+        if lot is not None and lot.status == "open" and lot.leader != leader:
+            return "moved"
+        ended = book.end(aid, now_ms)
+        if ended is None:
+            return None
+        if grant is not None:
+            await self._inventory.grant(room, [grant], now_ms=now_ms, hold_ms=hold_ms)
+        return replace(ended)
+
+    async def get(self, room: str, aid: str) -> Auction | None:
+        lot = self._book(room).auctions.get(aid)
+        return None if lot is None else replace(lot)
+
+    async def current(self, room: str) -> Auction | None:
+        book = self._book(room)
+        return None if book.current is None else replace(book.auctions[book.current])
+
+    async def bids(self, room: str, aid: str) -> list[Bid]:
+        return list(self._book(room).logs.get(aid, []))
+
+
 class MemoryCouponStore:
     """A :class:`~livecommerce.promotions.coupons.CouponBook` per room."""
 
@@ -891,4 +943,5 @@ def memory_backends(settings: Settings) -> Backends:
         coupons=coupons,
         giveaways=MemoryGiveawayStore(inventory, moderation),
         groups=MemoryGroupStore(inventory, moderation),
+        auctions=MemoryAuctionStore(inventory, moderation),
     )

@@ -735,6 +735,7 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
     from livecommerce.backends.redis_inventory import RedisInventoryStore
     from livecommerce.backends.redis_outbox import RedisOutboxStore
     from livecommerce.backends.redis_promotions import (
+        RedisAuctionStore,
         RedisCouponStore,
         RedisGiveawayStore,
         RedisGroupStore,
@@ -756,6 +757,7 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
             coupons=RedisCouponStore(r),
             giveaways=RedisGiveawayStore(r),
             groups=RedisGroupStore(r),
+            auctions=RedisAuctionStore(r),
         )
     finally:
         await events.close()

@@ -12,11 +12,12 @@ connections and processes claims more than the quantity, or twice for one user.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from livecommerce.backends.redis import Client, key, register
 from livecommerce.backends.redis_inventory import _SALE_LUA, grant_args, index_orders
 from livecommerce.inventory.rules import Grant
+from livecommerce.promotions.auctions import Auction, Bid, BidRefusal, BidResult
 from livecommerce.promotions.coupons import Claimed, ClaimRefusal, Coupon, CouponEnd
 from livecommerce.promotions.draws import Proof
 from livecommerce.promotions.giveaways import Entered, EntryRefusal, Frozen, Giveaway
@@ -611,3 +612,175 @@ class RedisGroupStore:
             if gid is not None and (g := await self.group(room, _text(gid))) is not None:
                 found.append(g)
         return found
+
+
+# -- auctions ------------------------------------------------------------------------
+# Keys, after the room's prefix: ``auction`` (string: the open lot's id), ``auc:<id>``
+# (hash, the lot with its price, leader and the leader's maximum), ``abids:<id>``
+# (list, the append-only bid log: one JSON object per accepted bid).
+
+AUCTION_START = """
+-- KEYS: 1 the room's open lot (string), 2 the lot (hash)
+-- ARGV: 1 id, then field, value pairs
+-- Returns 1 if kept, 0 while another lot is open (or the id is taken).
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+return 1
+"""
+
+AUCTION_BID = """
+-- KEYS: 1 the lot (hash), 2 its bid log (list), 3 the room's bans (set), 4 its mutes
+-- ARGV: 1 user, 2 name, 3 amount, 4 ceiling (the proxy maximum), 5 now ms
+-- promotions.auctions.place_bid in one step, the bid logged with it. Returns
+-- {refusal or '', 1 if the bidder leads, 1 if the clock was set back, the lot's fields}.
+local f = redis.call('HMGET', KEYS[1], 'status', 'ends_at', 'start_bid', 'price', 'leader',
+                     'leader_max', 'bands', 'extend_s', 'max_extensions', 'extensions', 'bids')
+if not f[1] then return {'not_found', 0, 0, {}} end
+local user, name, amount = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local ceiling, now = math.max(tonumber(ARGV[4]), amount), tonumber(ARGV[5])
+local function reply(r, leading, extended)
+  return {r, leading, extended, redis.call('HGETALL', KEYS[1])}
+end
+local function inc(price)
+  local step = nil
+  for from, s in string.gmatch(f[7], '(%d+):(%d+)') do
+    if step == nil or price >= tonumber(from) then step = tonumber(s) end
+  end
+  return step
+end
+if redis.call('SISMEMBER', KEYS[3], user) == 1 then return reply('banned', 0, 0) end
+if tonumber(redis.call('HGET', KEYS[4], user) or '0') > now then return reply('muted', 0, 0) end
+local ends_at, price, leader, lmax = tonumber(f[2]), tonumber(f[4]), f[5], tonumber(f[6])
+if f[1] ~= 'open' or now >= ends_at then return reply('auction_closed', 0, 0) end
+local least = tonumber(f[3])
+if leader ~= '' then least = price + inc(price) end
+if amount < least then return reply('bid_too_low', 0, 0) end
+if leader == '' then
+  leader, lmax, price = user, ceiling, amount
+  redis.call('HSET', KEYS[1], 'leader_name', name)
+elseif user == leader then
+  lmax = math.max(lmax, ceiling)
+elseif ceiling > lmax then
+  price = math.min(ceiling, math.max(amount, lmax + inc(lmax)))
+  leader, lmax = user, ceiling
+  redis.call('HSET', KEYS[1], 'leader_name', name)
+else
+  price = math.min(lmax, ceiling + inc(ceiling))
+end
+local bids = tonumber(f[11]) + 1
+redis.call('HSET', KEYS[1], 'price', price, 'leader', leader, 'leader_max', lmax, 'bids', bids)
+local window, extended = tonumber(f[8]) * 1000, 0
+local cap, done = tonumber(f[9]), tonumber(f[10])
+if window > 0 and now >= ends_at - window and (cap < 0 or done < cap) then
+  redis.call('HSET', KEYS[1], 'ends_at', now + window, 'extensions', done + 1)
+  extended = 1
+end
+redis.call('RPUSH', KEYS[2], cjson.encode({seq = bids, user = user, name = name,
+  amount = amount, max = ceiling, at = now, price = price, leader = leader}))
+local leading = 0
+if leader == user then leading = 1 end
+return reply('', leading, extended)
+"""
+
+AUCTION_END = (
+    """
+-- KEYS: 1 the lot (hash), 2 the room's open lot (string)
+-- ARGV: 1 prefix, 2 room, 3 id, 4 now ms, 5 hold ms, 6 the leader the caller read,
+--       then the 8 fields of the winner's grant (none without a leader)
+-- Ends the lot once its clock ran out, the winner's hold at the hammer price written
+-- in the same step. Returns 1 if this call ended it, 0 if not open or not due yet,
+-- 'moved' if the leader is not the one the caller read (read again).
+"""
+    + _SALE_LUA
+    + """
+local f = redis.call('HMGET', KEYS[1], 'status', 'ends_at', 'leader')
+if f[1] ~= 'open' or tonumber(ARGV[4]) < tonumber(f[2]) then return 0 end
+if f[3] ~= ARGV[6] then return 'moved' end
+redis.call('HSET', KEYS[1], 'status', 'ended')
+if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
+if #ARGV >= 14 then
+  grant(ARGV[1], ARGV[2], {unpack(ARGV, 7, 14)}, tonumber(ARGV[4]), tonumber(ARGV[5]))
+end
+return 1
+"""
+)
+
+_BID_REFUSALS: dict[bytes, BidRefusal] = {
+    b"not_found": "not_found",
+    b"auction_closed": "auction_closed",
+    b"bid_too_low": "bid_too_low",
+    b"banned": "banned",
+    b"muted": "muted",
+}
+
+
+def _auction(raw: dict[Any, Any]) -> Auction | None:
+    if not raw:
+        return None
+    return Auction.from_record({_text(k): _text(v) for k, v in raw.items()})
+
+
+class RedisAuctionStore:
+    def __init__(self, r: Client) -> None:
+        self._r = r
+        self._start = register(r, AUCTION_START)
+        self._bid = register(r, AUCTION_BID)
+        self._end = register(r, AUCTION_END)
+
+    async def start(self, auction: Auction) -> bool:
+        pairs = [v for kv in auction.to_record().items() for v in kv]
+        keys = [key(auction.room, "auction"), key(auction.room, f"auc:{auction.id}")]
+        return bool(await self._start(keys=keys, args=[auction.id, *pairs]))
+
+    async def bid(
+        self, room: str, aid: str, *, user: str, name: str, amount: int, ceiling: int, now_ms: int
+    ) -> BidResult:
+        keys = [
+            key(room, f"auc:{aid}"),
+            key(room, f"abids:{aid}"),
+            key(room, "bans"),
+            key(room, "mutes"),
+        ]
+        refusal, leading, extended, flat = await self._bid(
+            keys=keys, args=[user, name, amount, ceiling, now_ms]
+        )
+        lot = _auction(_flat(flat))
+        why = _BID_REFUSALS.get(refusal) if refusal else None
+        return BidResult(lot, bool(leading), bool(extended), why)
+
+    async def end(
+        self, room: str, aid: str, leader: str, grant: Grant | None, *, now_ms: int, hold_ms: int
+    ) -> Auction | Literal["moved"] | None:
+        if grant is not None:
+            await index_orders(self._r, room, now_ms)
+        args: list[Any] = [key(room, ""), room, aid, now_ms, hold_ms, leader]
+        args += grant_args([grant] if grant is not None else [])
+        done = await self._end(keys=[key(room, f"auc:{aid}"), key(room, "auction")], args=args)
+        if done in (b"moved", "moved"):
+            return "moved"
+        return await self.get(room, aid) if done else None
+
+    async def get(self, room: str, aid: str) -> Auction | None:
+        return _auction(await self._r.hgetall(key(room, f"auc:{aid}")))
+
+    async def current(self, room: str) -> Auction | None:
+        aid = await self._r.get(key(room, "auction"))
+        return None if aid is None else await self.get(room, _text(aid))
+
+    async def bids(self, room: str, aid: str) -> list[Bid]:
+        raw: list[Any] = await self._r.lrange(key(room, f"abids:{aid}"), 0, -1)
+        return [_bid(loads(entry)) for entry in raw]
+
+
+def _bid(d: dict[str, Any]) -> Bid:
+    return Bid(
+        seq=int(d["seq"]),
+        user=str(d["user"]),
+        name=str(d["name"]),
+        amount=int(d["amount"]),
+        max=int(d["max"]),
+        at=int(d["at"]),
+        price=int(d["price"]),
+        leader=str(d["leader"]),
+    )

@@ -164,6 +164,30 @@ _SCHEMAS: dict[str, Any] = {
             "version": {"type": "integer"},
         },
     },
+    "BidLog": {
+        "type": "object",
+        "required": ["auction", "bids"],
+        "properties": {
+            "auction": {"type": "object", "description": "The lot, as the protocol's auction"},
+            "bids": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["seq", "user", "name", "amount", "at", "price", "leader", "max"],
+                    "properties": {
+                        "seq": {"type": "integer"},
+                        "user": {"type": "string"},
+                        "name": {"type": "string"},
+                        "amount": {"type": "integer"},
+                        "max": {"type": ["integer", "null"]},
+                        "at": {"type": "integer"},
+                        "price": {"type": "integer"},
+                        "leader": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
     "Clip": {
         "type": "object",
         "description": "A product's clip: the stream while it was pinned (docs/media.md)",
@@ -478,6 +502,20 @@ def document(*, demo: bool) -> dict[str, Any]:
                     }
                 ],
                 "responses": {"200": _json(_ref("DrawProof"), "The proof"), **_errors(404)},
+            }
+        },
+        "/api/auctions/{auction}/bids": {
+            "get": {
+                "summary": "A lot and its append-only bid log (public; maxima once ended)",
+                "parameters": [
+                    {
+                        "name": "auction",
+                        "in": "path",
+                        "required": True,
+                        "schema": {"type": "string"},
+                    }
+                ],
+                "responses": {"200": _json(_ref("BidLog"), "The lot and its bids"), **_errors(404)},
             }
         },
         "/api/rooms/{room}/modlog": {

@@ -258,6 +258,11 @@ async def giveaway_proof(request: web.Request) -> web.Response:
     return json_response(proof)
 
 
+async def auction_bids(request: web.Request) -> web.Response:
+    """A lot and its append-only bid log (public: anyone may check the bids)."""
+    return json_response(await request.app[SERVICE].auction_bids(request.match_info["auction"]))
+
+
 async def modlog(request: web.Request) -> web.Response:
     """The room's moderation log, oldest first (host, moderators, admins)."""
     who = principal(request)  # who asks, before anything they sent is read
@@ -369,6 +374,7 @@ def setup(app: web.Application, static_dir: Path) -> None:
     r.add_get("/api/rooms/{room}/modlog", modlog)
     r.add_get("/api/orders/{order}", get_order)
     r.add_get("/api/giveaways/{giveaway}/proof", giveaway_proof)
+    r.add_get("/api/auctions/{auction}/bids", auction_bids)
     if app[SETTINGS].demo:
         r.add_post("/api/demo/token", demo_token)
     if static_dir.is_dir():

@@ -448,6 +448,16 @@ async def _group_join(svc: RoomService, conn: Connection, cmd: Command) -> dict[
     return await svc.join_group(conn.principal, cmd.room, cmd.args["group"])
 
 
+async def _auction_start(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    lot = await svc.start_auction(conn.principal, cmd.room, cmd.args)
+    return {"auction": lot.public()}
+
+
+async def _bid(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    a = cmd.args
+    return await svc.bid(conn.principal, cmd.room, a["auction"], a["amount"], a.get("max"))
+
+
 async def _order(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
     a = cmd.args
     order = await svc.order(
@@ -494,6 +504,8 @@ HANDLERS: dict[str, Handler] = {
     "deal.stop": _deal_stop,
     "group.open": _group_open,
     "group.join": _group_join,
+    "auction.start": _auction_start,
+    "bid": _bid,
 }
 
 

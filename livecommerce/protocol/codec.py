@@ -153,6 +153,22 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
     "deal.stop": (_ROOM, ("deal", _is_id, True)),
     "group.open": (_ROOM, ("deal", _is_id, True)),
     "group.join": (_ROOM, ("group", _is_ref, True)),
+    # the lot's rules (bounds, the increments' bands) are in promotions.auctions
+    "auction.start": (
+        _ROOM,
+        ("sku", _is_id, True),
+        ("start_bid", _is_int(1, MAX_PRICE), True),
+        ("duration_s", _is_int(10, 300), True),
+        ("extend_s", _is_int(0, 60), False),
+        ("max_extensions", _is_int(0, 100), False),
+        ("increments", lambda v: type(v) is list and len(v) <= 20, False),
+    ),
+    "bid": (
+        _ROOM,
+        ("auction", _is_ref, True),
+        ("amount", _is_int(1, MAX_PRICE), True),
+        ("max", _is_int(1, MAX_PRICE), False),
+    ),
     "order": (
         _ROOM,
         ("sale", _is_id, True),

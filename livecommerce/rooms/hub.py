@@ -52,12 +52,16 @@ _CHANGES = re.compile(
 )
 _DEAL_STARTED = b'"type":"deal.started"'
 _GIVEAWAY = re.compile(rb'"type":"giveaway\.(started|drawn|cancelled)"')
+_AUCTION = re.compile(rb'"type":"auction\.(started|ended)"')
 
 
 def _pinned_sku(line: bytes) -> str | None:
     sku = loads(line).get("product", {}).get("sku")
     return sku if isinstance(sku, str) else None
 
+
+_BID_FIELDS = ("price", "min_bid", "leader", "bids", "ends_at")
+"""What ``auction.bid`` says of the lot."""
 
 DEFAULT_FANOUT_SHARE = 0.30
 """The share of a core one room's fan-out passes may take in one process."""
@@ -181,6 +185,10 @@ class Channel:
         self.groups_open = False
         """Whether the room has deals (groups may be forming): looked at each tick."""
         self.forming_sent: bytes | None = None
+        self.auction: dict[str, Any] | None = None
+        """The open lot (its ``auction`` object), as the room's lines said."""
+        self.bid_sent: tuple[int, str, int, int] | None = None
+        """(price, leader, bids, ends_at) of the last ``auction.bid`` sent."""
         self.giveaway: dict[str, Any] | None = None
         """The open giveaway (its ``giveaway`` object), as the room's lines said."""
         self.entries_sent = -1
@@ -250,6 +258,7 @@ class Hub:
         self._coupons = backends.coupons
         self._giveaways = backends.giveaways
         self._groups = backends.groups
+        self._auctions = backends.auctions
         self.node = node
         self.tick_s = tick_s
         self.presence_s = presence_s
@@ -327,6 +336,10 @@ class Hub:
         """This process's rooms with a giveaway open (or drawing), and each one."""
         return [(room, ch.giveaway) for room, ch in self._channels.items() if ch.giveaway]
 
+    def auctions(self) -> list[tuple[str, dict[str, Any]]]:
+        """This process's rooms with an open lot, and each lot (its clock as last read)."""
+        return [(room, ch.auction) for room, ch in self._channels.items() if ch.auction]
+
     def here(self, room: str, user: str) -> bool:
         """Whether ``user`` has a counted connection in ``room`` on this process."""
         ch = self._channels.get(room)
@@ -358,6 +371,8 @@ class Hub:
             ch.sales_open = bool(await self._inventory.stock(ch.room))
             ch.coupons_open = bool(await self._coupons.live(ch.room))
             ch.groups_open = bool(await self._groups.deals(ch.room))
+            lot = await self._auctions.current(ch.room)
+            ch.auction = lot.public() if lot is not None else None
             g = await self._giveaways.current(ch.room)
             ch.giveaway = g.public() if g is not None and g.status == "open" else None
             ch.tick_s = self.tick_s
@@ -451,6 +466,8 @@ class Hub:
             await self._entries(ch, now, figures)
         if ch.groups_open:
             await self._forming(ch, now, figures)
+        if ch.auction is not None:
+            await self._bids(ch, now, figures)
         if looking:
             ch.next_presence = now + self.presence_s
             ch.sales_open = True  # look again once in a while, whatever we missed
@@ -468,6 +485,9 @@ class Hub:
             if (m := _GIVEAWAY.search(line, 0, 64)) is not None:
                 ch.giveaway = loads(line)["giveaway"] if m[1] == b"started" else None
                 ch.entries_sent = 0
+            elif (m := _AUCTION.search(line, 0, 64)) is not None:
+                ch.auction = loads(line)["auction"] if m[1] == b"started" else None
+                ch.bid_sent = None
         ch.lines += lines
 
     def _write(self, ch: Channel, batch: list[Membership]) -> float:
@@ -578,6 +598,26 @@ class Hub:
             return
         ch.forming_sent = body
         lines.append(encode_event("group.forming", ch.room, int(now * 1000), fields))
+
+    async def _bids(self, ch: Channel, now: float, lines: list[bytes]) -> None:
+        """``auction.bid`` when the open lot's price, leader or bids changed: the latest
+        of the tick only; ``auction.extended`` when its clock was set back."""
+        assert ch.auction is not None
+        lot = await self._auctions.get(ch.room, ch.auction["id"])
+        if lot is None or lot.status != "open":
+            return
+        state = (lot.price, lot.leader, lot.bids, lot.ends_at)
+        if state == ch.bid_sent:
+            return
+        ts = int(now * 1000)
+        if ch.bid_sent is not None and lot.ends_at != ch.bid_sent[3]:
+            fields = {"auction_id": lot.id, "ends_at": lot.ends_at, "extensions": lot.extensions}
+            lines.append(encode_event("auction.extended", ch.room, ts, fields))
+        ch.bid_sent = state
+        ch.auction["ends_at"] = lot.ends_at
+        public = lot.public()
+        fields = {"auction_id": lot.id, **{k: public[k] for k in _BID_FIELDS}}
+        lines.append(encode_event("auction.bid", ch.room, ts, fields))
 
     async def _presence(self, ch: Channel, now: float, lines: list[bytes]) -> None:
         ch.viewers = await self._counters.report_presence(

@@ -40,6 +40,7 @@ from livecommerce.moderation.rules import RateLimiter, refusal
 from livecommerce.moderation.wordfilter import Term, WordFilter
 from livecommerce.orders.sandbox import checkout_path
 from livecommerce.promotions import draws
+from livecommerce.promotions.auctions import Auction, new_auction
 from livecommerce.promotions.coupons import Coupon, CouponEnd, new_coupon
 from livecommerce.promotions.giveaways import (
     Giveaway,
@@ -209,6 +210,7 @@ class RoomView:
     """The giveaway not drawn yet, if any."""
     deals: list[Deal]
     forming: list[Group]
+    auction: Auction | None
 
 
 class RoomViews:
@@ -274,9 +276,10 @@ class RoomViews:
                     b.giveaways.current(room_id),
                     b.groups.deals(room_id),
                     b.groups.forming(room_id, FORMING_SHOWN),
+                    b.auctions.current(room_id),
                 ),
             )
-            coupons, giveaway, deals, (forming, _) = promotions
+            coupons, giveaway, deals, (forming, _), auction = promotions
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
@@ -284,7 +287,7 @@ class RoomViews:
             return
         if not future.done():
             view = RoomView(
-                snap, likes, sales, slow, banned, orders, coupons, giveaway, deals, forming
+                snap, likes, sales, slow, banned, orders, coupons, giveaway, deals, forming, auction
             )
             future.set_result(view)
 
@@ -533,6 +536,7 @@ class RoomService:
             "deals": [d.public() for d in deals],
             "groups": [g.public() for g in view.forming],
             "my_groups": [g.public() for g in groups_mine],
+            "auction": None if view.auction is None else view.auction.public(),
         }
         if staff:
             snapshot["flagged"] = flagged
@@ -972,6 +976,9 @@ class RoomService:
                     await self._coupon_ended(ended)
         for room in self.hub.rooms_with_groups():
             await self._fail_groups(room)
+        for room, lot in self.hub.auctions():
+            if lot["ends_at"] <= self.now_ms():
+                await self._end_auction(room, lot["id"])
         for room, giveaway in self.hub.giveaways():
             if giveaway["ends_at"] <= self.now_ms():
                 await self._draw(room, giveaway["id"])
@@ -1281,6 +1288,107 @@ class RoomService:
         """Fail the room's groups whose window ended short, and say so."""
         for group in await self.backends.groups.expire(room, self.now_ms()):
             await self._publish(room, "group.failed", {"group": group.public()})
+
+    # -- auctions ---------------------------------------------------------------------
+
+    async def start_auction(self, who: Principal, room_id: str, a: Mapping[str, Any]) -> Auction:
+        """The host auctions a product of the lineup (``auction.started`` to all); one
+        lot at a time per room.
+
+        Raises:
+            Error: rights, ``rate_limited``, ``room_not_live``, ``not_found`` for a sku
+                not in the lineup, ``bad_request``, ``conflict`` while a lot is open.
+        """
+        room = await self.room_as(who, room_id, HOSTS)
+        self._commerce_limit.check(who.id, self._clock())
+        room.require_live()
+        found = {p.sku: p for p in await self.backends.inventory.products(room.id)}
+        product = found.get(a["sku"])
+        if product is None:
+            raise Error("not_found", f"not in the lineup: {a['sku']}")
+        lot = new_auction(
+            auction_id=f"{room.id}.a{secrets.token_hex(5)}",
+            room=room.id,
+            product=(product.sku, product.title),
+            seller=room.host,
+            start_bid=a.get("start_bid"),
+            duration_s=a.get("duration_s"),
+            extend_s=a.get("extend_s"),
+            max_extensions=a.get("max_extensions"),
+            increments=a.get("increments"),
+            now=self.now_ms(),
+        )
+        if not await self.backends.auctions.start(lot):
+            raise Error("conflict", "an auction is already open in this room")
+        await self._publish(room.id, "auction.started", {"auction": lot.public()})
+        await self._log(who, room.id, "auction.start", lot.id, lot.public())
+        return lot
+
+    async def bid(
+        self, who: Principal, room_id: str, aid: str, amount: int, ceiling: int | None
+    ) -> dict[str, Any]:
+        """One bid of ``who``: ``amount``, and ``ceiling`` for a proxy bid.
+
+        Raises:
+            Error: rights (signed-in users; not the seller), ``rate_limited``,
+                ``room_not_live``, then in one atomic step ``not_found``, ``banned``,
+                ``muted``, ``auction_closed``, ``bid_too_low`` (with ``price`` and
+                ``min_bid``).
+        """
+        room = await self.room_as(who, room_id, CHATTERS)
+        self._order_limit.check(who.id, self._clock())
+        room.require_live()
+        if who.id == room.host:
+            raise Error("forbidden", "the seller may not bid on their own lot")
+        got = await self.backends.auctions.bid(
+            room.id, aid, user=who.id, name=who.name, amount=amount,
+            ceiling=amount if ceiling is None else ceiling, now_ms=self.now_ms(),
+        )  # fmt: skip
+        lot = got.result()
+        return {"auction": lot.public(), "leading": got.leading}
+
+    async def _end_auction(self, room: str, aid: str) -> Auction | None:
+        """End a lot whose clock ran out: the winner's hold at the hammer price in the
+        same step, ``auction.ended`` to all, the winner told of their order. Once,
+        whichever process gets there; None if this call did not end it."""
+        store = self.backends.auctions
+        for _ in range(5):  # a bid from a process whose clock lags may move the leader
+            lot = await store.get(room, aid)
+            if lot is None or lot.status != "open" or self.now_ms() < lot.ends_at:
+                return None
+            grant = None
+            if lot.leader:
+                key = f"auction:{aid}"
+                oid = order_id(room, lot.leader, key, self._id_key)
+                grant = Grant(oid, lot.leader, key, aid, "auction", lot.sku, lot.title, lot.price)
+            ended = await store.end(
+                room, aid, lot.leader, grant,
+                now_ms=self.now_ms(), hold_ms=self.settings.hold_s * 1000,
+            )  # fmt: skip
+            if ended == "moved":
+                continue
+            if ended is None:
+                return None
+            await self._publish(room, "auction.ended", {"auction": ended.public()})
+            if grant is not None and (order := await self.backends.inventory.order(grant.order_id)):
+                await self._order_updated(order)
+            return ended
+        return None
+
+    async def auction_bids(self, aid: str) -> dict[str, Any]:
+        """A lot and its bid log (public: anyone may check there were no phantom bids;
+        each bid's proxy maximum is shown once the lot ended).
+
+        Raises:
+            Error: ``not_found``.
+        """
+        room = aid.partition(".")[0]
+        lot = await self.backends.auctions.get(room, aid) if ROOM_ID.fullmatch(room) else None
+        if lot is None:
+            raise Error("not_found", "no auction with this id")
+        bids = await self.backends.auctions.bids(room, aid)
+        ended = lot.status == "ended"
+        return {"auction": lot.public(), "bids": [b.public(reveal_max=ended) for b in bids]}
 
 
 def _allowed(who: Principal, room: Room, allowed: frozenset[Role]) -> Room:

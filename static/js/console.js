@@ -519,6 +519,11 @@ class RoomPanel {
         return [`started a group buy of ${d.title}: ${price} in groups of ${d.size}`];
       }
       case "deal.stop": return [`stopped the group buy ${entry.target}`];
+      case "auction.start": {
+        const clock = d.extend_s ? `late bids add ${d.extend_s} s` : "sudden death";
+        return [`started an auction of ${d.title} from ${(d.start_bid / 100).toFixed(2)} for `
+          + `${Math.round((d.ends_at - d.starts_at) / 1000)} s (${clock})`];
+      }
       default:
         return [`${entry.action}${entry.target ? ` ${entry.target}` : ""}`];
     }

@@ -78,6 +78,15 @@ const el = {
   sfLimit: /** @type {HTMLInputElement} */ (byId("sf-limit")),
   sfDuration: /** @type {HTMLInputElement} */ (byId("sf-duration")),
   sfStart: /** @type {HTMLButtonElement} */ (byId("sf-start")), saleNote: byId("sale-note"),
+  auLive: byId("au-live"), auTitle: byId("au-title"), auPrice: byId("au-price"),
+  auLeader: byId("au-leader"), auBids: byId("au-bids"), auClock: byId("au-clock"),
+  auExt: byId("au-ext"), auLast: byId("au-last"), auctionForm: byId("auction-form"),
+  auctionNote: byId("auction-note"), afProduct: /** @type {HTMLSelectElement} */ (byId("af-product")),
+  afStart: /** @type {HTMLInputElement} */ (byId("af-start")),
+  afDuration: /** @type {HTMLInputElement} */ (byId("af-duration")),
+  afExtend: /** @type {HTMLInputElement} */ (byId("af-extend")),
+  afCap: /** @type {HTMLInputElement} */ (byId("af-cap")),
+  afStartBtn: /** @type {HTMLButtonElement} */ (byId("af-start-btn")),
   dealList: byId("deal-list"), noDeals: byId("no-deals"), dealForm: byId("deal-form"),
   dealNote: byId("deal-note"), gdProduct: /** @type {HTMLSelectElement} */ (byId("gd-product")),
   gdPrice: /** @type {HTMLInputElement} */ (byId("gd-price")),
@@ -133,6 +142,7 @@ for (const node of document.querySelectorAll(".currency-code")) node.textContent
  *   stats: any | null, editing: string | null, priceTouched: boolean,
  *   coupons: Map<string, any>, giveaway: any, deals: Map<string, any>,
  *   forming: Map<string, number>, filled: Map<string, number>, failed: Map<string, number>,
+ *   auction: any,
  * }}
  */
 const view = {
@@ -140,6 +150,7 @@ const view = {
   viewers: 0, likes: 0, slow: 0, pinned: null, products: new Map(), sales: new Map(),
   ended: new Map(), stats: null, editing: null, priceTouched: false, coupons: new Map(),
   giveaway: null, deals: new Map(), forming: new Map(), filled: new Map(), failed: new Map(),
+  auction: null,
 };
 
 // -- the connection ----------------------------------------------------------------
@@ -200,6 +211,7 @@ function onJoin(room, snapshot, recovered) {
   view.sales = sales;
   view.coupons = new Map((snapshot.coupons ?? []).map((c) => [c.id, c]));
   if (snapshot.giveaway || view.giveaway?.status === "open") view.giveaway = snapshot.giveaway;
+  if (snapshot.auction || view.auction?.status === "open") view.auction = snapshot.auction;
   view.deals = new Map((snapshot.deals ?? []).map((d) => [d.id, d]));
   countForming(snapshot.groups ?? []);
   if (!recovered) feed.reset(snapshot.recent ?? []);
@@ -269,6 +281,25 @@ function onEvent(ev) {
     case "coupon.ended":
       applyCouponEvent(view.coupons, ev);
       renderCoupons();
+      break;
+    case "auction.started":
+    case "auction.ended":
+      view.auction = ev.auction;
+      renderAuction();
+      break;
+    case "auction.bid":
+      if (view.auction?.id === ev.auction_id) {
+        Object.assign(view.auction, {
+          price: ev.price, leader: ev.leader, bids: ev.bids, ends_at: ev.ends_at,
+        });
+        renderAuction();
+      }
+      break;
+    case "auction.extended":
+      if (view.auction?.id === ev.auction_id) {
+        Object.assign(view.auction, { ends_at: ev.ends_at, extensions: ev.extensions });
+        renderAuction();
+      }
       break;
     case "deal.started":
       view.deals.set(ev.deal.id, ev.deal);
@@ -550,6 +581,10 @@ function renderProducts() {
       `[data-sku="${CSS.escape(focusSku)}"] [data-action="${focusRole}"]`);
     if (again instanceof HTMLElement) again.focus();
   }
+  // The auction's lot menu too.
+  const auctioned = el.afProduct.value;
+  el.afProduct.replaceChildren(...products.map((p) => new Option(p.title, p.sku)));
+  if (view.products.has(auctioned)) el.afProduct.value = auctioned;
   // The group buy's product menu too.
   const grouped = el.gdProduct.value;
   el.gdProduct.replaceChildren(
@@ -1007,9 +1042,61 @@ function renderAll() {
   renderProducts();
   renderSales();
   renderCoupons();
+  renderAuction();
   renderDeals();
   renderGiveaway();
   renderControls();
+}
+
+/** The lot under the hammer (price, leader, bids, clock), or how the last one ended. */
+function renderAuction() {
+  const a = view.auction;
+  const open = a?.status === "open";
+  el.auLive.hidden = !open;
+  el.auctionForm.hidden = open;
+  if (!a) return;
+  el.auTitle.textContent = a.title;
+  el.auPrice.textContent = a.leader ? money.format(a.price) : `from ${money.format(a.start_bid)}`;
+  el.auLeader.textContent = a.leader ? `${a.leader.name} leads` : "no bids yet";
+  el.auBids.textContent = `${count(a.bids)} ${a.bids === 1 ? "bid" : "bids"}`;
+  el.auExt.textContent = a.extensions ? `(${a.extensions} late-bid extension${a.extensions > 1 ? "s" : ""})` : "";
+  el.auLast.textContent = a.status === "ended"
+    ? (a.leader ? `${a.title}: sold to ${a.leader.name} for ${money.format(a.price)}.`
+      : `${a.title}: no bids.`) : "";
+  tickAuction(clock.now());
+}
+
+/** @param {number} now */
+function tickAuction(now) {
+  const a = view.auction;
+  if (a?.status !== "open") return;
+  const left = a.ends_at - now;
+  el.auClock.textContent = left > 0 ? `${formatDuration(left)} left` : "Closing…";
+}
+
+async function startAuction() {
+  const start = money.parse(el.afStart.value);
+  if (!start) {
+    note(el.auctionNote, `Enter the starting bid in ${money.currency}, like 10.00.`, "error");
+    el.afStart.focus();
+    return;
+  }
+  /** @type {Record<string, any>} */
+  const fields = {
+    room: view.room, sku: el.afProduct.value, start_bid: start,
+    duration_s: Number(el.afDuration.value), extend_s: Number(el.afExtend.value),
+  };
+  if (el.afCap.value) fields.max_extensions = Number(el.afCap.value);
+  el.afStartBtn.disabled = true;
+  try {
+    const { auction } = await client.send("auction.start", fields);
+    view.auction = auction;
+    renderAuction();
+  } catch (err) {
+    note(el.auctionNote, explain(err), "error");
+  } finally {
+    el.afStartBtn.disabled = false;
+  }
 }
 
 /** @param {any[]} groups the forming groups (as `group.forming` lists them) */
@@ -1292,6 +1379,7 @@ function tick() {
     /** @type {HTMLElement} */ (timer).dataset.urgent = String(left > 0 && left < 60_000);
   }
   tickGiveaway(now);
+  tickAuction(now);
   renderFiguresAge();
 }
 
@@ -1385,6 +1473,10 @@ el.saleForm.addEventListener("submit", (e) => {
 el.couponForm.addEventListener("submit", (e) => {
   e.preventDefault();
   dropCoupon();
+});
+el.auctionForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  startAuction();
 });
 el.dealForm.addEventListener("submit", (e) => {
   e.preventDefault();

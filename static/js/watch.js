@@ -81,6 +81,11 @@ const el = {
   buy: /** @type {HTMLButtonElement} */ (byId("buy")), buyResult: byId("buy-result"),
   orders: byId("orders"), orderList: byId("order-list"), announcement: byId("announcement"),
   coupons: byId("coupons"), couponList: byId("coupon-list"), couponResult: byId("coupon-result"),
+  auction: byId("auction"), auTitle: byId("au-title"), auPrice: byId("au-price"),
+  auLeader: byId("au-leader"), auClock: byId("au-clock"), auForm: byId("au-form"),
+  auAmount: /** @type {HTMLInputElement} */ (byId("au-amount")),
+  auMax: /** @type {HTMLInputElement} */ (byId("au-max")),
+  auBid: /** @type {HTMLButtonElement} */ (byId("au-bid")), auResult: byId("au-result"),
   groupbuy: byId("groupbuy"), dealList: byId("deal-list"), groupResult: byId("group-result"),
   giveaway: byId("giveaway"), gwPrize: byId("gw-prize"), gwCount: byId("gw-count"),
   gwHow: byId("gw-how"), gwEntries: byId("gw-entries"), gwClock: byId("gw-clock"),
@@ -107,6 +112,7 @@ const el = {
  *   coupons: Map<string, any>, myCoupons: Record<string, number>,
  *   giveaway: any, entered: boolean, commitments: Map<string, string>,
  *   deals: Map<string, any>, groups: Map<string, any>, myGroups: Map<string, any>,
+ *   auction: any,
  * }}
  */
 const view = {
@@ -114,7 +120,7 @@ const view = {
   sales: new Map(), ended: null, orders: new Map(), user: null, token: null,
   buying: false, mutedUntil: 0, banned: false, coupons: new Map(), myCoupons: {},
   giveaway: null, entered: false, commitments: new Map(),
-  deals: new Map(), groups: new Map(), myGroups: new Map(),
+  deals: new Map(), groups: new Map(), myGroups: new Map(), auction: null,
 };
 
 /** The group a share link invites to (`watch.html?room=demo&group=<id>`), if any. */
@@ -244,6 +250,7 @@ function onJoin(room, snapshot, recovered) {
     view.entered = Boolean(snapshot.my_entry);
   }
   if (view.giveaway) view.commitments.set(view.giveaway.id, view.giveaway.commitment);
+  if (snapshot.auction || view.auction?.status === "open") view.auction = snapshot.auction;
   view.deals = new Map((snapshot.deals ?? []).map((d) => [d.id, d]));
   view.groups = new Map((snapshot.groups ?? []).map((g) => [g.id, g]));
   view.myGroups = new Map((snapshot.my_groups ?? []).map((g) => [g.id, g]));
@@ -335,6 +342,27 @@ function onEvent(ev) {
     case "coupon.ended":
       applyCouponEvent(view.coupons, ev);
       renderCoupons();
+      break;
+    case "auction.started":
+    case "auction.ended":
+      view.auction = ev.auction;
+      el.auResult.textContent = ev.type === "auction.ended" ? hammerText(ev.auction) : "";
+      renderAuction(true);
+      break;
+    case "auction.bid":
+      if (view.auction?.id === ev.auction_id) {
+        Object.assign(view.auction, {
+          price: ev.price, min_bid: ev.min_bid, leader: ev.leader, bids: ev.bids,
+          ends_at: ev.ends_at,
+        });
+        renderAuction(false);
+      }
+      break;
+    case "auction.extended":
+      if (view.auction?.id === ev.auction_id) {
+        view.auction.ends_at = ev.ends_at;
+        el.auResult.textContent = "A late bid: the clock went back.";
+      }
       break;
     case "deal.started":
       view.deals.set(ev.deal.id, ev.deal);
@@ -641,9 +669,82 @@ function renderShop() {
   }
   renderSale();
   renderCoupons();
+  renderAuction(true);
   renderGroups();
   renderGiveaway();
   renderOrders();
+}
+
+/**
+ * The lot: price, leader, clock, and the bid form (its amount follows the least bid
+ * unless the viewer is typing one).
+ * @param {boolean} fresh a new lot or a new page: the amount is set to the least bid
+ */
+function renderAuction(fresh) {
+  const a = view.auction;
+  el.auction.hidden = !a;
+  if (!a) return;
+  el.auction.dataset.status = a.status;
+  el.auTitle.textContent = a.title;
+  const open = a.status === "open";
+  el.auPrice.textContent = a.leader ? `${money.format(a.price)}`
+    : `Starting bid ${money.format(a.start_bid)}`;
+  const mine = view.user && a.leader?.id === view.user.id;
+  el.auLeader.textContent = !a.leader ? "No bids yet"
+    : mine ? (open ? "You're the highest bidder" : "You won!") : `${a.leader.name} leads`;
+  el.auction.dataset.leading = String(Boolean(mine));
+  el.auForm.hidden = !open;
+  el.auBid.disabled = !view.user || view.status !== "live";
+  el.auBid.textContent = view.user ? "Bid" : "Sign in to bid";
+  if (fresh || document.activeElement !== el.auAmount) {
+    el.auAmount.value = money.toInput(a.min_bid);
+  }
+  tickAuction(clock.now());
+}
+
+/** @param {any} a an ended lot @returns {string} */
+function hammerText(a) {
+  if (!a.leader) return "The auction ended with no bids.";
+  return view.user && a.leader.id === view.user.id
+    ? `You won at ${money.format(a.price)}! Your order is reserved.`
+    : `Sold to ${a.leader.name} for ${money.format(a.price)}.`;
+}
+
+/** @param {number} now */
+function tickAuction(now) {
+  const a = view.auction;
+  if (!a) return;
+  const left = a.ends_at - now;
+  el.auClock.textContent = a.status !== "open" ? "Ended" : left > 0 ? formatDuration(left) : "Closing…";
+  el.auClock.dataset.urgent = String(a.status === "open" && left < 10_000);
+}
+
+async function placeBid() {
+  const a = view.auction;
+  if (!a) return;
+  const amount = money.parse(el.auAmount.value);
+  const max = el.auMax.value.trim() ? money.parse(el.auMax.value) : null;
+  if (amount === null || (el.auMax.value.trim() && max === null)) {
+    el.auResult.textContent = `Enter an amount in ${money.currency}, like ${money.toInput(a.min_bid)}.`;
+    return;
+  }
+  /** @type {Record<string, any>} */
+  const fields = { room: ROOM, auction: a.id, amount };
+  if (max !== null) fields.max = max;
+  el.auBid.disabled = true;
+  try {
+    const { auction, leading } = await client.send("bid", fields);
+    Object.assign(a, auction);
+    el.auResult.textContent = leading ? "You're the highest bidder."
+      : "Outbid at once: someone's maximum is higher. Bid again?";
+    el.auMax.value = "";
+  } catch (err) {
+    el.auResult.textContent = err?.code === "bid_too_low"
+      ? `Too low: bid at least ${money.format(err.min_bid)}.`
+      : err?.code === "auction_closed" ? "The auction has ended." : explain(err);
+    if (err?.code === "bid_too_low") a.min_bid = err.min_bid;
+  }
+  renderAuction(true);
 }
 
 /** The group-buy deals: your group (with its share link), groups to join, Start one. */
@@ -998,6 +1099,7 @@ function orderNode(order) {
   const off = order.discount ? ` (coupon −${money.format(order.discount)})` : "";
   what.textContent = order.source === "giveaway" ? `Prize: ${title} · free`
     : order.source === "group" ? `Group buy: ${title} · ${money.format(total)}`
+    : order.source === "auction" ? `Won at auction: ${title} · ${money.format(total)}`
     : `${order.qty} × ${title} · ${money.format(total)}${off}`;
   const status = document.createElement("span");
   status.className = "order-status";
@@ -1106,6 +1208,7 @@ function tick() {
   }
   tickGiveaway(now);
   tickGroups(now);
+  tickAuction(now);
   for (const timer of el.orderList.querySelectorAll("[data-expires-at]")) {
     const left = Number(/** @type {HTMLElement} */ (timer).dataset.expiresAt) - now;
     timer.textContent = left > 0 ? `Pay within ${formatDuration(left)}` : "Payment window closing…";
@@ -1123,6 +1226,10 @@ el.unmute.addEventListener("click", () => {
 el.signInChat.addEventListener("click", signIn);
 el.buy.addEventListener("click", buy);
 el.gwEnter.addEventListener("click", enterGiveaway);
+el.auForm.addEventListener("submit", (e) => {
+  e.preventDefault();
+  placeBid();
+});
 el.gwCheck.addEventListener("click", checkDraw);
 
 el.composer.addEventListener("submit", async (e) => {
