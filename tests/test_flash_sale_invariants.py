@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -157,14 +158,18 @@ async def sample_counts(store: InventoryStore, sale: str, stop: asyncio.Event) -
     return samples
 
 
+HOLD_S = 3
+
+
 async def test_5000_attempts_sell_exactly_the_stock(start_server: ServerFactory) -> None:
-    server = await start_server(hold_s=3, sweep_interval_ms=100)
+    server = await start_server(hold_s=HOLD_S, sweep_interval_ms=100)
     store = server.app[SERVICE].backends.inventory
     sale = await open_sale(server.port)
     buyers = Buyers(server.port)
     await buyers.open([f"u{i}" for i in range(USERS)])
     stop = asyncio.Event()
     sampler = asyncio.create_task(sample_counts(store, sale, stop))
+    began = time.monotonic()
     try:
         await buyers.burst(sale, plan(seed=1))
     finally:
@@ -176,7 +181,9 @@ async def test_5000_attempts_sell_exactly_the_stock(start_server: ServerFactory)
     assert sum(units.values()) == STOCK, "accepted units equal the stock exactly"
     assert samples >= 3  # sampled while the burst ran
     after = await store.sale("demo", sale)
-    assert after is not None and (after.remaining, after.held) == (0, STOCK)
+    assert after is not None and after.remaining + after.held == STOCK and after.sold == 0
+    if time.monotonic() - began < HOLD_S:  # on a loaded machine the first holds may expire
+        assert (after.remaining, after.held) == (0, STOCK)
     # every accepted order reaches the shop (the sandbox) exactly once, and its
     # outbox entry leaves once delivered
     accepted = {r["data"]["order"]["id"] for *_, r in buyers.replies if r["ok"]}
