@@ -46,10 +46,13 @@ def _media(argv: Sequence[str]) -> int:
     return media.main(argv)
 
 
-def _coupons(argv: Sequence[str]) -> int:
-    from loadtests import coupons
+def _promotion(name: str) -> Callable[[Sequence[str]], int]:
+    def run(argv: Sequence[str]) -> int:
+        from loadtests import promotions
 
-    return coupons.main(argv)
+        return promotions.main(name, argv)
+
+    return run
 
 
 def _plot(argv: Sequence[str]) -> int:
@@ -72,7 +75,15 @@ COMMANDS: Final[dict[str, tuple[Callable[[Sequence[str]], int], str]]] = {
     "fanout": (_fanout, "the first fan-out tool (aiohttp clients; the M and R rows)"),
     "bridge": (_bridge, "the order bridge's delivery rate"),
     "media": (_media, "live video: server CPU per WebRTC viewer, latency, HLS"),
-    "coupon-claims": (_coupons, "a burst of coupon claims at one live coupon (own server)"),
+    "coupon-claims": (
+        _promotion("coupon-claims"),
+        "a burst of coupon claims at one live coupon (own server)",
+    ),
+    "bids": (_promotion("bids"), "bidders on one live auction lot (own server)"),
+    "group-fill": (
+        _promotion("group-fill"),
+        "from a group's last join to every member's order (own server)",
+    ),
 }
 
 

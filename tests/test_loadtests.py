@@ -397,3 +397,28 @@ def test_coupon_claims_grants_exactly_the_quantity_over_two_processes(tmp_path: 
     assert fig["granted"] == 25 and fig["doubled"] == 0 and fig["remaining"] == 0
     assert fig["claims"] == 180 and fig["outcomes"]["ok"] == 25
     assert fig["claims_per_s"] > 0 and fig["p50_ms"] <= fig["p99_ms"] <= fig["max_ms"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["coupon-claims", "--users", "30", "--claims", "2", "--quantity", "10", "--procs", "1"],
+        ["bids", "--users", "30", "--bids", "3", "--procs", "1"],
+        ["group-fill", "--groups", "2", "--size", "4"],
+    ],
+)
+def test_the_promotion_benchmarks_run_and_check_their_invariant(
+    argv: list[str], tmp_path: Path
+) -> None:
+    """Small runs of ``python -m loadtests coupon-claims|bids|group-fill`` (own server on
+    its own Redis): they end well and write figures that say the invariant held."""
+    out = tmp_path / "fig.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "loadtests", *argv, "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    fig = json.loads(out.read_text())
+    assert fig["ok"] is True and fig["scenario"] == argv[0]

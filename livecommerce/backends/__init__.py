@@ -25,8 +25,8 @@ from livecommerce.inventory.rules import (
     Settled,
     SettleKind,
 )
-from livecommerce.promotions.auctions import Auction, Bid, BidResult
-from livecommerce.promotions.coupons import Claimed, Coupon, CouponEnd
+from livecommerce.promotions.auctions import Auction, Bid, BidRequest, BidResult
+from livecommerce.promotions.coupons import Claimed, ClaimRequest, Coupon, CouponEnd
 from livecommerce.promotions.draws import Proof
 from livecommerce.promotions.giveaways import Entered, Frozen, Giveaway
 from livecommerce.promotions.groups import Deal, Group, Joined
@@ -372,8 +372,14 @@ class CouponStore(Protocol):
     async def claim(
         self, room: str, coupon_id: str, user: str, now_ms: int, watched_s: float = 0
     ) -> Claimed:
-        """One claim, in one atomic step over the gate, the window, the user's count and
-        the quantity (``CouponBook.claim``), whatever the connections and processes."""
+        """One claim (``claim_many`` of one)."""
+
+    async def claim_many(
+        self, room: str, coupon_id: str, claims: list[ClaimRequest], now_ms: int
+    ) -> list[Claimed]:
+        """Claims served in order in one atomic step, each over the room's bans, the
+        gate, the window, the user's count and the quantity (``CouponBook.claim``),
+        whatever the connections and processes."""
 
     async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:
         """End an active coupon; the coupon if this call ended it (once), else None."""
@@ -486,9 +492,14 @@ class AuctionStore(Protocol):
     async def bid(
         self, room: str, aid: str, *, user: str, name: str, amount: int, ceiling: int, now_ms: int
     ) -> BidResult:
-        """One bid (``place_bid``) in one atomic step over bans, mutes, the clock and
-        the price, appended to the bid log in that step; the clock set back if it came
-        in the anti-sniping window."""
+        """One bid (``bid_many`` of one)."""
+
+    async def bid_many(
+        self, room: str, aid: str, bids: list[BidRequest], now_ms: int
+    ) -> list[BidResult]:
+        """Bids served in order in one atomic step, each (``place_bid``) over bans,
+        mutes, the clock and the price and appended to the bid log; the clock set back
+        by one that came in the anti-sniping window."""
 
     async def end(
         self, room: str, aid: str, leader: str, grant: Grant | None, *, now_ms: int, hold_ms: int

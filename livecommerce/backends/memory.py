@@ -40,8 +40,8 @@ from livecommerce.inventory.rules import (
     SettleKind,
     room_of_order,
 )
-from livecommerce.promotions.auctions import Auction, AuctionBook, Bid, BidResult
-from livecommerce.promotions.coupons import Claimed, Coupon, CouponBook, CouponEnd
+from livecommerce.promotions.auctions import Auction, AuctionBook, Bid, BidRequest, BidResult
+from livecommerce.promotions.coupons import Claimed, ClaimRequest, Coupon, CouponBook, CouponEnd
 from livecommerce.promotions.draws import Proof
 from livecommerce.promotions.giveaways import Entered, Frozen, Giveaway, GiveawayBook
 from livecommerce.promotions.groups import Deal, Group, GroupBook, Joined
@@ -850,12 +850,22 @@ class MemoryAuctionStore:
     async def bid(
         self, room: str, aid: str, *, user: str, name: str, amount: int, ceiling: int, now_ms: int
     ) -> BidResult:
-        book = self._book(room)
-        lot = book.auctions.get(aid)
-        if lot is not None and (why := self._moderation.sanction(room, user, now_ms)):
-            return BidResult(replace(lot), refused=why)
-        got = book.bid(aid, user=user, name=name, amount=amount, ceiling=ceiling, now=now_ms)
-        return replace(got, auction=None if got.auction is None else replace(got.auction))
+        request = BidRequest(user, name, amount, ceiling)
+        return (await self.bid_many(room, aid, [request], now_ms))[0]
+
+    async def bid_many(
+        self, room: str, aid: str, bids: list[BidRequest], now_ms: int
+    ) -> list[BidResult]:
+        book, out = self._book(room), []
+        for b in bids:
+            lot = book.auctions.get(aid)
+            if lot is not None and (why := self._moderation.sanction(room, b.user, now_ms)):
+                out.append(BidResult(replace(lot), refused=why))
+                continue
+            got = book.bid(aid, user=b.user, name=b.name, amount=b.amount, ceiling=b.ceiling,
+                           now=now_ms)  # fmt: skip
+            out.append(replace(got, auction=None if got.auction is None else replace(got.auction)))
+        return out
 
     async def end(
         self, room: str, aid: str, leader: str, grant: Grant | None, *, now_ms: int, hold_ms: int
@@ -886,8 +896,9 @@ class MemoryAuctionStore:
 class MemoryCouponStore:
     """A :class:`~livecommerce.promotions.coupons.CouponBook` per room."""
 
-    def __init__(self) -> None:
+    def __init__(self, moderation: MemoryModerationStore | None = None) -> None:
         self._books: dict[str, CouponBook] = {}
+        self._moderation = moderation or MemoryModerationStore()
 
     def book(self, room: str) -> CouponBook:
         """The room's coupons and claims (the inventory store spends them)."""
@@ -899,8 +910,21 @@ class MemoryCouponStore:
     async def claim(
         self, room: str, coupon_id: str, user: str, now_ms: int, watched_s: float = 0
     ) -> Claimed:
-        got = self.book(room).claim(coupon_id, user, now_ms, watched_s)
-        return replace(got, coupon=None if got.coupon is None else replace(got.coupon))
+        return (await self.claim_many(room, coupon_id, [(user, watched_s)], now_ms))[0]
+
+    async def claim_many(
+        self, room: str, coupon_id: str, claims: list[ClaimRequest], now_ms: int
+    ) -> list[Claimed]:
+        book, out = self.book(room), []
+        for user, watched_s in claims:
+            if coupon_id in book.coupons and self._moderation.sanction(room, user, 0) == "banned":
+                got = Claimed(
+                    book.coupons[coupon_id], book.claims.get((coupon_id, user), 0), "banned"
+                )
+            else:
+                got = book.claim(coupon_id, user, now_ms, watched_s)
+            out.append(replace(got, coupon=None if got.coupon is None else replace(got.coupon)))
+        return out
 
     async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:
         ended = self.book(room).end(coupon_id, reason)
@@ -929,8 +953,8 @@ def memory_backends(settings: Settings) -> Backends:
     )
     outbox = MemoryOutboxStore()
     counters = MemoryCounters()
-    coupons = MemoryCouponStore()
     moderation = MemoryModerationStore()
+    coupons = MemoryCouponStore(moderation)
     inventory = MemoryInventoryStore(log, outbox, counters, coupons)
     return Backends(
         engine="memory",

@@ -12,13 +12,14 @@ connections and processes claims more than the quantity, or twice for one user.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from livecommerce.backends.redis import Client, key, register
 from livecommerce.backends.redis_inventory import _SALE_LUA, grant_args, index_orders
 from livecommerce.inventory.rules import Grant
-from livecommerce.promotions.auctions import Auction, Bid, BidRefusal, BidResult
-from livecommerce.promotions.coupons import Claimed, ClaimRefusal, Coupon, CouponEnd
+from livecommerce.promotions.auctions import Auction, Bid, BidRefusal, BidRequest, BidResult
+from livecommerce.promotions.coupons import Claimed, ClaimRefusal, ClaimRequest, Coupon, CouponEnd
 from livecommerce.promotions.draws import Proof
 from livecommerce.promotions.giveaways import Entered, EntryRefusal, Frozen, Giveaway
 from livecommerce.promotions.groups import Deal, Group, Joined, JoinRefusal
@@ -34,28 +35,41 @@ redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
 return 1
 """
 
-CLAIM = """
--- KEYS: 1 the coupon (hash), 2 its claims (hash user -> count), 3 the user's claimed
---       coupons (set of ids: the orders' "best" coupon is looked for there)
--- ARGV: 1 user, 2 now (ms), 3 seconds the user has watched
--- Returns {refusal or '', the user's claims, the coupon's fields and values}.
+CLAIMS = """
+-- KEYS: 1 the coupon (hash)
+-- ARGV: 1 prefix, 2 the coupon's id, 3 now (ms), then per claim: user, seconds watched
+-- Serves the claims in order (CouponBook.claim each, with the room's bans): the
+-- coupon's claims (hash cclaims:<id>, user -> count) and the user's claimed coupons
+-- (set uclaims:<user>: the orders' "best" coupon is looked for there) raised together.
+-- Returns {per claim {refusal or '', the user's claims}, the coupon's fields and values}.
+local p, cid, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local c = redis.call('HMGET', KEYS[1], 'status', 'quantity', 'claimed', 'per_user', 'ends_at',
                      'watch_s')
-if not c[1] then return {'not_found', 0, {}} end
-local claimed, mine = tonumber(c[3]), tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
-local ends_at, r = tonumber(c[5]), ''
-if tonumber(ARGV[3]) < tonumber(c[6]) then r = 'not_eligible'
-elseif c[1] ~= 'active' or (ends_at > 0 and tonumber(ARGV[2]) >= ends_at) then
-  r = 'coupon_ended'
-elseif mine >= tonumber(c[4]) then r = 'limit_exceeded'
-elseif claimed >= tonumber(c[2]) then r = 'sold_out'
-else
-  mine = mine + 1
-  redis.call('HSET', KEYS[1], 'claimed', claimed + 1)
-  redis.call('HSET', KEYS[2], ARGV[1], mine)
-  redis.call('SADD', KEYS[3], redis.call('HGET', KEYS[1], 'id'))
+local out = {}
+if not c[1] then
+  for i = 4, #ARGV, 2 do out[#out + 1] = {'not_found', 0} end
+  return {out, {}}
 end
-return {r, mine, redis.call('HGETALL', KEYS[1])}
+local claimed, ends_at = tonumber(c[3]), tonumber(c[5])
+local closed = c[1] ~= 'active' or (ends_at > 0 and now >= ends_at)
+for i = 4, #ARGV, 2 do
+  local user = ARGV[i]
+  local mine = tonumber(redis.call('HGET', p .. 'cclaims:' .. cid, user) or '0')
+  local r = ''
+  if redis.call('SISMEMBER', p .. 'bans', user) == 1 then r = 'banned'
+  elseif tonumber(ARGV[i + 1]) < tonumber(c[6]) then r = 'not_eligible'
+  elseif closed then r = 'coupon_ended'
+  elseif mine >= tonumber(c[4]) then r = 'limit_exceeded'
+  elseif claimed >= tonumber(c[2]) then r = 'sold_out'
+  else
+    mine, claimed = mine + 1, claimed + 1
+    redis.call('HSET', p .. 'cclaims:' .. cid, user, mine)
+    redis.call('SADD', p .. 'uclaims:' .. user, cid)
+  end
+  out[#out + 1] = {r, mine}
+end
+redis.call('HSET', KEYS[1], 'claimed', claimed)
+return {out, redis.call('HGETALL', KEYS[1])}
 """
 
 END = """
@@ -70,6 +84,7 @@ return 1
 
 _REFUSALS: dict[bytes, ClaimRefusal] = {
     b"not_found": "not_found",
+    b"banned": "banned",
     b"not_eligible": "not_eligible",
     b"coupon_ended": "coupon_ended",
     b"limit_exceeded": "limit_exceeded",
@@ -87,7 +102,7 @@ class RedisCouponStore:
     def __init__(self, r: Client) -> None:
         self._r = r
         self._drop = register(r, DROP)
-        self._claim = register(r, CLAIM)
+        self._claims = register(r, CLAIMS)
         self._end = register(r, END)
 
     async def drop(self, coupon: Coupon) -> bool:
@@ -99,14 +114,20 @@ class RedisCouponStore:
     async def claim(
         self, room: str, coupon_id: str, user: str, now_ms: int, watched_s: float = 0
     ) -> Claimed:
-        keys = [
-            key(room, f"coupon:{coupon_id}"),
-            key(room, f"cclaims:{coupon_id}"),
-            key(room, f"uclaims:{user}"),
-        ]
-        refusal, mine, flat = await self._claim(keys=keys, args=[user, now_ms, watched_s])
+        return (await self.claim_many(room, coupon_id, [(user, watched_s)], now_ms))[0]
+
+    async def claim_many(
+        self, room: str, coupon_id: str, claims: list[ClaimRequest], now_ms: int
+    ) -> list[Claimed]:
+        args: list[Any] = [key(room, ""), coupon_id, now_ms]
+        for user, watched_s in claims:
+            args += [user, watched_s]
+        out, flat = await self._claims(keys=[key(room, f"coupon:{coupon_id}")], args=args)
         coupon = _coupon(dict(zip(flat[::2], flat[1::2], strict=True)))
-        return Claimed(coupon, int(mine), _REFUSALS.get(refusal) if refusal else None)
+        return [
+            Claimed(coupon, int(mine), _REFUSALS.get(refusal) if refusal else None)
+            for refusal, mine in out
+        ]
 
     async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:
         keys = [key(room, f"coupon:{coupon_id}"), key(room, "coupons")]
@@ -629,19 +650,22 @@ redis.call('HSET', KEYS[2], unpack(ARGV, 2))
 return 1
 """
 
-AUCTION_BID = """
+AUCTION_BIDS = """
 -- KEYS: 1 the lot (hash), 2 its bid log (list), 3 the room's bans (set), 4 its mutes
--- ARGV: 1 user, 2 name, 3 amount, 4 ceiling (the proxy maximum), 5 now ms
--- promotions.auctions.place_bid in one step, the bid logged with it. Returns
--- {refusal or '', 1 if the bidder leads, 1 if the clock was set back, the lot's fields}.
+-- ARGV: 1 now ms, then per bid: user, name, amount, ceiling (the proxy maximum)
+-- promotions.auctions.place_bid for each bid in order, each accepted one logged, in one
+-- step. Returns {per bid {refusal or '', 1 if the bidder leads, 1 if the clock was set
+-- back, price, leader, leader's name, leader's max, ends_at, extensions, bids}, the
+-- lot's fields after the last}.
 local f = redis.call('HMGET', KEYS[1], 'status', 'ends_at', 'start_bid', 'price', 'leader',
-                     'leader_max', 'bands', 'extend_s', 'max_extensions', 'extensions', 'bids')
-if not f[1] then return {'not_found', 0, 0, {}} end
-local user, name, amount = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local ceiling, now = math.max(tonumber(ARGV[4]), amount), tonumber(ARGV[5])
-local function reply(r, leading, extended)
-  return {r, leading, extended, redis.call('HGETALL', KEYS[1])}
+                     'leader_max', 'bands', 'extend_s', 'max_extensions', 'extensions', 'bids',
+                     'leader_name')
+local out = {}
+if not f[1] then
+  for i = 2, #ARGV, 4 do out[#out + 1] = {'not_found'} end
+  return {out, {}}
 end
+local now = tonumber(ARGV[1])
 local function inc(price)
   local step = nil
   for from, s in string.gmatch(f[7], '(%d+):(%d+)') do
@@ -649,38 +673,44 @@ local function inc(price)
   end
   return step
 end
-if redis.call('SISMEMBER', KEYS[3], user) == 1 then return reply('banned', 0, 0) end
-if tonumber(redis.call('HGET', KEYS[4], user) or '0') > now then return reply('muted', 0, 0) end
 local ends_at, price, leader, lmax = tonumber(f[2]), tonumber(f[4]), f[5], tonumber(f[6])
-if f[1] ~= 'open' or now >= ends_at then return reply('auction_closed', 0, 0) end
-local least = tonumber(f[3])
-if leader ~= '' then least = price + inc(price) end
-if amount < least then return reply('bid_too_low', 0, 0) end
-if leader == '' then
-  leader, lmax, price = user, ceiling, amount
-  redis.call('HSET', KEYS[1], 'leader_name', name)
-elseif user == leader then
-  lmax = math.max(lmax, ceiling)
-elseif ceiling > lmax then
-  price = math.min(ceiling, math.max(amount, lmax + inc(lmax)))
-  leader, lmax = user, ceiling
-  redis.call('HSET', KEYS[1], 'leader_name', name)
-else
-  price = math.min(lmax, ceiling + inc(ceiling))
+local lname, bids, done = f[12], tonumber(f[11]), tonumber(f[10])
+local window, cap = tonumber(f[8]) * 1000, tonumber(f[9])
+for i = 2, #ARGV, 4 do
+  local user, name, amount = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local ceiling = math.max(tonumber(ARGV[i + 3]), amount)
+  local least = tonumber(f[3])
+  if leader ~= '' then least = price + inc(price) end
+  local r, extended = '', 0
+  if redis.call('SISMEMBER', KEYS[3], user) == 1 then r = 'banned'
+  elseif tonumber(redis.call('HGET', KEYS[4], user) or '0') > now then r = 'muted'
+  elseif f[1] ~= 'open' or now >= ends_at then r = 'auction_closed'
+  elseif amount < least then r = 'bid_too_low'
+  else
+    if leader == '' then
+      leader, lname, lmax, price = user, name, ceiling, amount
+    elseif user == leader then
+      lmax = math.max(lmax, ceiling)
+    elseif ceiling > lmax then
+      price = math.min(ceiling, math.max(amount, lmax + inc(lmax)))
+      leader, lname, lmax = user, name, ceiling
+    else
+      price = math.min(lmax, ceiling + inc(ceiling))
+    end
+    bids = bids + 1
+    if window > 0 and now >= ends_at - window and (cap < 0 or done < cap) then
+      ends_at, done, extended = now + window, done + 1, 1
+    end
+    redis.call('RPUSH', KEYS[2], cjson.encode({seq = bids, user = user, name = name,
+      amount = amount, max = ceiling, at = now, price = price, leader = leader}))
+  end
+  local leading = 0
+  if r == '' and leader == user then leading = 1 end
+  out[#out + 1] = {r, leading, extended, price, leader, lname, lmax, ends_at, done, bids}
 end
-local bids = tonumber(f[11]) + 1
-redis.call('HSET', KEYS[1], 'price', price, 'leader', leader, 'leader_max', lmax, 'bids', bids)
-local window, extended = tonumber(f[8]) * 1000, 0
-local cap, done = tonumber(f[9]), tonumber(f[10])
-if window > 0 and now >= ends_at - window and (cap < 0 or done < cap) then
-  redis.call('HSET', KEYS[1], 'ends_at', now + window, 'extensions', done + 1)
-  extended = 1
-end
-redis.call('RPUSH', KEYS[2], cjson.encode({seq = bids, user = user, name = name,
-  amount = amount, max = ceiling, at = now, price = price, leader = leader}))
-local leading = 0
-if leader == user then leading = 1 end
-return reply('', leading, extended)
+redis.call('HSET', KEYS[1], 'price', price, 'leader', leader, 'leader_name', lname,
+           'leader_max', lmax, 'bids', bids, 'ends_at', ends_at, 'extensions', done)
+return {out, redis.call('HGETALL', KEYS[1])}
 """
 
 AUCTION_END = (
@@ -725,7 +755,7 @@ class RedisAuctionStore:
     def __init__(self, r: Client) -> None:
         self._r = r
         self._start = register(r, AUCTION_START)
-        self._bid = register(r, AUCTION_BID)
+        self._bids = register(r, AUCTION_BIDS)
         self._end = register(r, AUCTION_END)
 
     async def start(self, auction: Auction) -> bool:
@@ -736,18 +766,36 @@ class RedisAuctionStore:
     async def bid(
         self, room: str, aid: str, *, user: str, name: str, amount: int, ceiling: int, now_ms: int
     ) -> BidResult:
+        request = BidRequest(user, name, amount, ceiling)
+        return (await self.bid_many(room, aid, [request], now_ms))[0]
+
+    async def bid_many(
+        self, room: str, aid: str, bids: list[BidRequest], now_ms: int
+    ) -> list[BidResult]:
         keys = [
             key(room, f"auc:{aid}"),
             key(room, f"abids:{aid}"),
             key(room, "bans"),
             key(room, "mutes"),
         ]
-        refusal, leading, extended, flat = await self._bid(
-            keys=keys, args=[user, name, amount, ceiling, now_ms]
-        )
+        args: list[Any] = [now_ms]
+        for b in bids:
+            args += [b.user, b.name, b.amount, b.ceiling]
+        out, flat = await self._bids(keys=keys, args=args)
         lot = _auction(_flat(flat))
-        why = _BID_REFUSALS.get(refusal) if refusal else None
-        return BidResult(lot, bool(leading), bool(extended), why)
+        if lot is None:
+            return [BidResult(None, refused="not_found") for _ in bids]
+        results = []
+        for refusal, leading, extended, *state in out:
+            price, leader, name, lmax, ends_at, extensions, count = state
+            after = replace(
+                lot, price=int(price), leader=_text(leader), leader_name=_text(name),
+                leader_max=int(lmax), ends_at=int(ends_at), extensions=int(extensions),
+                bids=int(count),
+            )  # fmt: skip
+            why = _BID_REFUSALS.get(refusal) if refusal else None
+            results.append(BidResult(after, bool(leading), bool(extended), why))
+        return results
 
     async def end(
         self, room: str, aid: str, leader: str, grant: Grant | None, *, now_ms: int, hold_ms: int

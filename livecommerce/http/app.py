@@ -119,7 +119,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
         await asyncio.wait(tasks, timeout=settings.drain_timeout_s)
         for task in tasks:
             task.cancel()
-        await service.batcher.close()
+        await service.drain()
         await hub.close()
 
     async def demo_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -199,6 +199,24 @@ class Grant:
     price: int
     qty: int = 1
 
+    def held(self, room: str, *, now: int, hold_ms: int) -> Order:
+        """The held order this grant makes at ``now``."""
+        return Order(
+            id=self.order_id,
+            room=room,
+            sale=self.src,
+            sku=self.sku,
+            title=self.title,
+            user=self.user,
+            qty=self.qty,
+            price=self.price,
+            key=self.key,
+            status="held",
+            created_at=now,
+            expires_at=now + hold_ms,
+            source=self.source,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -316,22 +334,7 @@ class Ledger:
         """Hold an order a promotion gives; None (nothing changes) if its id exists."""
         if g.order_id in self.orders:
             return None
-        order = Order(
-            id=g.order_id,
-            room=self.room,
-            sale=g.src,
-            sku=g.sku,
-            title=g.title,
-            user=g.user,
-            qty=g.qty,
-            price=g.price,
-            key=g.key,
-            status="held",
-            created_at=now,
-            expires_at=now + hold_ms,
-            source=g.source,
-        )
-        self.orders[order.id] = order
+        order = self.orders[g.order_id] = g.held(self.room, now=now, hold_ms=hold_ms)
         return order
 
     def pay(self, oid: str) -> tuple[Order | None, Sale | None]:

@@ -254,6 +254,17 @@ class Bid:
 
 
 @dataclass(frozen=True, slots=True)
+class BidRequest:
+    """One bid to serve."""
+
+    user: str
+    name: str
+    amount: int
+    ceiling: int
+    """The proxy maximum (the amount for a plain bid)."""
+
+
+@dataclass(frozen=True, slots=True)
 class BidResult:
     """One bid's outcome: the lot as it now is (None if unknown), whether the bidder
     leads, whether the clock was set back, or why it was refused."""

@@ -229,7 +229,11 @@ def new_coupon(
     )
 
 
-ClaimRefusal = Literal["not_found", "not_eligible", "coupon_ended", "limit_exceeded", "sold_out"]
+ClaimRefusal = Literal[
+    "not_found", "banned", "not_eligible", "coupon_ended", "limit_exceeded", "sold_out"
+]
+ClaimRequest = tuple[str, float]
+"""One claim to serve: the user, and the seconds they have watched the show."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +260,7 @@ class Claimed:
             )
         messages = {
             "not_found": "no such coupon in this room",
+            "banned": "you are banned from this room",
             "coupon_ended": "this coupon can no longer be claimed",
             "limit_exceeded": "you have claimed as many of this coupon as one viewer may",
             "sold_out": "every one of this coupon is claimed",

@@ -21,6 +21,7 @@ from typing import Any
 
 from livecommerce.auth import Principal, Role
 from livecommerce.backends import STAFF, Backends, LogSnapshot, ModerationStore, RoomStore
+from livecommerce.batching import KeyedBatcher
 from livecommerce.config import Settings
 from livecommerce.errors import Error
 from livecommerce.inventory.batcher import ReservationBatcher
@@ -40,8 +41,8 @@ from livecommerce.moderation.rules import RateLimiter, refusal
 from livecommerce.moderation.wordfilter import Term, WordFilter
 from livecommerce.orders.sandbox import checkout_path
 from livecommerce.promotions import draws
-from livecommerce.promotions.auctions import Auction, new_auction
-from livecommerce.promotions.coupons import Coupon, CouponEnd, new_coupon
+from livecommerce.promotions.auctions import Auction, BidRequest, BidResult, new_auction
+from livecommerce.promotions.coupons import Claimed, ClaimRequest, Coupon, CouponEnd, new_coupon
 from livecommerce.promotions.giveaways import (
     Giveaway,
     eligible,
@@ -335,6 +336,15 @@ class RoomService:
             max_batch=settings.reserve_batch,
             clock=clock,
         )
+        # claims of one coupon and bids on one lot are served like orders: in batches
+        self._claims: KeyedBatcher[tuple[str, str], ClaimRequest, Claimed] = KeyedBatcher(
+            lambda key, claims: backends.coupons.claim_many(*key, claims, self.now_ms()),
+            max_batch=settings.reserve_batch,
+        )
+        self._bids: KeyedBatcher[tuple[str, str], BidRequest, BidResult] = KeyedBatcher(
+            lambda key, bids: backends.auctions.bid_many(*key, bids, self.now_ms()),
+            max_batch=settings.reserve_batch,
+        )
         self._rooms = RoomCache(backends.rooms, clock=clock)
         self._views = RoomViews(backends)
         self._filters = FilterCache(backends.moderation, clock=clock)
@@ -344,6 +354,10 @@ class RoomService:
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
+
+    async def drain(self) -> None:
+        """Wait for the orders, claims and bids already queued to be served."""
+        await asyncio.gather(self.batcher.close(), self._claims.close(), self._bids.close())
 
     def new_id(self) -> str:
         """An id unique across processes: a random per-process prefix and a counter."""
@@ -881,7 +895,7 @@ class RoomService:
             except Error as err:
                 done(err)
 
-        self.batcher.submit(room_id, sale_id, attempt, resolved)
+        self.batcher.submit((room_id, sale_id), attempt, resolved)
         return True
 
     def _attempt(
@@ -913,6 +927,11 @@ class RoomService:
         if order is None or (order.user != who.id and who.role != "admin"):
             raise Error("not_found", "no such order")  # others' orders do not exist
         return self.pay_link(order)
+
+    async def _granted(self, room: str, grants: list[Grant], now: int, hold_ms: int) -> None:
+        """Tell each user of the order a promotion just held for them (all at once)."""
+        orders = [g.held(room, now=now, hold_ms=hold_ms) for g in grants]
+        await asyncio.gather(*(self._order_updated(o) for o in orders))
 
     async def _order_updated(self, order: Order) -> None:
         fields = {"order": self.pay_link(order).public()}
@@ -1044,11 +1063,7 @@ class RoomService:
         room = await self.room_as(who, room_id, CHATTERS)
         self._order_limit.check(who.id, self._clock())
         room.require_live()
-        if await self.backends.moderation.banned(room.id, [who.id]):
-            raise Error("banned", "you are banned from this room")
-        claimed = await self.backends.coupons.claim(
-            room.id, coupon_id, who.id, self.now_ms(), watched_s
-        )
+        claimed = await self._claims.ask((room.id, coupon_id), (who.id, watched_s))
         return {"coupon": claimed.result().public(), "mine": claimed.mine}
 
     async def _coupon_ended(self, coupon: Coupon) -> None:
@@ -1183,9 +1198,7 @@ class RoomService:
         if drawn is None:
             return None
         await self._publish(room, "giveaway.drawn", {"giveaway": drawn.public()})
-        for grant in grants:
-            if (order := await self.backends.inventory.order(grant.order_id)) is not None:
-                await self._order_updated(order)
+        await self._granted(room, grants, now, hold_ms)
         return drawn
 
     async def giveaway_proof(self, gid: str) -> dict[str, Any]:
@@ -1272,16 +1285,22 @@ class RoomService:
         self._order_limit.check(who.id, self._clock())
         room.require_live()
         oid = order_id(room.id, who.id, f"group:{gid}", self._id_key)
+        now, hold_ms = self.now_ms(), self.settings.hold_s * 1000
         got = await self.backends.groups.join(
-            room.id, gid, who.id, oid, now_ms=self.now_ms(), hold_ms=self.settings.hold_s * 1000
+            room.id, gid, who.id, oid, now_ms=now, hold_ms=hold_ms
         )
         group = got.result()
         if got.filled:
             await self._publish(room.id, "group.filled", {"group": group.public()})
-            for member in group.members:
-                key = order_id(room.id, member, f"group:{gid}", self._id_key)
-                if (order := await self.backends.inventory.order(key)) is not None:
-                    await self._order_updated(order)
+            deal = await self.backends.groups.deal(room.id, group.deal)
+            assert deal is not None  # a group's deal is never deleted
+            key = f"group:{gid}"
+            grants = [
+                Grant(order_id(room.id, m, key, self._id_key), m, key, gid, "group",
+                      deal.sku, deal.title, deal.price)
+                for m in group.members
+            ]  # fmt: skip
+            await self._granted(room.id, grants, now, hold_ms)
         return {"group": group.public(), "filled": got.filled}
 
     async def _fail_groups(self, room: str) -> None:
@@ -1340,10 +1359,8 @@ class RoomService:
         room.require_live()
         if who.id == room.host:
             raise Error("forbidden", "the seller may not bid on their own lot")
-        got = await self.backends.auctions.bid(
-            room.id, aid, user=who.id, name=who.name, amount=amount,
-            ceiling=amount if ceiling is None else ceiling, now_ms=self.now_ms(),
-        )  # fmt: skip
+        request = BidRequest(who.id, who.name, amount, amount if ceiling is None else ceiling)
+        got = await self._bids.ask((room.id, aid), request)
         lot = got.result()
         return {"auction": lot.public(), "leading": got.leading}
 
@@ -1361,17 +1378,15 @@ class RoomService:
                 key = f"auction:{aid}"
                 oid = order_id(room, lot.leader, key, self._id_key)
                 grant = Grant(oid, lot.leader, key, aid, "auction", lot.sku, lot.title, lot.price)
-            ended = await store.end(
-                room, aid, lot.leader, grant,
-                now_ms=self.now_ms(), hold_ms=self.settings.hold_s * 1000,
-            )  # fmt: skip
+            now, hold_ms = self.now_ms(), self.settings.hold_s * 1000
+            ended = await store.end(room, aid, lot.leader, grant, now_ms=now, hold_ms=hold_ms)
             if ended == "moved":
                 continue
             if ended is None:
                 return None
             await self._publish(room, "auction.ended", {"auction": ended.public()})
-            if grant is not None and (order := await self.backends.inventory.order(grant.order_id)):
-                await self._order_updated(order)
+            if grant is not None:
+                await self._granted(room, [grant], now, hold_ms)
             return ended
         return None
 
