@@ -167,6 +167,16 @@ SPEC: dict[str, dict[str, Field]] = {
     "deal.stop": {"room": ROOM, "deal": ID},
     "group.open": {"room": ROOM, "deal": ID},
     "group.join": {"room": ROOM, "group": REF},
+    "report": {
+        "room": ROOM,
+        "reason": Field(
+            "choice",
+            True,
+            options=("spam", "fraud", "harassment", "false_claims", "prohibited_item", "other"),
+        ),
+        "msg_id": Field("id", False, hi=64),
+        "note": Field("id", False, hi=200),
+    },
     "auction.start": {
         "room": ROOM,
         "sku": ID,
@@ -445,7 +455,7 @@ def boundary_values(field: Field) -> tuple[list[Any], list[Any]]:
         bad = [[""], ["x" * (field.hi + 1)], ["x"] * (field.lo + 1), "x", [1], {"x": "y"}]
     elif field.kind == "choice":
         good = list(field.options)
-        bad = ["", field.options[0].title(), "other", 1, [field.options[0]]]
+        bad = ["", field.options[0].title(), "none-of-these", 1, [field.options[0]]]
     elif field.kind == "user":
         good = ["x", "é" * field.hi, "Ünï çødé 用户 🙂"]
         bad = ["", "x" * (field.hi + 1), "a\nb", "\x00", "a\u200bb", "\u202e", 1, ["x"]]
@@ -556,6 +566,7 @@ VALID: dict[str, dict[str, Any]] = {
         "increments": [[0, 100], [3000, 200]],
     },
     "bid": {"room": "demo", "auction": "demo.a1c9e03b7f2", "amount": 1100, "max": 5000},
+    "report": {"room": "demo", "reason": "spam", "msg_id": "a2ea9c7", "note": "a scam link"},
 }
 
 

@@ -45,6 +45,14 @@ Refusal = tuple[Literal["banned", "muted", "slow_mode"], int]
 """A refused chat: the error code and until when (ms; 0 for a ban)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Reported:
+    """A target's reports after one more: how many reporters, and their reasons."""
+
+    count: int
+    reasons: dict[str, int]
+
+
 MODLOG_SIZE = 10_000
 FLAGGED_SIZE = 500
 
@@ -110,6 +118,11 @@ class EventLog(Protocol):
             The seq, or 0 when ``kind`` is ``chat.deleted`` and ``ref`` is not a known
             message (then nothing is published).
         """
+
+    async def context(self, room: str, msg_id: str, around: int) -> list[bytes] | None:
+        """The chat message ``msg_id`` with up to ``around`` chat messages before and
+        after it, oldest first, as the room's history has them; None if the message is
+        not in the history (unknown, deleted or too old)."""
 
     async def send_private(self, room: str, user: str, line: bytes) -> None:
         """Deliver ``line`` to ``user``'s connections in ``room`` on every process."""
@@ -209,6 +222,10 @@ class ModerationStore(Protocol):
 
     async def flagged(self, room: str) -> list[bytes]:
         """The review queue, oldest first."""
+
+    async def report(self, room: str, target: str, reporter: str, reason: str) -> Reported | None:
+        """Count ``reporter``'s report of ``target`` (a message id, or ``show``) with
+        ``reason``: one per reporter and target. None if they had reported it already."""
 
     async def log_action(self, room: str, entry: bytes) -> None:
         """Append to the room's moderation log (kept across restarts on Redis; the

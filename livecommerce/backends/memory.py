@@ -24,6 +24,7 @@ from livecommerce.backends import (
     LogSnapshot,
     OutboxEntry,
     Refusal,
+    Reported,
     Sink,
 )
 from livecommerce.config import Settings
@@ -92,6 +93,9 @@ class _Log:
     media: bytes | None = None
 
 
+_CHAT = b'"type":"chat",'
+
+
 class MemoryEventLog:
     def __init__(self, *, history_size: int, recent_size: int) -> None:
         self._history_size = history_size
@@ -138,6 +142,15 @@ class MemoryEventLog:
         if sink is not None:
             sink(line, None)
         return log.seq
+
+    async def context(self, room: str, msg_id: str, around: int) -> list[bytes] | None:
+        log = self._log(room)
+        if msg_id not in log.msg_ids:
+            return None
+        chats = [ln for ln in log.lines if _CHAT in ln[:40]]
+        needle = f'"msg_id":"{msg_id}"'.encode()
+        at = next((i for i, ln in enumerate(chats) if needle in ln), None)
+        return None if at is None else chats[max(0, at - around) : at + around + 1]
 
     async def send_private(self, room: str, user: str, line: bytes) -> None:
         sink = self._sinks.get(room)
@@ -215,6 +228,8 @@ class MemoryModerationStore:
         self._log: dict[str, deque[bytes]] = {}
         self._staff: dict[tuple[str, str], str] = {}
         self._leet: dict[str, bool] = {}
+        self._reporters: dict[tuple[str, str], set[str]] = {}
+        self._reasons: dict[tuple[str, str], dict[str, int]] = {}
 
     async def slow(self, room: str) -> int:
         return self._slow.get(room, 0)
@@ -256,6 +271,15 @@ class MemoryModerationStore:
         if (room, user) in self._bans:
             return "banned"
         return "muted" if self._mutes.get((room, user), 0) > now_ms else None
+
+    async def report(self, room: str, target: str, reporter: str, reason: str) -> Reported | None:
+        reporters = self._reporters.setdefault((room, target), set())
+        if reporter in reporters:
+            return None
+        reporters.add(reporter)
+        reasons = self._reasons.setdefault((room, target), {})
+        reasons[reason] = reasons.get(reason, 0) + 1
+        return Reported(len(reporters), dict(reasons))
 
     async def admit_chat(
         self, room: str, user: str, now_ms: int, *, slow_exempt: bool = False

@@ -41,6 +41,7 @@ from livecommerce.backends import (
     LogHead,
     LogSnapshot,
     Refusal,
+    Reported,
     Sink,
 )
 from livecommerce.config import Settings
@@ -228,6 +229,38 @@ return seq
 """
 )
 
+CONTEXT = """
+-- KEYS: 1 the room's message ids (zset msg id -> seq), 2 the log (stream)
+-- ARGV: 1 msg id, 2 chats wanted on each side
+-- Returns the chat lines around the message, oldest first, or false if it is not in the
+-- history. Looks at the 50 events on each side (the chats among them).
+local seq = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if not seq then return false end
+seq = tonumber(seq)
+local lo = math.max(1, seq - 50)
+local chats, at = {}, nil
+for _, e in ipairs(redis.call('XRANGE', KEYS[2], lo .. '-1', (seq + 50) .. '-1')) do
+  local line = e[2][2]
+  if string.find(line, '"type":"chat",', 1, true) then
+    chats[#chats + 1] = line
+    if string.find(line, '"msg_id":"' .. ARGV[1] .. '"', 1, true) then at = #chats end
+  end
+end
+if not at then return false end
+local n, out = tonumber(ARGV[2]), {}
+for i = math.max(1, at - n), math.min(#chats, at + n) do out[#out + 1] = chats[i] end
+return out
+"""
+
+REPORT = """
+-- KEYS: 1 the target's reporters (set), 2 its reasons (hash reason -> count)
+-- ARGV: 1 reporter, 2 reason
+-- Returns false if the reporter had reported it, else {reporters, reasons flat}.
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return false end
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return {redis.call('SCARD', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+"""
+
 HISTORY = """
 -- KEYS: 1 seq, 2 log, 3 epoch
 -- ARGV: 1 after (seq), 2 epoch
@@ -367,6 +400,7 @@ class RedisEventLog:
         self._recent_size = recent_size
         self._publish = register(r, PUBLISH)
         self._history = register(r, HISTORY)
+        self._context = register(r, CONTEXT)
         self._snapshot = register(r, SNAPSHOT)
         self._pubsub: PubSub = r.pubsub(ignore_subscribe_messages=False)
         self._sinks: dict[bytes, Sink] = {}
@@ -385,6 +419,11 @@ class RedisEventLog:
             self._recent_size,
         ]
         return int(await self._publish(keys=[key(room, "seq")], args=args))
+
+    async def context(self, room: str, msg_id: str, around: int) -> list[bytes] | None:
+        keys = [key(room, "msgs"), key(room, "log")]
+        lines = await self._context(keys=keys, args=[msg_id, around])
+        return None if lines is None else [bytes(ln) for ln in lines]
 
     async def send_private(self, room: str, user: str, line: bytes) -> None:
         await self._r.publish(key(room, "ev"), private_message(user, line))
@@ -642,6 +681,7 @@ class RedisModerationStore:
         self._r = r
         self._admit = register(r, ADMIT_CHAT)
         self._flag = register(r, FLAG)
+        self._report = register(r, REPORT)
         self._unflag = register(r, UNFLAG)
 
     async def admit_chat(
@@ -716,6 +756,16 @@ class RedisModerationStore:
             return []
         raw: list[Any] = await self._r.hmget(key(room, "flagged:msgs"), ids)
         return [bytes(e) for e in raw if e is not None]
+
+    async def report(self, room: str, target: str, reporter: str, reason: str) -> Reported | None:
+        keys = [key(room, f"reporters:{target}"), key(room, f"reasons:{target}")]
+        got = await self._report(keys=keys, args=[reporter, reason])
+        if got is None:
+            return None
+        count, flat = got
+        return Reported(
+            int(count), {k.decode(): int(v) for k, v in zip(flat[::2], flat[1::2], strict=True)}
+        )
 
     async def log_action(self, room: str, entry: bytes) -> None:
         await self._r.xadd(key(room, "modlog"), {"e": entry}, maxlen=MODLOG_SIZE, approximate=True)

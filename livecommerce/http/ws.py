@@ -458,6 +458,11 @@ async def _bid(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, An
     return await svc.bid(conn.principal, cmd.room, a["auction"], a["amount"], a.get("max"))
 
 
+async def _report(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    a = cmd.args
+    return await svc.report(conn.principal, cmd.room, a["reason"], a.get("msg_id"), a.get("note"))
+
+
 async def _order(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
     a = cmd.args
     order = await svc.order(
@@ -506,6 +511,7 @@ HANDLERS: dict[str, Handler] = {
     "group.join": _group_join,
     "auction.start": _auction_start,
     "bid": _bid,
+    "report": _report,
 }
 
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livecommerce.errors import Error
+from livecommerce.promotions import whole
 
 AuctionStatus = Literal["open", "ended"]
 BidRefusal = Literal["not_found", "auction_closed", "bid_too_low", "banned", "muted"]
@@ -175,11 +176,6 @@ def new_auction(
     Raises:
         Error: ``bad_request``, naming the field and its rule.
     """
-
-    def whole(name: str, v: Any, lo: int, hi: int) -> int:
-        if type(v) is not int or not lo <= v <= hi:
-            raise Error("bad_request", f"{name} must be an integer from {lo} to {hi}")
-        return v
 
     start_bid = whole("start_bid", start_bid, 1, MAX_PRICE)
     duration_s = whole("duration_s", duration_s, MIN_DURATION_S, MAX_DURATION_S)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livecommerce.errors import Error
+from livecommerce.promotions import whole
 
 CouponKind = Literal["amount", "percent"]
 CouponRule = Literal["unclaimed", "sku", "min_total"]
@@ -183,11 +184,6 @@ def new_coupon(
     Raises:
         Error: ``bad_request``, naming the field and its rule.
     """
-
-    def whole(name: str, v: Any, lo: int, hi: int) -> int:
-        if type(v) is not int or not lo <= v <= hi:
-            raise Error("bad_request", f"{name} must be an integer from {lo} to {hi}")
-        return v
 
     if kind not in ("amount", "percent"):
         raise Error("bad_request", "kind must be amount or percent")

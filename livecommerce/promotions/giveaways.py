@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livecommerce.errors import Error
-from livecommerce.promotions import draws
+from livecommerce.promotions import draws, whole
 
 EntryRule = Literal["button", "keyword"]
 GiveawayStatus = Literal["open", "drawing", "drawn", "cancelled"]
@@ -172,11 +172,6 @@ def new_giveaway(
     Raises:
         Error: ``bad_request``, naming the field and its rule.
     """
-
-    def whole(name: str, v: Any, lo: int, hi: int) -> int:
-        if type(v) is not int or not lo <= v <= hi:
-            raise Error("bad_request", f"{name} must be an integer from {lo} to {hi}")
-        return v
 
     if prize is None and product is not None:
         prize = product[1][:MAX_PRIZE_CHARS]

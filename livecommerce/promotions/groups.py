@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from livecommerce.errors import Error
+from livecommerce.promotions import whole
 
 DealStatus = Literal["active", "ended"]
 GroupStatus = Literal["forming", "filled", "failed"]
@@ -150,11 +151,6 @@ def new_deal(
     Raises:
         Error: ``bad_request``, naming the field and its rule.
     """
-
-    def whole(name: str, v: Any, lo: int, hi: int) -> int:
-        if type(v) is not int or not lo <= v <= hi:
-            raise Error("bad_request", f"{name} must be an integer from {lo} to {hi}")
-        return v
 
     sku, title, list_price = product
     price = whole("price", price, 0, max(list_price, 0))

@@ -38,6 +38,11 @@ def is_user_id(v: Any) -> TypeGuard[str]:
 
 _Check = Callable[[Any], bool]
 
+REPORT_REASONS: Final = frozenset(
+    {"spam", "fraud", "harassment", "false_claims", "prohibited_item", "other"}
+)
+"""Why a viewer reports a message or the show (``report``'s ``reason``)."""
+
 
 def _is_int(lo: int, hi: int) -> _Check:
     return lambda v: type(v) is int and lo <= v <= hi
@@ -168,6 +173,12 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
         ("auction", _is_ref, True),
         ("amount", _is_int(1, MAX_PRICE), True),
         ("max", _is_int(1, MAX_PRICE), False),
+    ),
+    "report": (
+        _ROOM,
+        ("reason", lambda v: type(v) is str and v in REPORT_REASONS, True),
+        ("msg_id", _is_id, False),
+        ("note", _is_text(200), False),
     ),
     "order": (
         _ROOM,

@@ -61,6 +61,11 @@ log = logging.getLogger(__name__)
 CHATTERS: frozenset[Role] = frozenset({"viewer", "moderator", "host", "admin"})
 MODERATORS: frozenset[Role] = frozenset({"moderator", "host", "admin"})
 HOSTS: frozenset[Role] = frozenset({"host", "admin"})
+REPORT_CONTEXT = 3
+"""Chat messages shown on each side of a reported one."""
+REPORT_NOTE_CHARS = 200
+SHOW = "show"
+"""The review queue's id for reports of the show itself (message ids are never it)."""
 RANKS: dict[str, int] = {"guest": 0, "viewer": 0, "moderator": 1, "host": 2, "admin": 3}
 """Who may mute or ban whom: only someone of a higher rank in the room."""
 
@@ -668,6 +673,49 @@ class RoomService:
         await self._log(who, room.id, "approve", msg_id)
         await self._reviewed(who, room.id, msg_id, "approved")
 
+    async def report(
+        self, who: Principal, room_id: str, reason: str, msg_id: str | None, note: str | None
+    ) -> dict[str, Any]:
+        """``who`` reports a chat message (``msg_id``) or the show (none) with a
+        ``reason`` code. The first report of a target puts it on the staff's review
+        queue, with the message and its neighbours (``report.raised``); later ones only
+        count (``report.counted``). One report per user and target.
+
+        Raises:
+            Error: rights (signed-in users), ``rate_limited`` (the chat limit),
+                ``not_found`` for a message not in the room's history.
+        """
+        room = await self.room_as(who, room_id, CHATTERS)
+        self._chat_limit.check(who.id, self._clock())
+        context: list[dict[str, Any]] = []
+        if msg_id is not None:
+            lines = await self.backends.log.context(room.id, msg_id, REPORT_CONTEXT)
+            if lines is None:
+                raise Error("not_found", f"no message {msg_id!r} in the room's history")
+            context = [loads(line) for line in lines]
+        target = msg_id or SHOW
+        counted = await self.backends.moderation.report(room.id, target, who.id, reason)
+        if counted is None:  # this user reported it already: nothing changes
+            return {"reported": target, "new": False}
+        report = {"count": counted.count, "reasons": counted.reasons}
+        if counted.count > 1:
+            await self._to_staff(room.id, "report.counted", {"msg_id": target, "report": report})
+            return {"reported": target, "new": True}
+        entry: dict[str, Any] = {"msg_id": target, "report": report, "ts": self.now_ms()}
+        if msg_id is None:
+            entry |= {
+                "user": {"id": room.host, "name": "the show"},
+                "text": "The show was reported",
+            }
+        else:
+            reported = next(c for c in context if c["msg_id"] == msg_id)
+            entry |= {"user": reported["user"], "text": reported["text"], "context": context}
+        if note:
+            entry["note"] = clean_text(note, REPORT_NOTE_CHARS)
+        await self.backends.moderation.flag(room.id, target, dumps(entry))
+        await self._to_staff(room.id, "report.raised", entry)
+        return {"reported": target, "new": True}
+
     async def _reviewed(self, who: Principal, room: str, msg_id: str, action: str) -> None:
         await self._to_staff(
             room, "chat.reviewed", {"msg_id": msg_id, "action": action, "by": who.id}
@@ -1066,6 +1114,17 @@ class RoomService:
         claimed = await self._claims.ask((room.id, coupon_id), (who.id, watched_s))
         return {"coupon": claimed.result().public(), "mine": claimed.mine}
 
+    async def _lineup_product(self, room: str, sku: str) -> Product:
+        """The room's product ``sku``.
+
+        Raises:
+            Error: ``not_found`` if it is not in the lineup.
+        """
+        for product in await self.backends.inventory.products(room):
+            if product.sku == sku:
+                return product
+        raise Error("not_found", f"not in the lineup: {sku}")
+
     async def _coupon_ended(self, coupon: Coupon) -> None:
         fields = {"coupon_id": coupon.id, "reason": coupon.reason}
         await self._publish(coupon.room, "coupon.ended", fields)
@@ -1086,10 +1145,7 @@ class RoomService:
         room.require_live()
         product = None
         if (sku := a.get("sku")) is not None:
-            found = {p.sku: p for p in await self.backends.inventory.products(room.id)}
-            if sku not in found:
-                raise Error("not_found", f"not in the lineup: {sku}")
-            product = (sku, found[sku].title)
+            product = (sku, (await self._lineup_product(room.id, sku)).title)
         seed = draws.new_seed()
         giveaway = new_giveaway(
             giveaway_id=f"{room.id}.g{secrets.token_hex(5)}",
@@ -1225,10 +1281,7 @@ class RoomService:
         room = await self.room_as(who, room_id, HOSTS)
         self._commerce_limit.check(who.id, self._clock())
         room.require_live()
-        found = {p.sku: p for p in await self.backends.inventory.products(room.id)}
-        product = found.get(a["sku"])
-        if product is None:
-            raise Error("not_found", f"not in the lineup: {a['sku']}")
+        product = await self._lineup_product(room.id, a["sku"])
         deal = new_deal(
             deal_id=f"d-{secrets.token_hex(5)}",
             room=room.id,
@@ -1321,10 +1374,7 @@ class RoomService:
         room = await self.room_as(who, room_id, HOSTS)
         self._commerce_limit.check(who.id, self._clock())
         room.require_live()
-        found = {p.sku: p for p in await self.backends.inventory.products(room.id)}
-        product = found.get(a["sku"])
-        if product is None:
-            raise Error("not_found", f"not in the lineup: {a['sku']}")
+        product = await self._lineup_product(room.id, a["sku"])
         lot = new_auction(
             auction_id=f"{room.id}.a{secrets.token_hex(5)}",
             room=room.id,

@@ -223,6 +223,20 @@ class RoomPanel {
         this.renderFlagged();
         this.feed.node(ev.msg_id)?.classList.add("flagged");
         break;
+      case "report.raised":
+        this.remember(ev);
+        this.flagged.set(ev.msg_id, ev);
+        this.renderFlagged();
+        this.feed.node(ev.msg_id)?.classList.add("flagged");
+        break;
+      case "report.counted": {
+        const entry = this.flagged.get(ev.msg_id);
+        if (entry) {
+          entry.report = ev.report;
+          this.renderFlagged();
+        }
+        break;
+      }
       case "chat.reviewed":
         if (this.flagged.delete(ev.msg_id)) this.renderFlagged();
         this.feed.node(ev.msg_id)?.classList.remove("flagged");
@@ -382,7 +396,8 @@ class RoomPanel {
     /** @type {HTMLButtonElement} */ (button).disabled = true;
     const act = /** @type {HTMLElement} */ (button).dataset.act;
     const sent = act === "approve"
-      ? this.command("mod.approve", { msg_id: msgId }, "Approved: the message stays.")
+      ? this.command("mod.approve", { msg_id: msgId },
+        msgId === SHOW ? "Dismissed." : "Approved: the message stays.")
       : this.command("mod.delete", { msg_id: msgId }, "Message deleted.");
     sent.then((data) => {
       if (data === undefined) /** @type {HTMLButtonElement} */ (button).disabled = false;
@@ -641,6 +656,12 @@ class RoomPanel {
 }
 
 const ACTION_LABELS = { block: "Block", mask: "Mask", flag: "Flag" };
+const REASON_LABELS = {
+  spam: "Spam", fraud: "Fraud", harassment: "Harassment", false_claims: "False product claims",
+  prohibited_item: "Prohibited item", other: "Other",
+};
+/** The review queue's id for reports of the show itself. */
+const SHOW = "show";
 
 /** @param {any} entry a `chat.flagged` entry @returns {HTMLElement} */
 function flagNode(entry) {
@@ -665,25 +686,63 @@ function flagNode(entry) {
     tag.title = "Matched term";
     head.append(" ", tag);
   }
+  const report = entry.report;
+  if (report) {
+    li.classList.add("reported");
+    const count = document.createElement("span");
+    count.className = "tag report-count";
+    count.textContent = `Reported ×${report.count}`;
+    head.append(" ", count);
+    for (const [reason, n] of Object.entries(report.reasons ?? {})) {
+      const tag = document.createElement("span");
+      tag.className = "tag report-reason";
+      tag.textContent = `${REASON_LABELS[reason] ?? reason}${Number(n) > 1 ? ` ×${n}` : ""}`;
+      head.append(" ", tag);
+    }
+  }
   const text = document.createElement("p");
   text.className = "flag-text";
   text.textContent = entry.text;
+  li.append(head, text);
+  if (entry.note) {
+    const note = document.createElement("p");
+    note.className = "flag-note muted small";
+    note.textContent = `Reporter's note: ${entry.note}`;
+    li.append(note);
+  }
+  if (entry.context?.length > 1) {  // the message among its neighbours
+    const around = document.createElement("ol");
+    around.className = "flag-context small";
+    around.setAttribute("aria-label", "The messages around it");
+    for (const c of entry.context) {
+      const line = document.createElement("li");
+      if (c.msg_id === entry.msg_id) line.className = "reported-line";
+      line.append(strong(c.user?.name ?? "?"), ` ${c.text}`);
+      around.append(line);
+    }
+    li.append(around);
+  }
   const row = document.createElement("div");
   row.className = "row";
+  const what = entry.msg_id === SHOW ? "the report of the show"
+    : `the message from ${entry.user?.name ?? "?"}`;
   const approve = document.createElement("button");
   approve.type = "button";
   approve.className = "btn btn-small";
   approve.dataset.act = "approve";
-  approve.textContent = "Approve";
-  approve.setAttribute("aria-label", `Approve the message from ${entry.user?.name ?? "?"}`);
-  const del = document.createElement("button");
-  del.type = "button";
-  del.className = "btn btn-small btn-danger";
-  del.dataset.act = "delete";
-  del.textContent = "Delete";
-  del.setAttribute("aria-label", `Delete the message from ${entry.user?.name ?? "?"}`);
-  row.append(approve, del);
-  li.append(head, text, row);
+  approve.textContent = entry.msg_id === SHOW ? "Dismiss" : "Approve";
+  approve.setAttribute("aria-label", `${approve.textContent} ${what}`);
+  row.append(approve);
+  if (entry.msg_id !== SHOW) {
+    const del = document.createElement("button");
+    del.type = "button";
+    del.className = "btn btn-small btn-danger";
+    del.dataset.act = "delete";
+    del.textContent = "Delete";
+    del.setAttribute("aria-label", `Delete ${what}`);
+    row.append(del);
+  }
+  li.append(row);
   return li;
 }
 

@@ -97,6 +97,12 @@ const el = {
   composerRow: byId("composer-row"), chatText: /** @type {HTMLInputElement} */ (byId("chat-text")),
   chatSend: /** @type {HTMLButtonElement} */ (byId("chat-send")), like: byId("like"),
   hint: byId("composer-hint"),
+  reportShow: byId("report-show"),
+  reportDialog: /** @type {HTMLDialogElement} */ (byId("report-dialog")),
+  reportForm: byId("report-form"), reportWhat: byId("report-what"),
+  reportReason: /** @type {HTMLSelectElement} */ (byId("report-reason")),
+  reportNote: /** @type {HTMLInputElement} */ (byId("report-note")),
+  reportCancel: byId("report-cancel"),
 };
 
 // -- state -----------------------------------------------------------------------
@@ -174,7 +180,20 @@ class HeartLayer {
 
 const feed = new ChatList(el.feed, el.jump, {
   max: MAX_MESSAGES,
-  render: (ev) => messageNode(ev, Boolean(view.user && ev.user.id === view.user.id)),
+  render: (ev) => {
+    const mine = Boolean(view.user && ev.user.id === view.user.id);
+    const li = messageNode(ev, mine);
+    if (!mine) {  // shown to signed-in viewers only (the page's data-signed-in)
+      const report = document.createElement("button");
+      report.type = "button";
+      report.className = "msg-report";
+      report.dataset.report = ev.msg_id;
+      report.textContent = "Report";
+      report.setAttribute("aria-label", `Report the message from ${ev.user.name}`);
+      li.append(" ", report);
+    }
+    return li;
+  },
   stats,
 });
 const hearts = new HeartLayer(el.hearts, MAX_HEARTS);
@@ -1161,6 +1180,8 @@ function renderControls() {
   const signedIn = Boolean(view.user);
   const me = view.user;
   el.me.textContent = me ? `Signed in as ${me.name}` : "Watching as a guest";
+  document.body.dataset.signedIn = String(signedIn);
+  el.reportShow.hidden = !signedIn;
   el.signIn.hidden = signedIn;
   el.composerGuest.hidden = signedIn;
   el.composerRow.hidden = !signedIn;
@@ -1226,6 +1247,37 @@ el.unmute.addEventListener("click", () => {
 el.signInChat.addEventListener("click", signIn);
 el.buy.addEventListener("click", buy);
 el.gwEnter.addEventListener("click", enterGiveaway);
+/** The message being reported (null: the show). */
+let reporting = /** @type {string | null} */ (null);
+/** @param {string | null} msgId @param {string} what */
+function openReport(msgId, what) {
+  reporting = msgId;
+  el.reportWhat.textContent = what;
+  el.reportNote.value = "";
+  el.reportDialog.showModal();
+}
+el.feed.addEventListener("click", (e) => {
+  const button = /** @type {HTMLElement} */ (e.target).closest("button[data-report]");
+  if (!(button instanceof HTMLElement)) return;
+  const text = button.closest(".msg")?.querySelector(".msg-text")?.textContent ?? "";
+  openReport(button.dataset.report ?? "", `“${text}”`);
+});
+el.reportShow.addEventListener("click", () => openReport(null, "The show itself"));
+el.reportCancel.addEventListener("click", () => el.reportDialog.close());
+el.reportForm.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  /** @type {Record<string, any>} */
+  const fields = { room: ROOM, reason: el.reportReason.value };
+  if (reporting) fields.msg_id = reporting;
+  if (el.reportNote.value.trim()) fields.note = el.reportNote.value.trim();
+  el.reportDialog.close();
+  try {
+    await client.send("report", fields);
+    note(el.hint, "Thank you: the moderators will look at it.");
+  } catch (err) {
+    note(el.hint, err?.code === "not_found" ? "That message is no longer in the chat." : explain(err));
+  }
+});
 el.auForm.addEventListener("submit", (e) => {
   e.preventDefault();
   placeBid();
