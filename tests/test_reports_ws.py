@@ -3,6 +3,11 @@ the message's neighbours (issue 15), on both engines."""
 
 from __future__ import annotations
 
+import csv
+import io
+
+import aiohttp
+
 from tests.conftest import MOD, ClientFactory, ServerFactory, token
 from tests.test_commerce_ws import is_type
 from tests.test_coupons_ws import refused
@@ -58,3 +63,44 @@ async def test_bad_reports_are_refused(start_server: ServerFactory, connect: Cli
     assert await refused(ana, "report", room="demo", reason="other", note=long_note) == (
         "bad_request"
     )
+
+
+async def test_staff_export_the_chat_with_its_moderation_as_json_and_csv(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server(limits={"chat_burst": 100, "chat_rate": 100.0})
+    mod = await connect(server, MOD)
+    ana = await connect(server, token("ana", name="Ana"))
+    for c in (mod, ana):
+        await c.join("demo")
+    first = await ana.request("chat", room="demo", text="hello, mug fans")
+    second = await ana.request("chat", room="demo", text='=HYPERLINK("http://x")')
+    await mod.request("mod.delete", room="demo", msg_id=second["msg_id"])
+    url = f"http://127.0.0.1:{server.port}/api/rooms/demo/chat"
+    async with aiohttp.ClientSession() as s:
+        async with s.get(url, headers={"Authorization": f"Bearer {MOD}"}) as resp:
+            assert resp.status == 200
+            doc = await resp.json()
+        async with s.get(url + "?format=csv", headers={"Authorization": f"Bearer {MOD}"}) as resp:
+            assert resp.status == 200 and resp.content_type == "text/csv"
+            rows = list(csv.reader(io.StringIO(await resp.text())))
+        async with s.get(url, headers={"Authorization": f"Bearer {token('ana')}"}) as resp:
+            assert resp.status == 403
+        async with s.get(url) as resp:
+            assert resp.status == 401
+        async with s.get(url + "?format=xml", headers={"Authorization": f"Bearer {MOD}"}) as resp:
+            assert resp.status == 400
+    texts = [(m["msg_id"], m["text"], "deleted" in m) for m in doc["messages"]]
+    assert texts == [
+        (first["msg_id"], "hello, mug fans", False),
+        (second["msg_id"], '=HYPERLINK("http://x")', True),
+    ]
+    assert doc["messages"][1]["deleted"]["by"]["id"] == "mod-1"
+    assert [a["action"] for a in doc["actions"]] == ["delete"]
+    assert rows[0] == ["time", "kind", "user_id", "user_name", "text", "target", "moderation"]
+    kinds = [(r[1], r[4], r[6]) for r in rows[1:]]
+    assert kinds == [
+        ("chat", "hello, mug fans", ""),
+        ("chat", '\'=HYPERLINK("http://x")', "deleted by mod-1"),  # no formula in a sheet
+        ("action", "", "delete"),
+    ]

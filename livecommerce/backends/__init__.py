@@ -119,6 +119,12 @@ class EventLog(Protocol):
             message (then nothing is published).
         """
 
+    async def chats(self, room: str, start: int, limit: int) -> list[tuple[int, bytes]]:
+        """The room's chat archive: up to ``limit`` chat lines (each with its time, ms)
+        from the ``start``-th on, oldest first. Unlike the history it is not bounded by a
+        count: deleted messages stay in it (a chat export shows them with the
+        moderation log); the retention sweeper and a user's erasure change it."""
+
     async def context(self, room: str, msg_id: str, around: int) -> list[bytes] | None:
         """The chat message ``msg_id`` with up to ``around`` chat messages before and
         after it, oldest first, as the room's history has them; None if the message is

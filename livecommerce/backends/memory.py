@@ -46,7 +46,7 @@ from livecommerce.promotions.coupons import Claimed, ClaimRequest, Coupon, Coupo
 from livecommerce.promotions.draws import Proof
 from livecommerce.promotions.giveaways import Entered, Frozen, Giveaway, GiveawayBook
 from livecommerce.promotions.groups import Deal, Group, GroupBook, Joined
-from livecommerce.protocol import encode_event, sequence
+from livecommerce.protocol import encode_event, loads, sequence
 from livecommerce.rooms.state import Room, Status
 
 PRESENCE_TTL_MS = 5000
@@ -88,6 +88,8 @@ class _Log:
     lines: deque[bytes] = field(default_factory=deque)
     recent: dict[str, bytes] = field(default_factory=dict)
     msg_ids: dict[str, None] = field(default_factory=dict)
+    chats: list[tuple[int, bytes]] = field(default_factory=list)
+    """Every chat line with its time (ms), oldest first: the room's chat archive."""
     announcement: bytes | None = None
     pinned: bytes | None = None
     media: bytes | None = None
@@ -124,6 +126,7 @@ class MemoryEventLog:
         if len(log.lines) > log.size:
             log.lines.popleft()
         if kind == "chat":
+            log.chats.append((loads(body)["ts"], line))
             log.recent[ref] = line
             if len(log.recent) > log.recent_size:
                 del log.recent[next(iter(log.recent))]
@@ -142,6 +145,9 @@ class MemoryEventLog:
         if sink is not None:
             sink(line, None)
         return log.seq
+
+    async def chats(self, room: str, start: int, limit: int) -> list[tuple[int, bytes]]:
+        return self._log(room).chats[start : start + limit]
 
     async def context(self, room: str, msg_id: str, around: int) -> list[bytes] | None:
         log = self._log(room)

@@ -211,6 +211,7 @@ if kind == 'chat.deleted' then
 end
 local seq, line = emit(p, ARGV[3], ARGV[6], ARGV[2])
 if kind == 'chat' then
+  redis.call('ZADD', p .. 'chats', tonumber(string.match(line, '"ts":(%d+)')), line)
   redis.call('LPUSH', p .. 'recent', line)
   redis.call('LTRIM', p .. 'recent', 0, tonumber(ARGV[7]) - 1)
   redis.call('ZADD', p .. 'msgs', seq, ref)
@@ -419,6 +420,12 @@ class RedisEventLog:
             self._recent_size,
         ]
         return int(await self._publish(keys=[key(room, "seq")], args=args))
+
+    async def chats(self, room: str, start: int, limit: int) -> list[tuple[int, bytes]]:
+        raw: list[tuple[bytes, float]] = await self._r.zrange(  # type: ignore[assignment]
+            key(room, "chats"), start, start + limit - 1, withscores=True
+        )
+        return [(int(score), line) for line, score in raw]
 
     async def context(self, room: str, msg_id: str, around: int) -> list[bytes] | None:
         keys = [key(room, "msgs"), key(room, "log")]

@@ -5,11 +5,14 @@ Errors always have the shape ``{"error": {"code", "message"}}`` with a fitting s
 
 from __future__ import annotations
 
+import csv
 import hmac
+import io
 import logging
 import os
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -263,6 +266,53 @@ async def auction_bids(request: web.Request) -> web.Response:
     return json_response(await request.app[SERVICE].auction_bids(request.match_info["auction"]))
 
 
+_FORMAT = re.compile(r"json|csv")
+
+
+async def chat_export(request: web.Request) -> web.Response:
+    """The room's chat with its moderation, as JSON or CSV (``format``), for its staff."""
+    who = principal(request)  # who asks, before anything they sent is read
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as staff of the room")
+    fmt = query_str(request, "format", pattern=_FORMAT, what="json or csv") or "json"
+    export = await request.app[SERVICE].export_chat(who, room_id(request))
+    if fmt == "json":
+        return json_response(export)
+    name = f'attachment; filename="{export["room"]}-chat.csv"'
+    return web.Response(
+        text=chat_csv(export), content_type="text/csv", headers={"Content-Disposition": name}
+    )
+
+
+def chat_csv(export: dict[str, Any]) -> str:
+    """A chat export as CSV: one row per message and per moderation action, by time
+    (``time`` in UTC, ISO 8601). Cells that a spreadsheet would run as a formula are
+    quoted with a leading apostrophe."""
+    rows: list[tuple[int, list[str]]] = []
+    for m in export["messages"]:
+        gone = m.get("deleted")
+        moderation = f"deleted by {gone['by']['id']}" if gone else ""
+        cells = ["chat", m["user"]["id"], m["user"]["name"], m["text"], m["msg_id"], moderation]
+        rows.append((m["ts"], cells))
+    for a in export["actions"]:
+        by = a.get("by") or {}
+        cells = ["action", by.get("id", ""), by.get("name", ""), "", a.get("target") or "",
+                 a["action"]]  # fmt: skip
+        rows.append((a["at"], cells))
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["time", "kind", "user_id", "user_name", "text", "target", "moderation"])
+    for at, cells in sorted(rows, key=lambda r: r[0]):
+        when = datetime.fromtimestamp(at / 1000, UTC).isoformat(timespec="milliseconds")
+        writer.writerow([when, *(_cell(c) for c in cells)])
+    return out.getvalue()
+
+
+def _cell(text: str) -> str:
+    """A CSV cell no spreadsheet runs as a formula (CSV injection)."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 async def modlog(request: web.Request) -> web.Response:
     """The room's moderation log, oldest first (host, moderators, admins)."""
     who = principal(request)  # who asks, before anything they sent is read
@@ -372,6 +422,7 @@ def setup(app: web.Application, static_dir: Path) -> None:
     r.add_put("/api/rooms/{room}/products/{sku}", put_product)
     r.add_get("/api/rooms/{room}/products", list_products)
     r.add_get("/api/rooms/{room}/modlog", modlog)
+    r.add_get("/api/rooms/{room}/chat", chat_export)
     r.add_get("/api/orders/{order}", get_order)
     r.add_get("/api/giveaways/{giveaway}/proof", giveaway_proof)
     r.add_get("/api/auctions/{auction}/bids", auction_bids)

@@ -20,7 +20,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from livecommerce.auth import Principal, Role
-from livecommerce.backends import STAFF, Backends, LogSnapshot, ModerationStore, RoomStore
+from livecommerce.backends import (
+    MODLOG_SIZE,
+    STAFF,
+    Backends,
+    LogSnapshot,
+    ModerationStore,
+    RoomStore,
+)
 from livecommerce.batching import KeyedBatcher
 from livecommerce.config import Settings
 from livecommerce.errors import Error
@@ -61,6 +68,8 @@ log = logging.getLogger(__name__)
 CHATTERS: frozenset[Role] = frozenset({"viewer", "moderator", "host", "admin"})
 MODERATORS: frozenset[Role] = frozenset({"moderator", "host", "admin"})
 HOSTS: frozenset[Role] = frozenset({"host", "admin"})
+EXPORT_MAX = 500_000
+"""The most chat messages one export holds."""
 REPORT_CONTEXT = 3
 """Chat messages shown on each side of a reported one."""
 REPORT_NOTE_CHARS = 200
@@ -759,6 +768,32 @@ class RoomService:
         """The room's moderation log, oldest first (staff only)."""
         room = await self.room_as(who, room_id, MODERATORS)
         return [loads(e) for e in await self.backends.moderation.actions(room.id, limit)]
+
+    async def export_chat(self, who: Principal, room_id: str) -> dict[str, Any]:
+        """The room's chat as the archive keeps it, oldest first, each message with the
+        moderation of it (deleted, and by whom), and the room's moderation log (staff
+        only: host, moderators, admins).
+
+        Raises:
+            Error: rights, ``not_found``.
+        """
+        room = await self.room_as(who, room_id, MODERATORS)
+        actions = [loads(e) for e in await self.backends.moderation.actions(room.id, MODLOG_SIZE)]
+        deleted = {a["target"]: a for a in actions if a["action"] == "delete"}
+        messages: list[dict[str, Any]] = []
+        while len(messages) < EXPORT_MAX:
+            page = await self.backends.log.chats(room.id, len(messages), 1000)
+            for ts, line in page:
+                chat = loads(line)
+                message = {"seq": chat["seq"], "ts": ts, "msg_id": chat["msg_id"],
+                           "user": chat["user"], "text": chat["text"]}  # fmt: skip
+                if (gone := deleted.get(chat["msg_id"])) is not None:
+                    message["deleted"] = {"at": gone["at"], "by": gone["by"]}
+                messages.append(message)
+            if len(page) < 1000:
+                break
+        return {"room": room.id, "title": room.title, "exported_at": self.now_ms(),
+                "messages": messages, "actions": actions}  # fmt: skip
 
     async def _log(
         self,
