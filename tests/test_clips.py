@@ -17,8 +17,7 @@ import av
 import pytest
 
 from livecommerce.backends import Clip
-from livecommerce.http.clips import CLIPS
-from livecommerce.http.keys import HUB
+from livecommerce.http.keys import CLIPS, HUB
 from livecommerce.http.media import MEDIA, RECORDER
 from livecommerce.protocol import loads
 from tests.conftest import HOST, ClientFactory, LiveServer, ServerFactory, until

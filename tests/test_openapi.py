@@ -190,6 +190,7 @@ def test_the_document_is_the_one_served(api_schema: OpenApiSchema) -> None:
         ("POST", "/api/orders/events"),
         ("GET", "/api/rooms/{room}/modlog"),
         ("GET", "/api/rooms/{room}/chat"),
+        ("GET", "/api/rooms/{room}/report"),
         ("GET", "/api/admin/dead-letters"),
         ("POST", "/api/admin/dead-letters/redrive"),
         ("GET", "/api/rooms/{room}/clips"),

@@ -167,6 +167,7 @@ SPEC: dict[str, dict[str, Field]] = {
     "deal.stop": {"room": ROOM, "deal": ID},
     "group.open": {"room": ROOM, "deal": ID},
     "group.join": {"room": ROOM, "group": REF},
+    "product.open": {"room": ROOM, "sku": ID},
     "report": {
         "room": ROOM,
         "reason": Field(
@@ -567,6 +568,7 @@ VALID: dict[str, dict[str, Any]] = {
     },
     "bid": {"room": "demo", "auction": "demo.a1c9e03b7f2", "amount": 1100, "max": 5000},
     "report": {"room": "demo", "reason": "spam", "msg_id": "a2ea9c7", "note": "a scam link"},
+    "product.open": {"room": "demo", "sku": "mug-01"},
 }
 
 

@@ -172,6 +172,24 @@ class Counters(Protocol):
     async def figures(self, room: str) -> dict[str, int]:
         """The room's figures as counted so far (absent ones are 0)."""
 
+    async def note_joins(self, room: str, users: Collection[str]) -> None:
+        """``users`` joined (each a view): ``joins`` grows by their number, and they
+        count among the room's unique viewers (a HyperLogLog on Redis)."""
+
+    async def unique_viewers(self, room: str) -> int:
+        """How many distinct users joined the room (estimated within 1 % on Redis)."""
+
+    async def note_buyer(self, room: str, user: str) -> None:
+        """``user`` paid for an order in ``room``: counted among its ``buyers`` once,
+        and among its ``first_time_buyers`` if they never bought in any room before."""
+
+    async def record_minute(self, room: str, minute: int, figures: dict[str, int]) -> bool:
+        """Keep the room's figures as they were at the end of ``minute`` (unix minutes),
+        unless another process did first; True if this call kept them."""
+
+    async def minutes(self, room: str) -> dict[int, dict[str, int]]:
+        """The figures kept at the end of each minute, by minute."""
+
 
 class ModerationStore(Protocol):
     """Mutes, bans and slow mode, shared by every process of a room."""

@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
+from livecommerce import analytics
 from livecommerce.backends import (
     FLAGGED_SIZE,
     MODLOG_SIZE,
@@ -195,6 +196,10 @@ class MemoryCounters:
         self._figures: dict[str, dict[str, int]] = {}
         self._likes: dict[str, int] = {}
         self._presence: dict[str, dict[str, tuple[int, int]]] = {}
+        self._viewers: dict[str, set[str]] = {}
+        self._buyers: dict[str, set[str]] = {}
+        self._ever_bought: set[str] = set()
+        self._minutes: dict[str, dict[int, dict[str, int]]] = {}
 
     async def add_likes(self, room: str, n: int) -> int:
         total = self._likes.get(room, 0) + n
@@ -221,6 +226,32 @@ class MemoryCounters:
 
     async def figures(self, room: str) -> dict[str, int]:
         return dict(self._figures.get(room, {}))
+
+    async def note_joins(self, room: str, users: Collection[str]) -> None:
+        await self.count(room, {"joins": len(users)})
+        self._viewers.setdefault(room, set()).update(users)
+
+    async def unique_viewers(self, room: str) -> int:
+        return len(self._viewers.get(room, ()))
+
+    async def note_buyer(self, room: str, user: str) -> None:
+        buyers = self._buyers.setdefault(room, set())
+        if user in buyers:
+            return
+        buyers.add(user)
+        first = user not in self._ever_bought
+        self._ever_bought.add(user)
+        await self.count(room, {"buyers": 1, "first_time_buyers": int(first)})
+
+    async def record_minute(self, room: str, minute: int, figures: dict[str, int]) -> bool:
+        kept = self._minutes.setdefault(room, {})
+        if minute in kept:
+            return False
+        kept[minute] = dict(figures)
+        return True
+
+    async def minutes(self, room: str) -> dict[int, dict[str, int]]:
+        return {m: dict(f) for m, f in self._minutes.get(room, {}).items()}
 
 
 class MemoryModerationStore:
@@ -548,7 +579,7 @@ class MemoryInventoryStore:
             outcomes.append(out)
         for out in outcomes:
             if out.created and out.order is not None:
-                await self._counters.count(room, {"orders": 1, f"orders:{out.order.sku}": 1})
+                await self._counters.count(room, analytics.held(out.order))
                 self._outbox.append(room, _entry(out.order))
         return [replace(o, order=None if o.order is None else replace(o.order)) for o in outcomes]
 
@@ -561,7 +592,7 @@ class MemoryInventoryStore:
         ledger = self._ledger(room)
         held = [o for g in grants if (o := ledger.grant(g, now=now_ms, hold_ms=hold_ms))]
         for order in held:
-            await self._counters.count(room, {"orders": 1, f"orders:{order.sku}": 1})
+            await self._counters.count(room, analytics.held(order))
             self._outbox.append(room, _entry(order))
         return [replace(o) for o in held]
 
@@ -577,8 +608,9 @@ class MemoryInventoryStore:
             await self._ended(sold_out, now_ms)
         return (None if order is None else replace(order)), was_held
 
-    def _give_back(self, order: Order) -> None:
-        """A hold ended unpaid: the coupon it spent is the buyer's again."""
+    async def _give_back(self, order: Order) -> None:
+        """A hold ended unpaid: out of the GMV; the coupon it spent is the buyer's again."""
+        await self._counters.count(order.room, analytics.released(order))
         if order.coupon is not None:
             self._coupons.book(order.room).spend(order.coupon, order.user, -1)
 
@@ -586,14 +618,14 @@ class MemoryInventoryStore:
         ledger = self._ledgers.get(room_of_order(order_id))
         order = None if ledger is None else ledger.release(order_id, "cancelled")
         if order is not None:
-            self._give_back(order)
+            await self._give_back(order)
         return None if order is None else replace(order)
 
     async def sweep(self, room: str, now_ms: int) -> list[Order]:
         ledger = self._ledger(room)
         released = ledger.expire_due(now_ms)
         for order in released:
-            self._give_back(order)
+            await self._give_back(order)
         for sale in ledger.end_due(now_ms):
             await self._ended(sale, now_ms)
         return [replace(o) for o in released]
@@ -634,7 +666,7 @@ class MemoryInventoryStore:
             if before == "held" and done.order.status == "paid":
                 await self._count_sold(done.order, 1)
             elif before == "held":  # cancelled before it was paid
-                self._give_back(done.order)
+                await self._give_back(done.order)
             elif before == "paid":
                 await self._count_sold(done.order, -1)
         if done.sold_out is not None:
@@ -644,16 +676,7 @@ class MemoryInventoryStore:
         return replace(done, order=None if done.order is None else replace(done.order))
 
     async def _count_sold(self, order: Order, sign: int) -> None:
-        units, revenue = sign * order.qty, sign * order.qty * order.price
-        await self._counters.count(
-            order.room,
-            {
-                "units_sold": units,
-                f"units_sold:{order.sku}": units,
-                "revenue": revenue,
-                f"revenue:{order.sku}": revenue,
-            },
-        )
+        await self._counters.count(order.room, analytics.sold(order, sign))
 
     async def set_payment_url(self, order_id: str, url: str) -> Order | None:
         ledger = self._ledgers.get(room_of_order(order_id))
@@ -724,10 +747,16 @@ class MemoryGiveawayStore:
     """A :class:`~livecommerce.promotions.giveaways.GiveawayBook` per room; winners'
     orders are held by the inventory store in the same step as the draw."""
 
-    def __init__(self, inventory: MemoryInventoryStore, moderation: MemoryModerationStore) -> None:
+    def __init__(
+        self,
+        inventory: MemoryInventoryStore,
+        moderation: MemoryModerationStore,
+        counters: MemoryCounters,
+    ) -> None:
         self._books: dict[str, GiveawayBook] = {}
         self._inventory = inventory
         self._moderation = moderation
+        self._counters = counters
 
     def _book(self, room: str) -> GiveawayBook:
         return self._books.setdefault(room, GiveawayBook())
@@ -740,6 +769,8 @@ class MemoryGiveawayStore:
         if gid in book.giveaways and (why := self._moderation.sanction(room, user, now_ms)):
             return Entered(replace(book.giveaways[gid]), refused=why)
         got = book.enter(gid, user, now_ms)
+        if got.added:
+            await self._counters.count(room, {"giveaway_entries": 1})
         return replace(got, giveaway=None if got.giveaway is None else replace(got.giveaway))
 
     async def seen(self, room: str, user: str, node: str, *, here: bool) -> bool:
@@ -781,12 +812,18 @@ class MemoryGroupStore:
     """A :class:`~livecommerce.promotions.groups.GroupBook` per room; a fill's orders
     are held by the inventory store in the same step."""
 
-    def __init__(self, inventory: MemoryInventoryStore, moderation: MemoryModerationStore) -> None:
+    def __init__(
+        self,
+        inventory: MemoryInventoryStore,
+        moderation: MemoryModerationStore,
+        counters: MemoryCounters,
+    ) -> None:
         self._books: dict[str, GroupBook] = {}
         self._orders: dict[tuple[str, str], str] = {}
         """(group, member) -> the id of the order the fill gives the member."""
         self._inventory = inventory
         self._moderation = moderation
+        self._counters = counters
 
     def _book(self, room: str) -> GroupBook:
         return self._books.setdefault(room, GroupBook())
@@ -818,6 +855,8 @@ class MemoryGroupStore:
         got = book.open(deal_id, group_id, user, now_ms)
         if got.refused is None:
             self._orders[(group_id, user)] = order_id
+            sku = book.deals[deal_id].sku
+            await self._counters.count(room, analytics.per_sku("groups_opened", sku, 1))
         return self._copy(got)
 
     async def join(
@@ -839,6 +878,7 @@ class MemoryGroupStore:
                 for m in got.group.members
             ]  # fmt: skip
             await self._inventory.grant(room, grants, now_ms=now_ms, hold_ms=hold_ms)
+            await self._counters.count(room, analytics.per_sku("groups_filled", deal.sku, 1))
         return self._copy(got)
 
     async def expire(self, room: str, now_ms: int) -> list[Group]:
@@ -866,10 +906,16 @@ class MemoryAuctionStore:
     """An :class:`~livecommerce.promotions.auctions.AuctionBook` per room; the winner's
     hold is written by the inventory store in the same step as the end."""
 
-    def __init__(self, inventory: MemoryInventoryStore, moderation: MemoryModerationStore) -> None:
+    def __init__(
+        self,
+        inventory: MemoryInventoryStore,
+        moderation: MemoryModerationStore,
+        counters: MemoryCounters,
+    ) -> None:
         self._books: dict[str, AuctionBook] = {}
         self._inventory = inventory
         self._moderation = moderation
+        self._counters = counters
 
     def _book(self, room: str) -> AuctionBook:
         return self._books.setdefault(room, AuctionBook())
@@ -895,6 +941,8 @@ class MemoryAuctionStore:
             got = book.bid(aid, user=b.user, name=b.name, amount=b.amount, ceiling=b.ceiling,
                            now=now_ms)  # fmt: skip
             out.append(replace(got, auction=None if got.auction is None else replace(got.auction)))
+        if accepted := sum(1 for b in out if b.refused is None):
+            await self._counters.count(room, {"auction_bids": accepted})
         return out
 
     async def end(
@@ -926,9 +974,14 @@ class MemoryAuctionStore:
 class MemoryCouponStore:
     """A :class:`~livecommerce.promotions.coupons.CouponBook` per room."""
 
-    def __init__(self, moderation: MemoryModerationStore | None = None) -> None:
+    def __init__(
+        self,
+        moderation: MemoryModerationStore | None = None,
+        counters: MemoryCounters | None = None,
+    ) -> None:
         self._books: dict[str, CouponBook] = {}
         self._moderation = moderation or MemoryModerationStore()
+        self._counters = counters or MemoryCounters()
 
     def book(self, room: str) -> CouponBook:
         """The room's coupons and claims (the inventory store spends them)."""
@@ -954,6 +1007,8 @@ class MemoryCouponStore:
             else:
                 got = book.claim(coupon_id, user, now_ms, watched_s)
             out.append(replace(got, coupon=None if got.coupon is None else replace(got.coupon)))
+        if granted := sum(1 for c in out if c.refused is None):
+            await self._counters.count(room, {"coupon_claims": granted})
         return out
 
     async def end(self, room: str, coupon_id: str, reason: CouponEnd) -> Coupon | None:
@@ -984,7 +1039,7 @@ def memory_backends(settings: Settings) -> Backends:
     outbox = MemoryOutboxStore()
     counters = MemoryCounters()
     moderation = MemoryModerationStore()
-    coupons = MemoryCouponStore(moderation)
+    coupons = MemoryCouponStore(moderation, counters)
     inventory = MemoryInventoryStore(log, outbox, counters, coupons)
     return Backends(
         engine="memory",
@@ -995,7 +1050,7 @@ def memory_backends(settings: Settings) -> Backends:
         inventory=inventory,
         outbox=outbox,
         coupons=coupons,
-        giveaways=MemoryGiveawayStore(inventory, moderation),
-        groups=MemoryGroupStore(inventory, moderation),
-        auctions=MemoryAuctionStore(inventory, moderation),
+        giveaways=MemoryGiveawayStore(inventory, moderation, counters),
+        groups=MemoryGroupStore(inventory, moderation, counters),
+        auctions=MemoryAuctionStore(inventory, moderation, counters),
     )

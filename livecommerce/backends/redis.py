@@ -45,12 +45,15 @@ from livecommerce.backends import (
     Sink,
 )
 from livecommerce.config import Settings
+from livecommerce.protocol import dumps, loads
 from livecommerce.rooms.state import STATUSES, Room, Status
 
 log = logging.getLogger(__name__)
 
 PRESENCE_TTL_MS = 5000
 ROOMS_INDEX = "lc:rooms"
+BUYERS_INDEX = "lc:buyers"
+"""Every user who ever paid for an order in any room (first-time buyers are new here)."""
 REDIS_CONCURRENCY = 64
 """Redis commands (or pipelines) one process has in flight at most; more wait for a
 turn. A burst of joins (a reconnect storm) would otherwise open a connection each."""
@@ -653,6 +656,28 @@ class RedisCounters:
 
     async def add_likes(self, room: str, n: int) -> int:
         return int(await self._r.incrby(key(room, "likes"), n))
+
+    async def note_joins(self, room: str, users: Collection[str]) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            pipe.hincrby(key(room, "stats"), "joins", len(users))
+            pipe.pfadd(key(room, "uv"), *users)
+            await pipe.execute()
+
+    async def unique_viewers(self, room: str) -> int:
+        return int(await self._r.pfcount(key(room, "uv")))
+
+    async def note_buyer(self, room: str, user: str) -> None:
+        if not await self._r.sadd(key(room, "buyers"), user):
+            return
+        first = bool(await self._r.sadd(BUYERS_INDEX, user))
+        await self.count(room, {"buyers": 1, "first_time_buyers": int(first)})
+
+    async def record_minute(self, room: str, minute: int, figures: dict[str, int]) -> bool:
+        return bool(await self._r.hsetnx(key(room, "minutes"), str(minute), dumps(figures)))
+
+    async def minutes(self, room: str) -> dict[int, dict[str, int]]:
+        raw = await self._r.hgetall(key(room, "minutes"))
+        return {int(m): loads(f) for m, f in raw.items()}
 
     async def report_presence(self, room: str, node: str, count: int, now_ms: int) -> int:
         args: list[str | int] = [node, count, now_ms, PRESENCE_TTL_MS]

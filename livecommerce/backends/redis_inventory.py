@@ -58,21 +58,26 @@ local function end_sale(p, room, sid, reason, now, maxlen, fresh)
   return true
 end
 
--- Pay a hold (the caller checked it is held); end its sale once every unit is paid.
--- Count paid units and revenue in the room's figures (negative for a refund).
-local function count_sold(p, o, sign)
-  local qty, price, sku = tonumber(o[2]), tonumber(o[3]), o[4]
-  local st, money = p .. 'stats', sign * qty * price
-  if money == 0 then money = 0 end  -- not -0 (a prize refunded), which HINCRBY refuses
-  redis.call('HINCRBY', st, 'units_sold', sign * qty)
-  redis.call('HINCRBY', st, 'units_sold:' .. sku, sign * qty)
-  redis.call('HINCRBY', st, 'revenue', money)
-  redis.call('HINCRBY', st, 'revenue:' .. sku, money)
+-- Add n to a figure of the room (analytics.py names them), in all and for the sku.
+local function add(p, figure, sku, n)
+  if n == 0 then return end  -- and never -0, which HINCRBY refuses
+  redis.call('HINCRBY', p .. 'stats', figure, n)
+  redis.call('HINCRBY', p .. 'stats', figure .. ':' .. sku, n)
 end
 
+-- Count a payment (sign 1) or its refund (-1) in the room's figures.
+local function count_sold(p, o, sign)
+  local qty, price, sku = tonumber(o[2]), tonumber(o[3]), o[4]
+  add(p, 'units_sold', sku, sign * qty)
+  add(p, 'revenue', sku, sign * qty * price)
+  add(p, 'paid_orders', sku, sign)
+  add(p, 'paid_gmv', sku, sign * (qty * price - tonumber(o[6] or '0')))
+end
+
+-- Pay a hold (the caller checked it is held); end its sale once every unit is paid.
 local function pay_hold(p, room, oid, now, maxlen, fresh)
   local ok = p .. 'ordr:' .. oid
-  local o = redis.call('HMGET', ok, 'sale', 'qty', 'price', 'sku', 'source')
+  local o = redis.call('HMGET', ok, 'sale', 'qty', 'price', 'sku', 'source', 'discount')
   local qty = tonumber(o[2])
   count_sold(p, o, 1)
   redis.call('HSET', ok, 'status', 'paid')
@@ -91,10 +96,13 @@ end
 local function release(p, oid, status)
   local ok = p .. 'ordr:' .. oid
   if redis.call('HGET', ok, 'status') ~= 'held' then return false end
-  local o = redis.call('HMGET', ok, 'sale', 'qty', 'user', 'coupon', 'source')
+  local o = redis.call('HMGET', ok, 'sale', 'qty', 'user', 'coupon', 'source', 'price', 'sku',
+                       'discount')
   local qty = tonumber(o[2])
   redis.call('HSET', ok, 'status', status)
   redis.call('ZREM', p .. 'holds', oid)
+  add(p, 'gmv', o[7], -(qty * tonumber(o[6]) - tonumber(o[8] or '0')))
+  if o[4] then add(p, 'coupons_spent', o[7], -1) end
   if o[5] then return true end
   local sk = p .. 'sale:' .. o[1]
   redis.call('HINCRBY', sk, 'held', -qty)
@@ -117,8 +125,8 @@ local function grant(p, room, g, now, hold)
              'source', g[5])
   redis.call('ZADD', p .. 'uord:' .. g[2], now, g[1])
   redis.call('ZADD', p .. 'holds', expires, g[1])
-  redis.call('HINCRBY', p .. 'stats', 'orders', 1)
-  redis.call('HINCRBY', p .. 'stats', 'orders:' .. g[6], 1)
+  add(p, 'orders', g[6], 1)
+  add(p, 'gmv', g[6], tonumber(g[8]))
   redis.call('XADD', p .. 'outbox', '*', 'id', g[1], 'room', room, 'sale', g[4], 'sku', g[6],
              'title', g[7], 'qty', 1, 'price', g[8], 'user', g[2], 'created_at', num(now),
              'expires_at', num(expires), 'coupon', '', 'discount', 0, 'source', g[5])
@@ -238,8 +246,9 @@ for i = 6, #ARGV, 5 do
       end
       redis.call('ZADD', p .. 'uord:' .. user, now, oid)
       redis.call('ZADD', p .. 'holds', expires, oid)
-      redis.call('HINCRBY', p .. 'stats', 'orders', 1)
-      redis.call('HINCRBY', p .. 'stats', 'orders:' .. s[6], 1)
+      add(p, 'orders', s[6], 1)
+      add(p, 'gmv', s[6], qty * tonumber(s[5]) - off)
+      if cid ~= '' then add(p, 'coupons_spent', s[6], 1) end
       redis.call('XADD', p .. 'outbox', '*', 'id', oid, 'room', room, 'sale', sid,
                  'sku', s[6], 'title', s[7], 'qty', qty, 'price', s[5], 'user', user,
                  'created_at', num(now), 'expires_at', num(expires), 'coupon', cid,
@@ -296,12 +305,13 @@ if status == 'held' then
   return {'cancelled', 1, 0, 0}
 end
 if status == 'paid' and kind ~= 'paid' then
-  local o = redis.call('HMGET', KEYS[1], 'sale', 'qty', 'price', 'sku', 'user', 'source')
+  local o = redis.call('HMGET', KEYS[1], 'sale', 'qty', 'price', 'sku', 'user', 'discount',
+                       'source')
   local qty = tonumber(o[2])
   redis.call('HSET', KEYS[1], 'status', 'refunded')
   count_sold(p, o, -1)
   local sk = p .. 'sale:' .. o[1]
-  if not o[6] and redis.call('HGET', sk, 'status') == 'active' then
+  if not o[7] and redis.call('HGET', sk, 'status') == 'active' then
     redis.call('HINCRBY', sk, 'sold', -qty)
     redis.call('HINCRBY', sk, 'remaining', qty)
     redis.call('HINCRBY', p .. 'units:' .. o[1], o[5], -qty)

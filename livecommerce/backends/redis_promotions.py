@@ -68,7 +68,11 @@ for i = 4, #ARGV, 2 do
   end
   out[#out + 1] = {r, mine}
 end
-redis.call('HSET', KEYS[1], 'claimed', claimed)
+local granted = claimed - tonumber(c[3])
+if granted > 0 then
+  redis.call('HSET', KEYS[1], 'claimed', claimed)
+  redis.call('HINCRBY', p .. 'stats', 'coupon_claims', granted)
+end
 return {out, redis.call('HGETALL', KEYS[1])}
 """
 
@@ -183,7 +187,7 @@ return 1
 
 GIVEAWAY_ENTER = """
 -- KEYS: 1 the giveaway (hash), 2 its entrants (set), 3 where they watch (set),
---       4 the room's bans (set), 5 its mutes (hash user -> until ms)
+--       4 the room's bans (set), 5 its mutes (hash user -> until ms), 6 its figures
 -- ARGV: 1 user, 2 node, 3 now ms
 -- Returns {refusal or '', 1 if added, the giveaway's fields and values}.
 local g = redis.call('HMGET', KEYS[1], 'status', 'ends_at')
@@ -195,7 +199,10 @@ elseif tonumber(redis.call('HGET', KEYS[5], ARGV[1]) or '0') > tonumber(ARGV[3])
 elseif g[1] ~= 'open' or tonumber(ARGV[3]) >= tonumber(g[2]) then r = 'giveaway_closed'
 else
   added = redis.call('SADD', KEYS[2], ARGV[1])
-  if added == 1 then redis.call('HINCRBY', KEYS[1], 'entries', 1) end
+  if added == 1 then
+    redis.call('HINCRBY', KEYS[1], 'entries', 1)
+    redis.call('HINCRBY', KEYS[6], 'giveaway_entries', 1)
+  end
   redis.call('SADD', KEYS[3], ARGV[2] .. '\\n' .. ARGV[1])
 end
 return {r, added, redis.call('HGETALL', KEYS[1])}
@@ -323,6 +330,7 @@ class RedisGiveawayStore:
             key(room, f"ghere:{gid}"),
             key(room, "bans"),
             key(room, "mutes"),
+            key(room, "stats"),
         ]
         refusal, added, flat = await self._enter(keys=keys, args=[user, node, now_ms])
         g = _giveaway(dict(zip(flat[::2], flat[1::2], strict=True)))
@@ -410,6 +418,7 @@ local function add_member(p, room, gid, deal, user, oid, now, hold)
   redis.call('HSET', gk, 'status', 'filled')
   redis.call('ZREM', p .. 'gforming', gid)
   local d = redis.call('HMGET', dk, 'sku', 'title', 'price')
+  add(p, 'groups_filled', d[1], 1)
   for _, member in ipairs(redis.call('LRANGE', p .. 'gmem:' .. gid, 0, -1)) do
     redis.call('HDEL', p .. 'dmember:' .. deal, member)
     local order = redis.call('HGET', p .. 'gord:' .. gid, member)
@@ -458,6 +467,7 @@ local ends = now + tonumber(d[4]) * 1000
 redis.call('HSET', p .. 'grp:' .. gid, 'id', gid, 'room', ARGV[2], 'deal', deal, 'size', d[3],
            'opened_at', num(now), 'ends_at', num(ends), 'status', 'forming')
 redis.call('ZADD', p .. 'gforming', ends, gid)
+add(p, 'groups_opened', redis.call('HGET', KEYS[1], 'sku'), 1)
 add_member(p, ARGV[2], gid, deal, user, ARGV[6], now, 0)
 return group_reply(p, gid, '', 0)
 """
@@ -651,7 +661,8 @@ return 1
 """
 
 AUCTION_BIDS = """
--- KEYS: 1 the lot (hash), 2 its bid log (list), 3 the room's bans (set), 4 its mutes
+-- KEYS: 1 the lot (hash), 2 its bid log (list), 3 the room's bans (set), 4 its mutes,
+--       5 its figures
 -- ARGV: 1 now ms, then per bid: user, name, amount, ceiling (the proxy maximum)
 -- promotions.auctions.place_bid for each bid in order, each accepted one logged, in one
 -- step. Returns {per bid {refusal or '', 1 if the bidder leads, 1 if the clock was set
@@ -710,6 +721,8 @@ for i = 2, #ARGV, 4 do
 end
 redis.call('HSET', KEYS[1], 'price', price, 'leader', leader, 'leader_name', lname,
            'leader_max', lmax, 'bids', bids, 'ends_at', ends_at, 'extensions', done)
+local accepted = bids - tonumber(f[11])
+if accepted > 0 then redis.call('HINCRBY', KEYS[5], 'auction_bids', accepted) end
 return {out, redis.call('HGETALL', KEYS[1])}
 """
 
@@ -777,6 +790,7 @@ class RedisAuctionStore:
             key(room, f"abids:{aid}"),
             key(room, "bans"),
             key(room, "mutes"),
+            key(room, "stats"),
         ]
         args: list[Any] = [now_ms]
         for b in bids:

@@ -20,12 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from livecommerce.backends import CLIP_CURSOR, Clip, ClipStore, open_clip_store
-from livecommerce.http.keys import BACKENDS, SERVICE, SETTINGS
+from livecommerce.backends import CLIP_CURSOR, Clip, open_clip_store
+from livecommerce.http.keys import BACKENDS, CLIPS, SERVICE, SETTINGS
 from livecommerce.http.routes import json_response, query_int, query_str, room_id
 from livecommerce.inventory.rules import Sale
 
-CLIPS: web.AppKey[ClipStore] = web.AppKey("clips")
 """The clip store."""
 SKU = re.compile(r".{1,64}", re.DOTALL)
 FEED_LIMIT = 20

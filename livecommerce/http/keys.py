@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from livecommerce.auth import Principal
-from livecommerce.backends import Backends
+from livecommerce.backends import Backends, ClipStore
 from livecommerce.config import Settings
 from livecommerce.rooms.hub import Hub
 from livecommerce.rooms.service import RoomService
@@ -26,6 +26,7 @@ DEMO_SECRET = web.AppKey("demo_secret", str)
 VERIFY: web.AppKey[Callable[[str, float], Principal]] = web.AppKey("verify")
 """``app[VERIFY](token, now)``: the principal of a token, by this server's rules."""
 BACKENDS = web.AppKey("backends", Backends)
+CLIPS: web.AppKey[ClipStore] = web.AppKey("clips")
 HUB = web.AppKey("hub", Hub)
 SERVICE = web.AppKey("service", RoomService)
 CONNECTIONS: web.AppKey[set[Connection]] = web.AppKey("connections")

@@ -46,8 +46,7 @@ from aiohttp import web
 
 from livecommerce.auth import Principal
 from livecommerce.errors import Error
-from livecommerce.http.clips import CLIPS
-from livecommerce.http.keys import BACKENDS, HUB, SERVICE, SETTINGS
+from livecommerce.http.keys import BACKENDS, CLIPS, HUB, SERVICE, SETTINGS
 from livecommerce.http.routes import error_response, json_response, principal, room_id
 from livecommerce.media import MediaRelay, OverCapacity, check_aiortc
 from livecommerce.media.recorder import Recorder

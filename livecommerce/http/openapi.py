@@ -518,6 +518,31 @@ def document(*, demo: bool) -> dict[str, Any]:
                 "responses": {"200": _json(_ref("BidLog"), "The lot and its bids"), **_errors(404)},
             }
         },
+        "/api/rooms/{room}/report": {
+            "get": {
+                "summary": "The show's figures, live or after it (staff): JSON or CSV",
+                "security": [{"bearer": []}],
+                "parameters": [
+                    {"name": "room", "in": "path", "required": True, "schema": {"type": "string"}},
+                    {
+                        "name": "format",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["json", "csv"]},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "Totals, rates, products (with their clips), minutes",
+                        "content": {
+                            "application/json": {"schema": {"type": "object"}},
+                            "text/csv": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **_errors(400, 401, 403, 404),
+                },
+            }
+        },
         "/api/rooms/{room}/chat": {
             "get": {
                 "summary": "The room's chat and its moderation, as JSON or CSV (staff)",

@@ -18,11 +18,13 @@ from typing import Any, cast
 
 from aiohttp import web
 
+from livecommerce import analytics
 from livecommerce.auth import Principal, Role, guest, issue_token
 from livecommerce.auth.tokens import DEMO_CLAIM
 from livecommerce.errors import Error
 from livecommerce.http import openapi
 from livecommerce.http.keys import (
+    CLIPS,
     CONNECTIONS,
     DEMO_SECRET,
     HUB,
@@ -284,6 +286,27 @@ async def chat_export(request: web.Request) -> web.Response:
     )
 
 
+async def show_report(request: web.Request) -> web.Response:
+    """The show's figures, for its staff: JSON, or CSV (``format``); each product with
+    its latest explanation clip."""
+    who = principal(request)  # who asks, before anything they sent is read
+    if who.role == "guest":
+        raise Error("unauthorized", "sign in as staff of the room")
+    fmt = query_str(request, "format", pattern=_FORMAT, what="json or csv") or "json"
+    rep = await request.app[SERVICE].show_report(who, room_id(request))
+    for product in rep["products"]:
+        clips = await request.app[CLIPS].room_clips(rep["room"], sku=product["sku"])
+        product["clip"] = clips[0].playlist if clips else None
+    if fmt == "json":
+        return json_response(rep)
+    name = f'attachment; filename="{rep["room"]}-report.csv"'
+    return web.Response(
+        text=analytics.report_csv(rep),
+        content_type="text/csv",
+        headers={"Content-Disposition": name},
+    )
+
+
 def chat_csv(export: dict[str, Any]) -> str:
     """A chat export as CSV: one row per message and per moderation action, by time
     (``time`` in UTC, ISO 8601). Cells that a spreadsheet would run as a formula are
@@ -423,6 +446,7 @@ def setup(app: web.Application, static_dir: Path) -> None:
     r.add_get("/api/rooms/{room}/products", list_products)
     r.add_get("/api/rooms/{room}/modlog", modlog)
     r.add_get("/api/rooms/{room}/chat", chat_export)
+    r.add_get("/api/rooms/{room}/report", show_report)
     r.add_get("/api/orders/{order}", get_order)
     r.add_get("/api/giveaways/{giveaway}/proof", giveaway_proof)
     r.add_get("/api/auctions/{auction}/bids", auction_bids)

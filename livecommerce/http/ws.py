@@ -226,7 +226,7 @@ class Connection:
         if self._expiry is not None:
             self._expiry.cancel()
         for room in list(self.rooms):
-            self._service.leave(room, self)
+            self._service.leave(room, self, watched_s=_watched(self, room))
         self.rooms.clear()
         self.closer = self._loop.create_task(self._close(code, reason))
         return self.closer
@@ -290,7 +290,7 @@ async def _refresh(svc: RoomService, conn: Connection, cmd: Command) -> dict[str
 
 
 async def _leave(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
-    svc.leave(cmd.room, conn)
+    svc.leave(cmd.room, conn, watched_s=_watched(conn, cmd.room))
     conn.rooms.discard(cmd.room)
     conn.joined_at.pop(cmd.room, None)
     return {}
@@ -458,6 +458,11 @@ async def _bid(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, An
     return await svc.bid(conn.principal, cmd.room, a["auction"], a["amount"], a.get("max"))
 
 
+async def _product_open(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
+    await svc.product_open(conn.principal, cmd.room, cmd.args["sku"])
+    return {}
+
+
 async def _report(svc: RoomService, conn: Connection, cmd: Command) -> dict[str, Any]:
     a = cmd.args
     return await svc.report(conn.principal, cmd.room, a["reason"], a.get("msg_id"), a.get("note"))
@@ -512,6 +517,7 @@ HANDLERS: dict[str, Handler] = {
     "auction.start": _auction_start,
     "bid": _bid,
     "report": _report,
+    "product.open": _product_open,
 }
 
 

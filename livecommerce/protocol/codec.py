@@ -174,6 +174,7 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
         ("amount", _is_int(1, MAX_PRICE), True),
         ("max", _is_int(1, MAX_PRICE), False),
     ),
+    "product.open": (_ROOM, ("sku", _is_id, True)),
     "report": (
         _ROOM,
         ("reason", lambda v: type(v) is str and v in REPORT_REASONS, True),

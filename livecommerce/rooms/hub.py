@@ -175,6 +175,11 @@ class Channel:
         self.base = 0
         self.head = LogHead(0, "")
         self.likes_pending = 0
+        self.figures_pending: dict[str, int] = {}
+        """Figures counted here since the last tick (watch time, clicks): added at once."""
+        self.minute = 0
+        """The unix minute whose figures this process keeps at its end."""
+        self.minute_peak = 0
         self.likes_sent = -1
         self.viewers = 0
         self.viewers_sent = -1
@@ -266,6 +271,7 @@ class Hub:
         self.max_tick_s = max_tick_s
         self._clock = clock
         self._channels: dict[str, Channel] = {}
+        self._loose: set[asyncio.Task[None]] = set()
         self.frames_sent = 0
 
     def channel(self, room: str) -> Channel | None:
@@ -317,6 +323,17 @@ class Hub:
             return False
         ch.likes_pending += n
         return True
+
+    def add_figures(self, room: str, figures: dict[str, int]) -> None:
+        """Count ``figures`` into the room's next tick (at once if no local channel)."""
+        ch = self._channels.get(room)
+        if ch is None:
+            task = asyncio.get_running_loop().create_task(self._counters.count(room, figures))
+            self._loose.add(task)
+            task.add_done_callback(self._loose.discard)
+            return
+        for name, n in figures.items():
+            ch.figures_pending[name] = ch.figures_pending.get(name, 0) + n
 
     def pinned(self, room: str) -> str | None:
         """The sku pinned in ``room`` as this process last saw it (None if no channel)."""
@@ -438,6 +455,9 @@ class Hub:
         likes, ch.likes_pending = ch.likes_pending, 0
         if likes and ch.pinned:  # this process's likes: the sum over processes is right
             await self._counters.count(ch.room, {f"likes:{ch.pinned}": likes})
+        if ch.figures_pending:
+            pending, ch.figures_pending = ch.figures_pending, {}
+            await self._counters.count(ch.room, pending)
         changes, ch.changes = ch.changes, []
         for line in changes:  # a pin changes what the next tick's likes count for
             head = line[:64]
@@ -469,6 +489,7 @@ class Hub:
         if ch.auction is not None:
             await self._bids(ch, now, figures)
         if looking:
+            await self._minute(ch, now)
             ch.next_presence = now + self.presence_s
             ch.sales_open = True  # look again once in a while, whatever we missed
             ch.coupons_open = True
@@ -618,6 +639,20 @@ class Hub:
         public = lot.public()
         fields = {"auction_id": lot.id, **{k: public[k] for k in _BID_FIELDS}}
         lines.append(encode_event("auction.bid", ch.room, ts, fields))
+
+    async def _minute(self, ch: Channel, now: float) -> None:
+        """At a minute's end, keep the room's figures as they were (the first process
+        to get there does), with the most viewers seen in that minute: the report's
+        minute-by-minute series."""
+        minute = int(now // 60)
+        if ch.minute and minute > ch.minute:
+            figures = await self._counters.figures(ch.room)
+            figures["viewers"] = ch.minute_peak
+            figures["likes"] = max(ch.likes_sent, 0)
+            await self._counters.record_minute(ch.room, ch.minute, figures)
+            ch.minute_peak = 0
+        ch.minute = minute
+        ch.minute_peak = max(ch.minute_peak, ch.viewers)
 
     async def _presence(self, ch: Channel, now: float, lines: list[bytes]) -> None:
         ch.viewers = await self._counters.report_presence(

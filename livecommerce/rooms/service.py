@@ -19,6 +19,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from livecommerce import analytics
 from livecommerce.auth import Principal, Role
 from livecommerce.backends import (
     MODLOG_SIZE,
@@ -287,6 +288,7 @@ class RoomViews:
                     b.inventory.orders_of(room_id, users),
                 ),
                 asyncio.gather(
+                    b.counters.note_joins(room_id, users),
                     b.coupons.live(room_id),
                     b.giveaways.current(room_id),
                     b.groups.deals(room_id),
@@ -294,7 +296,7 @@ class RoomViews:
                     b.auctions.current(room_id),
                 ),
             )
-            coupons, giveaway, deals, (forming, _), auction = promotions
+            _, coupons, giveaway, deals, (forming, _), auction = promotions
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
@@ -571,8 +573,11 @@ class RoomService:
             snapshot["filter"] = _terms(terms)
         return Joined({"snapshot": snapshot, "recovered": recovered}, replay, membership, floor)
 
-    def leave(self, room_id: str, conn: Subscriber) -> None:
+    def leave(self, room_id: str, conn: Subscriber, *, watched_s: float = 0) -> None:
+        """``conn`` leaves the room, having watched it ``watched_s`` seconds."""
         self.hub.detach(room_id, conn)
+        if watched_s > 0:
+            self.hub.add_figures(room_id, {"watch_ms": int(watched_s * 1000)})
         user = conn.user_id
         if self.hub.giveaway(room_id) is not None and not self.hub.here(room_id, user):
             self._soon(self._seen(room_id, user))
@@ -635,6 +640,12 @@ class RoomService:
             with contextlib.suppress(Error):  # a chat is a chat, whether it enters or not
                 reply["entered"] = await self._enter(who, room, g["id"], watched_s, by_keyword=True)
         return reply
+
+    async def product_open(self, who: Principal, room_id: str, sku: str) -> None:
+        """A viewer opened a product's card: one ``clicks`` for the room's figures."""
+        room = await self.room(room_id)
+        self._like_limit.check(who.id, self._clock())
+        self.hub.add_figures(room.id, analytics.per_sku("clicks", sku, 1))
 
     async def like(self, who: Principal, room_id: str, count: int) -> None:
         room = await self.room_as(who, room_id, CHATTERS)
@@ -768,6 +779,33 @@ class RoomService:
         """The room's moderation log, oldest first (staff only)."""
         room = await self.room_as(who, room_id, MODERATORS)
         return [loads(e) for e in await self.backends.moderation.actions(room.id, limit)]
+
+    async def show_report(self, who: Principal, room_id: str) -> dict[str, Any]:
+        """The show's figures, live or after it ended (``analytics.report``): for the
+        room's staff.
+
+        Raises:
+            Error: rights, ``not_found``.
+        """
+        room = await self.room_as(who, room_id, MODERATORS)
+        c = self.backends.counters
+        figures, likes, unique, minutes, products = await asyncio.gather(
+            c.figures(room.id),
+            c.add_likes(room.id, 0),
+            c.unique_viewers(room.id),
+            c.minutes(room.id),
+            self.backends.inventory.products(room.id),
+        )
+        rep = analytics.report(
+            figures=figures,
+            likes=likes,
+            viewers_now=self.hub.viewers(room.id),
+            unique_viewers=unique,
+            minutes=minutes,
+            products=[(p.sku, p.title) for p in products],
+        )
+        return {"room": room.id, "title": room.title, "status": room.status,
+                "at": self.now_ms(), **rep}  # fmt: skip
 
     async def export_chat(self, who: Principal, room_id: str) -> dict[str, Any]:
         """The room's chat as the archive keeps it, oldest first, each message with the
@@ -1046,6 +1084,8 @@ class RoomService:
             raise Error("not_found", "no such order")
         if done.applied:
             await self._order_updated(done.order)
+            if done.order.status == "paid":
+                await self.backends.counters.note_buyer(done.order.room, done.order.user)
         return done
 
     async def delivered(self, oid: str, payment_url: str | None) -> None:
