@@ -62,7 +62,7 @@ PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
 }
 """Headers of a page that must never be framed (studio, console, checkout)."""
-UNFRAMED = frozenset({"studio.html", "console.html"})
+UNFRAMED = frozenset({"studio.html", "console.html", "report.html"})
 
 
 def json_response(data: Any, status: int = 200) -> web.Response:

@@ -23,7 +23,7 @@ import { LiveClient } from "/js/client.js";
 import { clock, count, currencyOf, formatDuration, Money, timeOfDay } from "/js/format.js";
 import { explain, Session } from "/js/session.js";
 import {
-  applyCouponEvent, applyGiveawayEvent, byId, ChatList, confirmAction, messageNode, note, showConnection,
+  applyCouponEvent, applyGiveawayEvent, byId, ChatList, minuteChart, confirmAction, messageNode, note, showConnection,
 } from "/js/ui.js";
 import { Broadcast } from "/js/video.js";
 
@@ -87,6 +87,8 @@ const el = {
   afExtend: /** @type {HTMLInputElement} */ (byId("af-extend")),
   afCap: /** @type {HTMLInputElement} */ (byId("af-cap")),
   afStartBtn: /** @type {HTMLButtonElement} */ (byId("af-start-btn")),
+  stChart: byId("st-chart"), stRates: byId("st-rates"),
+  reportLink: /** @type {HTMLAnchorElement} */ (byId("report-link")),
   dealList: byId("deal-list"), noDeals: byId("no-deals"), dealForm: byId("deal-form"),
   dealNote: byId("deal-note"), gdProduct: /** @type {HTMLSelectElement} */ (byId("gd-product")),
   gdPrice: /** @type {HTMLInputElement} */ (byId("gd-price")),
@@ -210,6 +212,7 @@ function onJoin(room, snapshot, recovered) {
   for (const sale of snapshot.sales ?? []) sales.set(sale.id, sale);
   view.sales = sales;
   view.coupons = new Map((snapshot.coupons ?? []).map((c) => [c.id, c]));
+  loadReport();
   if (snapshot.giveaway || view.giveaway?.status === "open") view.giveaway = snapshot.giveaway;
   if (snapshot.auction || view.auction?.status === "open") view.auction = snapshot.auction;
   view.deals = new Map((snapshot.deals ?? []).map((d) => [d.id, d]));
@@ -1370,6 +1373,21 @@ function renderControls() {
   }
 }
 
+/** The show's minute series and rates, from its report (the studio's staff token). */
+async function loadReport() {
+  if (!view.room || !view.joined) return;
+  el.reportLink.href = `/report.html?room=${encodeURIComponent(view.room)}`;
+  try {
+    const rep = await session.api(`/api/rooms/${encodeURIComponent(view.room)}/report`);
+    el.stChart.replaceChildren(minuteChart(rep.series));
+    const r = rep.rates;
+    el.stRates.textContent = `${count(rep.totals.unique_viewers)} unique viewers`
+      + (r.conversion === null ? "" : `, ${(r.conversion * 100).toFixed(1)} % bought`);
+  } catch {
+    // the next look will tell (the figures card has the live counts meanwhile)
+  }
+}
+
 /** Countdowns of the open sales, four times a second; figures' freshness. */
 function tick() {
   const now = clock.now();
@@ -1527,6 +1545,7 @@ el.composer.addEventListener("submit", async (e) => {
 });
 
 setInterval(tick, 250);
+setInterval(loadReport, 20_000);
 setInterval(() => {
   // Ended sales leave the list after a minute.
   if ([...view.ended.values()].some((e) => Date.now() - e.at > ENDED_SALE_MS)) renderSales();

@@ -377,3 +377,44 @@ export class ChatList {
       : "Back to the newest ↓";
   }
 }
+
+const SVG = "http://www.w3.org/2000/svg";
+
+/**
+ * A small chart of a show, minute by minute: viewers (a line) and orders (bars), each
+ * on its own scale. Text-free shapes; the caption and a table say the figures.
+ * @param {{minute: number, viewers: number, orders: number}[]} series
+ * @param {{width?: number, height?: number}} [size]
+ * @returns {SVGSVGElement}
+ */
+export function minuteChart(series, { width = 320, height = 96 } = {}) {
+  const svg = document.createElementNS(SVG, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
+  svg.setAttribute("class", "minute-chart");
+  svg.setAttribute("role", "img");
+  const last = series.at(-1);
+  svg.setAttribute("aria-label", series.length
+    ? `${series.length} minutes; last minute: ${last?.viewers} viewers, ${last?.orders} orders`
+    : "No full minute yet");
+  if (!series.length) return svg;
+  const step = width / series.length;
+  const most = (/** @type {"viewers" | "orders"} */ k) => Math.max(1, ...series.map((p) => p[k]));
+  const [viewersTop, ordersTop] = [most("viewers"), most("orders")];
+  series.forEach((p, i) => {
+    const h = (p.orders / ordersTop) * (height - 4);
+    const bar = document.createElementNS(SVG, "rect");
+    bar.setAttribute("class", "chart-orders");
+    bar.setAttribute("x", String(i * step + step * 0.2));
+    bar.setAttribute("y", String(height - h));
+    bar.setAttribute("width", String(step * 0.6));
+    bar.setAttribute("height", String(h));
+    svg.append(bar);
+  });
+  const line = document.createElementNS(SVG, "polyline");
+  line.setAttribute("class", "chart-viewers");
+  line.setAttribute("fill", "none");
+  line.setAttribute("points", series.map((p, i) =>
+    `${(i + 0.5) * step},${height - 2 - (p.viewers / viewersTop) * (height - 6)}`).join(" "));
+  svg.append(line);
+  return svg;
+}

@@ -1247,6 +1247,14 @@ el.unmute.addEventListener("click", () => {
 el.signInChat.addEventListener("click", signIn);
 el.buy.addEventListener("click", buy);
 el.gwEnter.addEventListener("click", enterGiveaway);
+/** When this page last told the server a product's card was opened, by sku. */
+const opened = new Map();
+el.product.addEventListener("click", () => {  // a product click, for the show's figures
+  const sku = view.pinned?.sku;
+  if (!sku || client.state !== "live" || Date.now() - (opened.get(sku) ?? 0) < 10_000) return;
+  opened.set(sku, Date.now());
+  client.send("product.open", { room: ROOM, sku }).catch(() => {});
+});
 /** The message being reported (null: the show). */
 let reporting = /** @type {string | null} */ (null);
 /** @param {string | null} msgId @param {string} what */
