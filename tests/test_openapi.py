@@ -191,6 +191,8 @@ def test_the_document_is_the_one_served(api_schema: OpenApiSchema) -> None:
         ("GET", "/api/rooms/{room}/modlog"),
         ("GET", "/api/rooms/{room}/chat"),
         ("GET", "/api/rooms/{room}/report"),
+        ("GET", "/api/me/data"),
+        ("DELETE", "/api/me/data"),
         ("GET", "/api/admin/dead-letters"),
         ("POST", "/api/admin/dead-letters/redrive"),
         ("GET", "/api/rooms/{room}/clips"),

@@ -30,6 +30,7 @@ from livecommerce.promotions.coupons import Claimed, ClaimRequest, Coupon, Coupo
 from livecommerce.promotions.draws import Proof
 from livecommerce.promotions.giveaways import Entered, Frozen, Giveaway
 from livecommerce.promotions.groups import Deal, Group, Joined
+from livecommerce.protocol import dumps
 from livecommerce.rooms.state import Room, Status
 
 Sink = Callable[[bytes, str | None], None]
@@ -560,6 +561,31 @@ class AuctionStore(Protocol):
         """The lot's bid log, oldest first."""
 
 
+ERASED_NAME = "Erased user"
+
+
+def pseudonymous(text: bytes, user: str, alias: str, name: str) -> bytes:
+    """JSON ``text`` with ``user`` in ``alias``'s name: their ``user`` object (id and
+    ``name``) becomes the erased user's, and any other mention of the id the alias."""
+    whole = b'{"id":' + dumps(user) + b',"name":' + dumps(name) + b"}"
+    text = text.replace(whole, dumps({"id": alias, "name": ERASED_NAME}))
+    return text.replace(dumps(user), dumps(alias))
+
+
+class PrivacyStore(Protocol):
+    """Everything the server holds about one user, to export or to erase
+    (``backends/redis_privacy.py`` lists where it lives)."""
+
+    async def export(self, user: str) -> dict[str, dict[str, Any]]:
+        """By room: the user's chats, orders, coupon claims, giveaway entries, groups,
+        bids and reports (rooms with none are left out)."""
+
+    async def erase(self, user: str, alias: str, name: str) -> dict[str, int]:
+        """Remove the user's chat lines (archive, history, recent) and put ``alias`` in
+        their place everywhere else (their ``{id, name}`` with ``name`` as the erased
+        user's), aggregates kept; how many of each kind."""
+
+
 @dataclass(frozen=True, slots=True)
 class Clip:
     """A product's clip: the segments of a stream while the product was pinned.
@@ -662,6 +688,7 @@ class Backends:
     giveaways: GiveawayStore
     groups: GroupStore
     auctions: AuctionStore
+    privacy: PrivacyStore
 
 
 @asynccontextmanager

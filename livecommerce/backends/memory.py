@@ -10,11 +10,12 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Collection
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 from livecommerce import analytics
 from livecommerce.backends import (
+    ERASED_NAME,
     FLAGGED_SIZE,
     MODLOG_SIZE,
     Backends,
@@ -27,6 +28,7 @@ from livecommerce.backends import (
     Refusal,
     Reported,
     Sink,
+    pseudonymous,
 )
 from livecommerce.config import Settings
 from livecommerce.inventory.rules import (
@@ -47,7 +49,7 @@ from livecommerce.promotions.coupons import Claimed, ClaimRequest, Coupon, Coupo
 from livecommerce.promotions.draws import Proof
 from livecommerce.promotions.giveaways import Entered, Frozen, Giveaway, GiveawayBook
 from livecommerce.promotions.groups import Deal, Group, GroupBook, Joined
-from livecommerce.protocol import encode_event, loads, sequence
+from livecommerce.protocol import dumps, encode_event, loads, sequence
 from livecommerce.rooms.state import Room, Status
 
 PRESENCE_TTL_MS = 5000
@@ -1041,7 +1043,8 @@ def memory_backends(settings: Settings) -> Backends:
     moderation = MemoryModerationStore()
     coupons = MemoryCouponStore(moderation, counters)
     inventory = MemoryInventoryStore(log, outbox, counters, coupons)
-    return Backends(
+    privacy = MemoryPrivacyStore()
+    backends = Backends(
         engine="memory",
         rooms=MemoryRoomStore(),
         log=log,
@@ -1053,4 +1056,186 @@ def memory_backends(settings: Settings) -> Backends:
         giveaways=MemoryGiveawayStore(inventory, moderation, counters),
         groups=MemoryGroupStore(inventory, moderation, counters),
         auctions=MemoryAuctionStore(inventory, moderation, counters),
+        privacy=privacy,
     )
+    privacy.bind(backends)
+    return backends
+
+
+class MemoryPrivacyStore:
+    """A user's data across the memory engine's stores (``redis_privacy`` says what is
+    kept where and what erasing does; the same here)."""
+
+    _b: Backends
+
+    def bind(self, backends: Backends) -> None:
+        """The stores whose data it exports and erases (made before it)."""
+        self._b = backends
+
+    def _rooms(self) -> set[str]:
+        log = self._b.log
+        assert isinstance(log, MemoryEventLog)
+        return set(log._logs)
+
+    async def export(self, user: str) -> dict[str, dict[str, Any]]:
+        b, out = self._b, {}
+        for room in sorted(self._rooms()):
+            chats = [loads(ln) for _, ln in await b.log.chats(room, 0, 10**9)]
+            chats = [c for c in chats if c["user"]["id"] == user]
+            orders = [
+                o.to_dict()
+                for os in (await b.inventory.orders_of(room, [user])).values()
+                for o in os
+            ]
+            book = _coupons(b).book(room)
+            claims = {cid: book.claims.get((cid, user), 0) for cid in book.claimed_by.get(user, [])}
+            gbook = _giveaways(b)._book(room)
+            entries = sorted(g for g, who in gbook.entrants.items() if user in who)
+            groups = sorted(
+                g.id for g in _groups(b)._book(room).groups.values() if user in g.members
+            )
+            abook = _auctions(b)._book(room)
+            bids = [
+                {"auction": aid, **asdict(x)}
+                for aid, log in abook.logs.items()
+                for x in log
+                if x.user == user
+            ]
+            mod = _moderation(b)
+            reports = sorted(
+                t for (r, t), who in mod._reporters.items() if r == room and user in who
+            )
+            data = {
+                "chats": chats, "orders": orders, "coupon_claims": claims,
+                "giveaway_entries": entries, "groups": groups, "bids": bids, "reports": reports,
+            }  # fmt: skip
+            if any(data.values()):
+                out[room] = data
+        return out
+
+    async def erase(self, user: str, alias: str, name: str) -> dict[str, int]:
+        b = self._b
+        done = dict.fromkeys(("chats", "orders", "coupon_claims", "entries", "groups",
+                              "bids", "reports"), 0)  # fmt: skip
+        log = b.log
+        assert isinstance(log, MemoryEventLog)
+        needle = b'"user":{"id":' + dumps(user)
+        needle_any = dumps(user)  # how the id appears in JSON
+        for room in self._rooms():
+            rl = log._log(room)
+
+            def mine(ln: bytes) -> bool:
+                return needle in ln and loads(ln)["user"]["id"] == user
+
+            done["chats"] += sum(1 for _, ln in rl.chats if mine(ln))
+            rl.chats = [(t, ln) for t, ln in rl.chats if not mine(ln)]
+            rl.lines = deque(ln for ln in rl.lines if needle_any not in ln)
+            rl.recent = {k: ln for k, ln in rl.recent.items() if not mine(ln)}
+            inventory = b.inventory
+            assert isinstance(inventory, MemoryInventoryStore)
+            ledger = inventory._ledger(room)
+            for order in ledger.orders.values():
+                if order.user == user:
+                    order.user = alias
+                    done["orders"] += 1
+            for k in [k for k in ledger.units if k[1] == user]:
+                ledger.units[(k[0], alias)] = ledger.units.pop(k)
+            book = _coupons(b).book(room)
+            for table in (book.claims, book.spent):
+                for k in [k for k in table if k[1] == user]:
+                    table[(k[0], alias)] = table.pop(k)
+            if user in book.claimed_by:
+                done["coupon_claims"] += len(book.claimed_by[user])
+                book.claimed_by[alias] = book.claimed_by.pop(user)
+            gbook = _giveaways(b)._book(room)
+            for gid, who in gbook.entrants.items():
+                if user in who:
+                    who.discard(user)
+                    who.add(alias)
+                    done["entries"] += 1
+                gbook.present[gid].discard(user)
+                if gid in gbook.frozen:
+                    gbook.frozen[gid] = [alias if e == user else e for e in gbook.frozen[gid]]
+                g = gbook.giveaways[gid]
+                g.winners = tuple(alias if w == user else w for w in g.winners)
+                if (proof := gbook.proofs.get(gid)) is not None:  # erasure outranks the proof
+                    gbook.proofs[gid] = replace(
+                        proof,
+                        entrants=[alias if e == user else e for e in proof.entrants],
+                        winners=[alias if w == user else w for w in proof.winners],
+                    )
+            gstore = _groups(b)
+            grbook = gstore._book(room)
+            for group in grbook.groups.values():
+                if user in group.members:
+                    group.members = [alias if m == user else m for m in group.members]
+                    done["groups"] += 1
+                    if (oid := gstore._orders.pop((group.id, user), None)) is not None:
+                        gstore._orders[(group.id, alias)] = oid
+            for k in [k for k in grbook.member_of if k[1] == user]:
+                grbook.member_of[(k[0], alias)] = grbook.member_of.pop(k)
+            abook = _auctions(b)._book(room)
+            for aid, bids in abook.logs.items():
+                done["bids"] += sum(1 for x in bids if x.user == user)
+                abook.logs[aid] = [
+                    replace(x, user=alias if x.user == user else x.user,
+                            name=ERASED_NAME if x.user == user else x.name,
+                            leader=alias if x.leader == user else x.leader)
+                    for x in bids
+                ]  # fmt: skip
+                lot = abook.auctions[aid]
+                if lot.leader == user:
+                    lot.leader, lot.leader_name = alias, ERASED_NAME
+            mod = _moderation(b)
+            for (r, _), who in mod._reporters.items():
+                if r == room and user in who:
+                    who.discard(user)
+                    who.add(alias)
+                    done["reports"] += 1
+            if room in mod._log:
+                mod._log[room] = deque(
+                    (pseudonymous(e, user, alias, name) for e in mod._log[room]), MODLOG_SIZE
+                )
+            queue = mod._flagged.get(room, {})
+            for msg_id, entry in queue.items():
+                queue[msg_id] = pseudonymous(entry, user, alias, name)
+            mod._mutes.pop((room, user), None)
+            mod._staff.pop((room, user), None)
+            mod._last_chat.pop((room, user), None)
+            counters = b.counters
+            assert isinstance(counters, MemoryCounters)
+            buyers = counters._buyers.get(room, set())
+            if user in buyers:
+                buyers.discard(user)
+                buyers.add(alias)
+        counters = b.counters
+        assert isinstance(counters, MemoryCounters)
+        if user in counters._ever_bought:
+            counters._ever_bought.discard(user)
+            counters._ever_bought.add(alias)
+        return done
+
+
+def _coupons(b: Backends) -> MemoryCouponStore:
+    assert isinstance(b.coupons, MemoryCouponStore)
+    return b.coupons
+
+
+def _giveaways(b: Backends) -> MemoryGiveawayStore:
+    assert isinstance(b.giveaways, MemoryGiveawayStore)
+    return b.giveaways
+
+
+def _groups(b: Backends) -> MemoryGroupStore:
+    assert isinstance(b.groups, MemoryGroupStore)
+    return b.groups
+
+
+def _auctions(b: Backends) -> MemoryAuctionStore:
+    assert isinstance(b.auctions, MemoryAuctionStore)
+    return b.auctions
+
+
+def _moderation(b: Backends) -> MemoryModerationStore:
+    assert isinstance(b.moderation, MemoryModerationStore)
+    return b.moderation

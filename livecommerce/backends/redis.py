@@ -257,10 +257,12 @@ return out
 """
 
 REPORT = """
--- KEYS: 1 the target's reporters (set), 2 its reasons (hash reason -> count)
--- ARGV: 1 reporter, 2 reason
+-- KEYS: 1 the target's reporters (set), 2 its reasons (hash reason -> count), 3 the
+--       reporter's reports in the room (set of targets)
+-- ARGV: 1 reporter, 2 reason, 3 target
 -- Returns false if the reporter had reported it, else {reporters, reasons flat}.
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return false end
+redis.call('SADD', KEYS[3], ARGV[3])
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
 return {redis.call('SCARD', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 """
@@ -790,8 +792,12 @@ class RedisModerationStore:
         return [bytes(e) for e in raw if e is not None]
 
     async def report(self, room: str, target: str, reporter: str, reason: str) -> Reported | None:
-        keys = [key(room, f"reporters:{target}"), key(room, f"reasons:{target}")]
-        got = await self._report(keys=keys, args=[reporter, reason])
+        keys = [
+            key(room, f"reporters:{target}"),
+            key(room, f"reasons:{target}"),
+            key(room, f"ureports:{reporter}"),
+        ]
+        got = await self._report(keys=keys, args=[reporter, reason, target])
         if got is None:
             return None
         count, flat = got
@@ -816,6 +822,7 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
     r = await connect(settings)
     from livecommerce.backends.redis_inventory import RedisInventoryStore
     from livecommerce.backends.redis_outbox import RedisOutboxStore
+    from livecommerce.backends.redis_privacy import RedisPrivacyStore
     from livecommerce.backends.redis_promotions import (
         RedisAuctionStore,
         RedisCouponStore,
@@ -840,6 +847,7 @@ async def open_redis_backends(settings: Settings) -> AsyncIterator[Backends]:
             giveaways=RedisGiveawayStore(r),
             groups=RedisGroupStore(r),
             auctions=RedisAuctionStore(r),
+            privacy=RedisPrivacyStore(r),
         )
     finally:
         await events.close()

@@ -170,18 +170,21 @@ class RedisCouponStore:
 # -- giveaways -----------------------------------------------------------------------
 # Keys, after the room's prefix: ``giveaway`` (string: the id of the giveaway not yet
 # drawn), ``gaw:<id>`` (hash, the giveaway), ``gseed:<id>`` (its secret seed, hex),
+# ``gaws`` (sorted set of every giveaway's id by start),
 # ``gent:<id>`` (set of entrants), ``ghere:<id>`` (set of "<node>\n<user>": where an
 # entrant is watching), ``gfrozen:<id>`` (the entrants frozen at the draw, one per
 # line), ``gproof:<id>`` (the proof's JSON).
 
 GIVEAWAY_START = """
--- KEYS: 1 the room's current giveaway (string), 2 the giveaway (hash), 3 its seed
--- ARGV: 1 id, 2 seed hex, then field, value pairs
+-- KEYS: 1 the room's current giveaway (string), 2 the giveaway (hash), 3 its seed,
+--       4 the room's giveaways (zset id -> start)
+-- ARGV: 1 id, 2 seed hex, 3 start ms, then field, value pairs
 -- Returns 1 if kept, 0 while another is not drawn yet (or the id is taken).
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('HSET', KEYS[2], unpack(ARGV, 4))
 redis.call('SET', KEYS[3], ARGV[2])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 return 1
 """
 
@@ -320,8 +323,14 @@ class RedisGiveawayStore:
     async def start(self, giveaway: Giveaway, seed: bytes) -> bool:
         room, gid = giveaway.room, giveaway.id
         pairs = [v for kv in giveaway.to_record().items() for v in kv]
-        keys = [key(room, "giveaway"), key(room, f"gaw:{gid}"), key(room, f"gseed:{gid}")]
-        return bool(await self._start(keys=keys, args=[gid, seed.hex(), *pairs]))
+        keys = [
+            key(room, "giveaway"),
+            key(room, f"gaw:{gid}"),
+            key(room, f"gseed:{gid}"),
+            key(room, "gaws"),
+        ]
+        args: list[Any] = [gid, seed.hex(), giveaway.starts_at, *pairs]
+        return bool(await self._start(keys=keys, args=args))
 
     async def enter(self, room: str, gid: str, user: str, now_ms: int, node: str) -> Entered:
         keys = [
@@ -396,7 +405,8 @@ class RedisGiveawayStore:
 # ``deals`` (sorted set of deal ids by start), ``grp:<id>`` (hash, a group), ``gmem:<id>``
 # (list, its members in the order they joined), ``gord:<id>`` (hash member -> the id of
 # the order the group's fill gives them), ``dmember:<deal>`` (hash user -> the forming
-# group they are in), ``gforming`` (sorted set of forming group ids by end time).
+# group they are in), ``gforming`` (sorted set of forming group ids by end time),
+# ``grps`` (sorted set of every group's id by opening).
 
 _GROUP_LUA = (
     _SALE_LUA
@@ -467,6 +477,7 @@ local ends = now + tonumber(d[4]) * 1000
 redis.call('HSET', p .. 'grp:' .. gid, 'id', gid, 'room', ARGV[2], 'deal', deal, 'size', d[3],
            'opened_at', num(now), 'ends_at', num(ends), 'status', 'forming')
 redis.call('ZADD', p .. 'gforming', ends, gid)
+redis.call('ZADD', p .. 'grps', now, gid)
 add(p, 'groups_opened', redis.call('HGET', KEYS[1], 'sku'), 1)
 add_member(p, ARGV[2], gid, deal, user, ARGV[6], now, 0)
 return group_reply(p, gid, '', 0)
@@ -648,15 +659,17 @@ class RedisGroupStore:
 # -- auctions ------------------------------------------------------------------------
 # Keys, after the room's prefix: ``auction`` (string: the open lot's id), ``auc:<id>``
 # (hash, the lot with its price, leader and the leader's maximum), ``abids:<id>``
-# (list, the append-only bid log: one JSON object per accepted bid).
+# (list, the append-only bid log: one JSON object per accepted bid), ``aucs`` (sorted
+# set of every lot's id by start).
 
 AUCTION_START = """
--- KEYS: 1 the room's open lot (string), 2 the lot (hash)
--- ARGV: 1 id, then field, value pairs
+-- KEYS: 1 the room's open lot (string), 2 the lot (hash), 3 the room's lots (zset)
+-- ARGV: 1 id, 2 start ms, then field, value pairs
 -- Returns 1 if kept, 0 while another lot is open (or the id is taken).
 if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX') then return 0 end
-redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+redis.call('HSET', KEYS[2], unpack(ARGV, 3))
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[1])
 return 1
 """
 
@@ -773,8 +786,12 @@ class RedisAuctionStore:
 
     async def start(self, auction: Auction) -> bool:
         pairs = [v for kv in auction.to_record().items() for v in kv]
-        keys = [key(auction.room, "auction"), key(auction.room, f"auc:{auction.id}")]
-        return bool(await self._start(keys=keys, args=[auction.id, *pairs]))
+        keys = [
+            key(auction.room, "auction"),
+            key(auction.room, f"auc:{auction.id}"),
+            key(auction.room, "aucs"),
+        ]
+        return bool(await self._start(keys=keys, args=[auction.id, auction.starts_at, *pairs]))
 
     async def bid(
         self, room: str, aid: str, *, user: str, name: str, amount: int, ceiling: int, now_ms: int

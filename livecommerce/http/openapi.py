@@ -518,6 +518,18 @@ def document(*, demo: bool) -> dict[str, Any]:
                 "responses": {"200": _json(_ref("BidLog"), "The lot and its bids"), **_errors(404)},
             }
         },
+        "/api/me/data": {
+            "get": {
+                "summary": "Everything the server holds about you, by room",
+                "security": [{"bearer": []}],
+                "responses": {"200": _json({"type": "object"}, "Your data"), **_errors(401)},
+            },
+            "delete": {
+                "summary": "Erase your data: chats removed, a pseudonym everywhere else",
+                "security": [{"bearer": []}],
+                "responses": {"200": _json({"type": "object"}, "What was erased"), **_errors(401)},
+            },
+        },
         "/api/rooms/{room}/report": {
             "get": {
                 "summary": "The show's figures, live or after it (staff): JSON or CSV",

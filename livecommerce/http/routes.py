@@ -336,6 +336,16 @@ def _cell(text: str) -> str:
     return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+async def my_data(request: web.Request) -> web.Response:
+    """``GET /api/me/data``: everything the server holds about the signed-in user."""
+    return json_response(await request.app[SERVICE].my_data(principal(request)))
+
+
+async def erase_my_data(request: web.Request) -> web.Response:
+    """``DELETE /api/me/data``: erase it (chats removed, the rest under a pseudonym)."""
+    return json_response(await request.app[SERVICE].erase_my_data(principal(request)))
+
+
 async def modlog(request: web.Request) -> web.Response:
     """The room's moderation log, oldest first (host, moderators, admins)."""
     who = principal(request)  # who asks, before anything they sent is read
@@ -447,6 +457,8 @@ def setup(app: web.Application, static_dir: Path) -> None:
     r.add_get("/api/rooms/{room}/modlog", modlog)
     r.add_get("/api/rooms/{room}/chat", chat_export)
     r.add_get("/api/rooms/{room}/report", show_report)
+    r.add_get("/api/me/data", my_data)
+    r.add_delete("/api/me/data", erase_my_data)
     r.add_get("/api/orders/{order}", get_order)
     r.add_get("/api/giveaways/{giveaway}/proof", giveaway_proof)
     r.add_get("/api/auctions/{auction}/bids", auction_bids)

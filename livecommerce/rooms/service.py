@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import hmac
 import itertools
 import logging
 import os
@@ -806,6 +807,52 @@ class RoomService:
         )
         return {"room": room.id, "title": room.title, "status": room.status,
                 "at": self.now_ms(), **rep}  # fmt: skip
+
+    async def my_data(self, who: Principal) -> dict[str, Any]:
+        """Everything the server holds about ``who``, by room; each room's moderation
+        log keeps that it was exported.
+
+        Raises:
+            Error: ``unauthorized`` for a guest.
+        """
+        if who.role == "guest":
+            raise Error("unauthorized", "sign in to see your data")
+        rooms = await self.backends.privacy.export(who.id)
+        alias = self._alias(who.id)
+        for room in rooms:  # the log names the user by their pseudonym only
+            await self._log(
+                Principal(id=alias, name=alias, role=who.role), room, "data.export", alias
+            )
+        return {"user": who.as_user(), "exported_at": self.now_ms(), "rooms": rooms}
+
+    def _alias(self, user: str) -> str:
+        """The user's pseudonym: stable, and no one without the secret can find the id."""
+        return "erased-" + hmac.new(self._id_key, user.encode(), "sha256").hexdigest()[:16]
+
+    async def erase_my_data(self, who: Principal) -> dict[str, Any]:
+        """Erase ``who``'s data: their chat messages leave every screen (``chat.deleted``)
+        and every store; everywhere else a pseudonym takes their id, so the rooms'
+        figures, orders for the shop and bid logs stay whole. Each room's moderation
+        log keeps that it was done, under the pseudonym.
+
+        Raises:
+            Error: ``unauthorized`` for a guest.
+        """
+        if who.role == "guest":
+            raise Error("unauthorized", "sign in to erase your data")
+        alias = self._alias(who.id)
+        rooms = await self.backends.privacy.export(who.id)
+        for room, data in rooms.items():
+            for chat in data["chats"]:
+                ref = chat["msg_id"]
+                await self._publish(
+                    room, "chat.deleted", {"msg_id": ref}, kind="chat.deleted", ref=ref
+                )
+        erased = await self.backends.privacy.erase(who.id, alias, who.name)
+        gone = Principal(id=alias, name="Erased user", role=who.role)
+        for room in rooms:
+            await self._log(gone, room, "data.erase", alias, erased)
+        return {"erased": erased, "alias": alias, "rooms": sorted(rooms)}
 
     async def export_chat(self, who: Principal, room_id: str) -> dict[str, Any]:
         """The room's chat as the archive keeps it, oldest first, each message with the
