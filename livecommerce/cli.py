@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from livecommerce.config import Settings
+from livecommerce.config import Retention, Settings
 from livecommerce.errors import ConfigError
 
 log = logging.getLogger("livecommerce")
@@ -232,6 +232,18 @@ def _media_options(p: argparse.ArgumentParser) -> None:
         default=float(env("LIVECOMMERCE_MEDIA_RETENTION_H", "168")),
         help="hours clips and ended streams' segments are kept (default 168, a week)",
     )
+    for kind, default, what in (
+        ("chat", 90, "the chat archive"),
+        ("modlog", 365, "the moderation log"),
+        ("orders", 730, "orders that ended"),
+        ("analytics", 400, "a show's minute-by-minute figures"),
+    ):
+        p.add_argument(
+            f"--retain-{kind}-days",
+            type=float,
+            default=float(env(f"LIVECOMMERCE_RETAIN_{kind.upper()}_DAYS", str(default))),
+            help=f"days {what} is kept (default {default})",
+        )
     p.add_argument(
         "--ice-allow-private",
         action="store_true",
@@ -269,6 +281,12 @@ def settings_from(args: argparse.Namespace) -> Settings:
         bridge=args.bridge,
         media_dir=args.media_dir or (None if args.demo else "media"),
         media_retention_s=round(args.media_retention_h * 3600),
+        retention=Retention(
+            chat_days=args.retain_chat_days,
+            modlog_days=args.retain_modlog_days,
+            orders_days=args.retain_orders_days,
+            analytics_days=args.retain_analytics_days,
+        ),
         media_max_viewers=args.media_max_viewers,
         ice_allow_private=args.ice_allow_private,
         **_order_settings(args),

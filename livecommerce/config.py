@@ -55,6 +55,21 @@ class Limits:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Retention:
+    """How long each kind of data is kept, in days (clips: ``media_retention_s``). The
+    sweeper deletes what is older, once an hour."""
+
+    chat_days: float = 90
+    """The chat archive (an export's source); the history keeps its last lines anyway."""
+    modlog_days: float = 365
+    """The moderation log."""
+    orders_days: float = 730
+    """Orders that ended (paid, expired, cancelled, refunded): the shop keeps its own."""
+    analytics_days: float = 400
+    """The minute-by-minute figures of a show (its totals stay)."""
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """Everything the server needs to know, as one frozen value.
 
@@ -143,6 +158,9 @@ class Settings:
     ice_allow_private: bool = False
     """Check WebRTC peers' candidates on loopback, private and link-local addresses too
     (a LAN deployment; ``demo`` implies it). Off: only public addresses get STUN."""
+    retention: Retention = field(default_factory=Retention)
+    retention_interval_s: float = 3600
+    """How often the retention sweeper runs."""
     limits: Limits = field(default_factory=Limits)
 
     @property

@@ -8,6 +8,7 @@ hash tag ``{room}`` so that a room lives on one Redis Cluster slot.
 
 from __future__ import annotations
 
+import builtins
 import re
 from collections.abc import AsyncIterator, Callable, Collection
 from contextlib import asynccontextmanager
@@ -93,6 +94,10 @@ class RoomStore(Protocol):
     async def list(self, status: Status | None = None) -> list[Room]:
         """All rooms (optionally of one status), newest first."""
 
+    async def ids(self) -> builtins.list[str]:
+        """Every room's id, however many (the retention sweeper and a user's data walk
+        them)."""
+
     async def set_status(self, room_id: str, old: Status, new: Status) -> bool:
         """Compare-and-set the status; True only for the caller that changed it."""
 
@@ -125,6 +130,9 @@ class EventLog(Protocol):
         from the ``start``-th on, oldest first. Unlike the history it is not bounded by a
         count: deleted messages stay in it (a chat export shows them with the
         moderation log); the retention sweeper and a user's erasure change it."""
+
+    async def forget_chats(self, room: str, before_ms: int) -> int:
+        """Delete the archive's chat lines older than ``before_ms``; how many."""
 
     async def context(self, room: str, msg_id: str, around: int) -> list[bytes] | None:
         """The chat message ``msg_id`` with up to ``around`` chat messages before and
@@ -191,6 +199,9 @@ class Counters(Protocol):
     async def minutes(self, room: str) -> dict[int, dict[str, int]]:
         """The figures kept at the end of each minute, by minute."""
 
+    async def forget_minutes(self, room: str, before_ms: int) -> int:
+        """Delete the minutes that ended before ``before_ms``; how many."""
+
 
 class ModerationStore(Protocol):
     """Mutes, bans and slow mode, shared by every process of a room."""
@@ -247,6 +258,9 @@ class ModerationStore(Protocol):
 
     async def flagged(self, room: str) -> list[bytes]:
         """The review queue, oldest first."""
+
+    async def forget_actions(self, room: str, before_ms: int) -> int:
+        """Delete the moderation log's entries older than ``before_ms``; how many."""
 
     async def report(self, room: str, target: str, reporter: str, reason: str) -> Reported | None:
         """Count ``reporter``'s report of ``target`` (a message id, or ``show``) with
@@ -331,6 +345,10 @@ class InventoryStore(Protocol):
     async def orders_of(self, room: str, users: Collection[str]) -> dict[str, list[Order]]:
         """Each of ``users``' orders in the room, oldest first; users with none are
         left out (one read for a crowd of joiners)."""
+
+    async def forget_orders(self, room: str, before_ms: int) -> int:
+        """Delete the orders that ended (paid, expired, cancelled, refunded) and were
+        placed before ``before_ms``; how many."""
 
     async def rooms_to_sweep(self) -> list[str]:
         """Rooms that may have holds or open sales."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import builtins
 import contextlib
 import itertools
 import secrets
@@ -73,6 +74,9 @@ class MemoryRoomStore:
     async def list(self, status: Status | None = None) -> list[Room]:
         rooms = [r for r in self._rooms.values() if status is None or r.status == status]
         return sorted(rooms, key=lambda r: (-r.created_at, r.id))
+
+    async def ids(self) -> builtins.list[str]:
+        return list(self._rooms)
 
     async def set_status(self, room_id: str, old: Status, new: Status) -> bool:
         room = self._rooms.get(room_id)
@@ -151,6 +155,12 @@ class MemoryEventLog:
 
     async def chats(self, room: str, start: int, limit: int) -> list[tuple[int, bytes]]:
         return self._log(room).chats[start : start + limit]
+
+    async def forget_chats(self, room: str, before_ms: int) -> int:
+        log = self._log(room)
+        kept = [(t, ln) for t, ln in log.chats if t >= before_ms]
+        gone, log.chats = len(log.chats) - len(kept), kept
+        return gone
 
     async def context(self, room: str, msg_id: str, around: int) -> list[bytes] | None:
         log = self._log(room)
@@ -255,6 +265,13 @@ class MemoryCounters:
     async def minutes(self, room: str) -> dict[int, dict[str, int]]:
         return {m: dict(f) for m, f in self._minutes.get(room, {}).items()}
 
+    async def forget_minutes(self, room: str, before_ms: int) -> int:
+        kept = self._minutes.get(room, {})
+        old = [m for m in kept if (m + 1) * 60_000 <= before_ms]
+        for m in old:
+            del kept[m]
+        return len(old)
+
 
 class MemoryModerationStore:
     def __init__(self) -> None:
@@ -310,6 +327,15 @@ class MemoryModerationStore:
         if (room, user) in self._bans:
             return "banned"
         return "muted" if self._mutes.get((room, user), 0) > now_ms else None
+
+    async def forget_actions(self, room: str, before_ms: int) -> int:
+        entries = self._log.get(room)
+        if not entries:
+            return 0
+        kept = [e for e in entries if loads(e)["at"] >= before_ms]
+        gone = len(entries) - len(kept)
+        self._log[room] = deque(kept, MODLOG_SIZE)
+        return gone
 
     async def report(self, room: str, target: str, reporter: str, reason: str) -> Reported | None:
         reporters = self._reporters.setdefault((room, target), set())
@@ -644,6 +670,17 @@ class MemoryInventoryStore:
 
     async def rooms_to_sweep(self) -> list[str]:
         return list(self._ledgers)
+
+    async def forget_orders(self, room: str, before_ms: int) -> int:
+        ledger = self._ledgers.get(room)
+        if ledger is None:
+            return 0
+        old = [
+            o.id for o in ledger.orders.values() if o.status != "held" and o.created_at < before_ms
+        ]
+        for oid in old:
+            del ledger.orders[oid]
+        return len(old)
 
     async def outbox(self, room: str) -> list[dict[str, str]]:
         return self._outbox.entries(room)

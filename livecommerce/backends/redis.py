@@ -16,6 +16,7 @@ subscribed there, instead of every node relaying every line over the cluster bus
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import os
@@ -393,6 +394,12 @@ class RedisRoomStore:
         rooms = [r for raw in raws if (r := _room(raw)) is not None]
         return [r for r in rooms if status is None or r.status == status]
 
+    async def ids(self) -> builtins.list[str]:
+        return [
+            r.decode() if isinstance(r, bytes) else str(r)
+            for r in await self._r.zrange(ROOMS_INDEX, 0, -1)
+        ]
+
     async def set_status(self, room_id: str, old: Status, new: Status) -> bool:
         return bool(await self._set_status(keys=[key(room_id, "room")], args=[old, new]))
 
@@ -431,6 +438,9 @@ class RedisEventLog:
             key(room, "chats"), start, start + limit - 1, withscores=True
         )
         return [(int(score), line) for line, score in raw]
+
+    async def forget_chats(self, room: str, before_ms: int) -> int:
+        return int(await self._r.zremrangebyscore(key(room, "chats"), "-inf", f"({before_ms}"))
 
     async def context(self, room: str, msg_id: str, around: int) -> list[bytes] | None:
         keys = [key(room, "msgs"), key(room, "log")]
@@ -681,6 +691,11 @@ class RedisCounters:
         raw = await self._r.hgetall(key(room, "minutes"))
         return {int(m): loads(f) for m, f in raw.items()}
 
+    async def forget_minutes(self, room: str, before_ms: int) -> int:
+        minutes = await self._r.hkeys(key(room, "minutes"))
+        old = [m for m in minutes if (int(m) + 1) * 60_000 <= before_ms]
+        return int(await self._r.hdel(key(room, "minutes"), *old)) if old else 0
+
     async def report_presence(self, room: str, node: str, count: int, now_ms: int) -> int:
         args: list[str | int] = [node, count, now_ms, PRESENCE_TTL_MS]
         return int(await self._presence(keys=[key(room, "presence")], args=args))
@@ -790,6 +805,10 @@ class RedisModerationStore:
             return []
         raw: list[Any] = await self._r.hmget(key(room, "flagged:msgs"), ids)
         return [bytes(e) for e in raw if e is not None]
+
+    async def forget_actions(self, room: str, before_ms: int) -> int:
+        # the log's entry ids are the unix ms they were added at
+        return int(await self._r.xtrim(key(room, "modlog"), minid=before_ms, approximate=False))
 
     async def report(self, room: str, target: str, reporter: str, reason: str) -> Reported | None:
         keys = [

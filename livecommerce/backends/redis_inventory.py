@@ -645,6 +645,19 @@ class RedisInventoryStore:
                 result[user] = orders
         return result
 
+    async def forget_orders(self, room: str, before_ms: int) -> int:
+        gone = 0
+        async for k in self._r.scan_iter(match=key(room, "ordr:*"), count=1000):
+            order = _order(await self._r.hgetall(k))
+            if order is None or order.status == "held" or order.created_at >= before_ms:
+                continue
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.delete(k)
+                pipe.zrem(key(room, f"uord:{order.user}"), order.id)
+                await pipe.execute()
+            gone += 1
+        return gone
+
     async def rooms_to_sweep(self) -> list[str]:
         return [_str(r) for r in await self._r.zrange(SWEEP_INDEX, 0, -1)]
 

@@ -110,6 +110,9 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             asyncio.create_task(
                 _every(settings.sweep_interval_ms / 1000, stop, service.sweep, "sweep")
             ),
+            asyncio.create_task(
+                _every(settings.retention_interval_s, stop, service.forget_old, "retention")
+            ),
         ]
         if settings.stall_s:
             watch = functools.partial(watch_readers, app)

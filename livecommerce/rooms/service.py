@@ -1173,6 +1173,26 @@ class RoomService:
                 await self._draw(room, giveaway["id"])
         return released
 
+    async def forget_old(self) -> dict[str, int]:
+        """The retention sweeper: delete, in every room, what is older than its kind's
+        retention (``Settings.retention``). Returns how many of each went."""
+        keep, now, day = self.settings.retention, self.now_ms(), 86_400_000
+        b, gone = self.backends, dict.fromkeys(("chats", "actions", "orders", "minutes"), 0)
+        for room in await b.rooms.ids():
+            gone["chats"] += await b.log.forget_chats(room, now - int(keep.chat_days * day))
+            gone["actions"] += await b.moderation.forget_actions(
+                room, now - int(keep.modlog_days * day)
+            )
+            gone["orders"] += await b.inventory.forget_orders(
+                room, now - int(keep.orders_days * day)
+            )
+            gone["minutes"] += await b.counters.forget_minutes(
+                room, now - int(keep.analytics_days * day)
+            )
+        if any(gone.values()):
+            log.info("retention: deleted %s", gone)
+        return gone
+
     # -- coupons ---------------------------------------------------------------------
 
     async def drop_coupon(self, who: Principal, room_id: str, a: Mapping[str, Any]) -> Coupon:
