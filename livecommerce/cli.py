@@ -132,6 +132,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_false",
         help="run no order-bridge worker here (run `livecommerce bridge` instead)",
     )
+    serve.add_argument(
+        "--no-analytics",
+        dest="analytics",
+        action="store_false",
+        help="count no views, unique viewers, watch time, clicks or minute series",
+    )
     _order_options(serve)
     _media_options(serve)
     serve.add_argument("--log-level", default=os.environ.get("LIVECOMMERCE_LOG_LEVEL", "INFO"))
@@ -279,6 +285,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         hold_s=args.hold_s,
         workers=args.workers,
         bridge=args.bridge,
+        analytics=args.analytics,
         media_dir=args.media_dir or (None if args.demo else "media"),
         media_retention_s=round(args.media_retention_h * 3600),
         retention=Retention(

@@ -158,6 +158,9 @@ class Settings:
     ice_allow_private: bool = False
     """Check WebRTC peers' candidates on loopback, private and link-local addresses too
     (a LAN deployment; ``demo`` implies it). Off: only public addresses get STUN."""
+    analytics: bool = True
+    """Count views, unique viewers, watch time, product clicks and the minute series
+    (off: only the figures the order and promotion scripts count anyway)."""
     retention: Retention = field(default_factory=Retention)
     retention_interval_s: float = 3600
     """How often the retention sweeper runs."""

@@ -144,3 +144,26 @@ def test_the_series_is_what_each_minute_added() -> None:
     ]
     assert rep["rates"]["conversion"] == 0.25 and rep["rates"]["click_to_order"] == 1.25
     assert rep["rates"]["gmv_per_1000_views"] == 1_000_000.0 and rep["totals"]["likes"] == 7
+
+
+async def test_without_analytics_only_the_scripts_figures_are_counted(
+    start_server: ServerFactory, connect: ClientFactory
+) -> None:
+    server = await start_server(analytics=False)
+    assert await put_product(server, "mug-01", "Blue mug", 1800) == 200
+    host, ana = await connect(server, HOST), await connect(server, token("ana"))
+    for c in (host, ana):
+        await c.join("demo")
+    await ana.request("product.open", room="demo", sku="mug-01")  # answered, not counted
+    sale = (
+        await host.request("sale.start", room="demo", sku="mug-01", price=1200, stock=5,
+                           limit_per_user=2, duration_s=60)
+    )["sale"]  # fmt: skip
+    await ana.request("order", room="demo", sale=sale["id"], qty=1, key="k1")
+    await ana.leave("demo")
+    await asyncio.sleep(0.3)
+    status, rep = await _get(server, "/api/rooms/demo/report", MOD)
+    assert status == 200
+    t = rep["totals"]
+    assert (t["views"], t["unique_viewers"], t["clicks"], t["avg_watch_s"]) == (0, 0, 0, None)
+    assert (t["orders"], t["gmv"]) == (1, 1200)

@@ -100,6 +100,7 @@ def create_app(settings: Settings, *, clock: Callable[[], float] = time.time) ->
             fanout_share=settings.fanout_share,
             presence_s=settings.presence_interval_ms / 1000,
             clock=clock,
+            analytics=settings.analytics,
         )
         app[HUB] = hub
         app[SERVICE] = RoomService(settings, app[BACKENDS], hub, clock=clock)

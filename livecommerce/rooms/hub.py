@@ -256,6 +256,7 @@ class Hub:
         fanout_share: float = DEFAULT_FANOUT_SHARE,
         max_tick_s: float = DEFAULT_MAX_TICK_S,
         clock: Callable[[], float] = time.time,
+        analytics: bool = True,
     ) -> None:
         self._log = backends.log
         self._counters = backends.counters
@@ -265,6 +266,7 @@ class Hub:
         self._groups = backends.groups
         self._auctions = backends.auctions
         self.node = node
+        self.analytics = analytics
         self.tick_s = tick_s
         self.presence_s = presence_s
         self.fanout_share = fanout_share
@@ -489,7 +491,8 @@ class Hub:
         if ch.auction is not None:
             await self._bids(ch, now, figures)
         if looking:
-            await self._minute(ch, now)
+            if self.analytics:
+                await self._minute(ch, now)
             ch.next_presence = now + self.presence_s
             ch.sales_open = True  # look again once in a while, whatever we missed
             ch.coupons_open = True

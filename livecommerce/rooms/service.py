@@ -242,8 +242,9 @@ class RoomViews:
     read time, whatever its size, and no joiner waits for more than two reads.
     """
 
-    def __init__(self, backends: Backends) -> None:
+    def __init__(self, backends: Backends, *, analytics: bool = True) -> None:
         self._b = backends
+        self._analytics = analytics
         self._next: dict[str, tuple[asyncio.Future[RoomView], set[str]]] = {}
         self._running: set[str] = set()
         self._reads: set[asyncio.Task[None]] = set()
@@ -289,7 +290,7 @@ class RoomViews:
                     b.inventory.orders_of(room_id, users),
                 ),
                 asyncio.gather(
-                    b.counters.note_joins(room_id, users),
+                    b.counters.note_joins(room_id, users) if self._analytics else _nothing(),
                     b.coupons.live(room_id),
                     b.giveaways.current(room_id),
                     b.groups.deals(room_id),
@@ -363,7 +364,7 @@ class RoomService:
             max_batch=settings.reserve_batch,
         )
         self._rooms = RoomCache(backends.rooms, clock=clock)
-        self._views = RoomViews(backends)
+        self._views = RoomViews(backends, analytics=settings.analytics)
         self._filters = FilterCache(backends.moderation, clock=clock)
         self._ids = itertools.count(1)
         self._id_prefix = os.urandom(3).hex()
@@ -577,7 +578,7 @@ class RoomService:
     def leave(self, room_id: str, conn: Subscriber, *, watched_s: float = 0) -> None:
         """``conn`` leaves the room, having watched it ``watched_s`` seconds."""
         self.hub.detach(room_id, conn)
-        if watched_s > 0:
+        if watched_s > 0 and self.settings.analytics:
             self.hub.add_figures(room_id, {"watch_ms": int(watched_s * 1000)})
         user = conn.user_id
         if self.hub.giveaway(room_id) is not None and not self.hub.here(room_id, user):
@@ -646,7 +647,8 @@ class RoomService:
         """A viewer opened a product's card: one ``clicks`` for the room's figures."""
         room = await self.room(room_id)
         self._like_limit.check(who.id, self._clock())
-        self.hub.add_figures(room.id, analytics.per_sku("clicks", sku, 1))
+        if self.settings.analytics:
+            self.hub.add_figures(room.id, analytics.per_sku("clicks", sku, 1))
 
     async def like(self, who: Principal, room_id: str, count: int) -> None:
         room = await self.room_as(who, room_id, CHATTERS)
@@ -1596,6 +1598,10 @@ class RoomService:
         bids = await self.backends.auctions.bids(room, aid)
         ended = lot.status == "ended"
         return {"auction": lot.public(), "bids": [b.public(reveal_max=ended) for b in bids]}
+
+
+async def _nothing() -> None:
+    """An awaitable that does nothing (in place of work turned off)."""
 
 
 def _allowed(who: Principal, room: Room, allowed: frozenset[Role]) -> Room:
