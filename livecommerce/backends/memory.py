@@ -133,7 +133,7 @@ class MemoryEventLog:
         if len(log.lines) > log.size:
             log.lines.popleft()
         if kind == "chat":
-            log.chats.append((loads(body)["ts"], line))
+            log.chats.append((loads(body).get("ts", 0), line))
             log.recent[ref] = line
             if len(log.recent) > log.recent_size:
                 del log.recent[next(iter(log.recent))]

@@ -215,7 +215,7 @@ if kind == 'chat.deleted' then
 end
 local seq, line = emit(p, ARGV[3], ARGV[6], ARGV[2])
 if kind == 'chat' then
-  redis.call('ZADD', p .. 'chats', tonumber(string.match(line, '"ts":(%d+)')), line)
+  redis.call('ZADD', p .. 'chats', tonumber(string.match(line, '"ts":(%d+)') or '0'), line)
   redis.call('LPUSH', p .. 'recent', line)
   redis.call('LTRIM', p .. 'recent', 0, tonumber(ARGV[7]) - 1)
   redis.call('ZADD', p .. 'msgs', seq, ref)

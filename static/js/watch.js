@@ -187,10 +187,9 @@ const feed = new ChatList(el.feed, el.jump, {
       const report = document.createElement("button");
       report.type = "button";
       report.className = "msg-report";
-      report.dataset.report = ev.msg_id;
-      report.textContent = "Report";
+      report.dataset.report = ev.msg_id;  // its word is CSS: not part of the message's text
       report.setAttribute("aria-label", `Report the message from ${ev.user.name}`);
-      li.append(" ", report);
+      li.append(report);
     }
     return li;
   },
