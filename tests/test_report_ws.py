@@ -5,16 +5,30 @@ CSV, and who may read them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
+import signal
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import redis.asyncio as aioredis
 
 from livecommerce.analytics import report
+from livecommerce.client import Client
 from livecommerce.http.keys import SERVICE
-from tests.conftest import HOST, MOD, ClientFactory, LiveServer, ServerFactory, token
+from tests.conftest import (
+    HOST,
+    MOD,
+    SECRET,
+    ClientFactory,
+    LiveServer,
+    ServerFactory,
+    ServerProcess,
+    token,
+)
 from tests.test_commerce_ws import put_product
 
 
@@ -167,3 +181,65 @@ async def test_without_analytics_only_the_scripts_figures_are_counted(
     t = rep["totals"]
     assert (t["views"], t["unique_viewers"], t["clicks"], t["avg_watch_s"]) == (0, 0, 0, None)
     assert (t["orders"], t["gmv"]) == (1, 1200)
+
+
+async def test_figures_add_up_over_two_processes_and_a_kill(
+    redis_url: str, spawn: Callable[..., ServerProcess]
+) -> None:
+    """A scripted show over two processes on one Redis, one killed in the middle: every
+    chat, view and order answered ok is counted, once, whichever process took it."""
+    args = ("--redis-url", redis_url, "--secret", SECRET, "--demo", "--tick-ms", "20")
+    p1, p2 = spawn(*args), spawn(*args)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.put(
+            f"{p2.url}/api/rooms/demo/products/mug-01",
+            json={"title": "Blue mug", "price": 1800},
+            headers={"Authorization": f"Bearer {HOST}"},
+        ) as resp,
+    ):
+        assert resp.status == 200
+    ok = {"views": 0, "chats": 0, "orders": 0}
+    async with Client(f"ws://127.0.0.1:{p2.port}/ws", token=HOST) as host:
+        sale = (
+            await host.request("sale.start", room="demo", sku="mug-01", price=1000, stock=100,
+                               limit_per_user=2, duration_s=300)
+        )["sale"]  # fmt: skip
+        viewers: list[Client] = []
+        for i in range(20):
+            p = p1 if i % 2 else p2
+            c = Client(f"ws://127.0.0.1:{p.port}/ws", token=token(f"v{i}"), reconnect=False)
+            await c.__aenter__()
+            await c.join("demo")
+            ok["views"] += 1
+            viewers.append(c)
+
+        async def act(c: Client, n: int) -> None:
+            for j in range(2):
+                with contextlib.suppress(Exception):
+                    said = c.request("chat", room="demo", text=f"round {n} line {j}")
+                    await asyncio.wait_for(said, 3)
+                    ok["chats"] += 1
+            with contextlib.suppress(Exception):
+                bought = c.request("order", room="demo", sale=sale["id"], qty=1, key=f"k{n}")
+                await asyncio.wait_for(bought, 3)
+                ok["orders"] += 1
+
+        await asyncio.gather(*(act(c, 1) for c in viewers))
+        p1.proc.send_signal(signal.SIGKILL)  # half the viewers lose their process
+        p1.proc.wait(10)
+        await asyncio.gather(*(act(c, 2) for c in viewers))  # only p2's get through
+        for c in viewers:
+            with contextlib.suppress(Exception):
+                await c.close()
+        await asyncio.sleep(0.3)
+        r = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        try:
+            stats = await r.hgetall("lc:{demo}:stats")
+            unique = await r.pfcount("lc:{demo}:uv")
+        finally:
+            await r.aclose()
+    assert ok["chats"] >= 40 and ok["orders"] == 20 + 10  # answered (some chats hit the limit)
+    assert int(stats["chats"]) == ok["chats"] and int(stats["orders"]) == ok["orders"]
+    assert int(stats["joins"]) == ok["views"] and unique == 20
+    assert int(stats["gmv"]) == ok["orders"] * 1000
