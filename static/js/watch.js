@@ -31,8 +31,8 @@
 import { LikeBatcher, LiveClient, newOrderKey, placeOrder } from "/js/client.js";
 import { clock, count, currencyOf, formatDuration, Money } from "/js/format.js";
 import {
-  applyCouponEvent, applyGiveawayEvent, byId, ChatList, messageNode, note, showConnection,
-  verifyDraw,
+  applyCouponEvent, applyGiveawayEvent, byId, ChatList, confirmAction, messageNode, note,
+  showConnection, verifyDraw,
 } from "/js/ui.js";
 import { LivePlayer } from "/js/video.js";
 
@@ -97,6 +97,10 @@ const el = {
   composerRow: byId("composer-row"), chatText: /** @type {HTMLInputElement} */ (byId("chat-text")),
   chatSend: /** @type {HTMLButtonElement} */ (byId("chat-send")), like: byId("like"),
   hint: byId("composer-hint"),
+  myData: byId("my-data"),
+  dataDialog: /** @type {HTMLDialogElement} */ (byId("data-dialog")),
+  dataDownload: byId("data-download"), dataErase: byId("data-erase"),
+  dataClose: byId("data-close"), dataNote: byId("data-note"),
   reportShow: byId("report-show"),
   reportDialog: /** @type {HTMLDialogElement} */ (byId("report-dialog")),
   reportForm: byId("report-form"), reportWhat: byId("report-what"),
@@ -1181,6 +1185,7 @@ function renderControls() {
   el.me.textContent = me ? `Signed in as ${me.name}` : "Watching as a guest";
   document.body.dataset.signedIn = String(signedIn);
   el.reportShow.hidden = !signedIn;
+  el.myData.hidden = !signedIn;
   el.signIn.hidden = signedIn;
   el.composerGuest.hidden = signedIn;
   el.composerRow.hidden = !signedIn;
@@ -1270,6 +1275,38 @@ el.feed.addEventListener("click", (e) => {
   openReport(button.dataset.report ?? "", `“${text}”`);
 });
 el.reportShow.addEventListener("click", () => openReport(null, "The show itself"));
+el.myData.addEventListener("click", () => {
+  el.dataNote.textContent = "";
+  el.dataDialog.showModal();
+});
+el.dataClose.addEventListener("click", () => el.dataDialog.close());
+el.dataDownload.addEventListener("click", async () => {
+  const res = await fetch("/api/me/data", { headers: { Authorization: `Bearer ${view.token}` } });
+  if (!res.ok) {
+    note(el.dataNote, `Could not get your data (${res.status}).`, "error", 0);
+    return;
+  }
+  const url = URL.createObjectURL(await res.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = "my-livecommerce-data.json";
+  a.click();
+  URL.revokeObjectURL(url);
+  note(el.dataNote, "Downloaded.", "ok");
+});
+el.dataErase.addEventListener("click", async () => {
+  el.dataDialog.close();
+  const ok = await confirmAction({
+    title: "Erase your data?", confirm: "Erase my data", danger: true,
+    text: "Your messages are deleted and your name is taken off your orders, entries and "
+      + "bids. This cannot be undone.",
+  });
+  if (!ok) return;
+  const res = await fetch("/api/me/data", {
+    method: "DELETE", headers: { Authorization: `Bearer ${view.token}` },
+  });
+  note(el.hint, res.ok ? "Your data is erased." : `Erasing failed (${res.status}).`, "info", 0);
+});
 el.reportCancel.addEventListener("click", () => el.reportDialog.close());
 el.reportForm.addEventListener("submit", async (e) => {
   e.preventDefault();
