@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from datetime import UTC, datetime
 from typing import Any
 
@@ -121,6 +122,36 @@ def report(
     return {"totals": totals, "rates": rates, "products": per_product, "series": series}
 
 
+def wilson(successes: int, trials: int, z: float = 1.96) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion (95 % by default), or None for no
+    trials: sound at small counts and near 0 or 1, where the normal one is not."""
+    if not trials:
+        return None
+    p, n = successes / trials, trials
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return round(max(0.0, centre - half), 4), round(min(1.0, centre + half), 4)
+
+
+def ab_test(
+    *, sale_id: str, sku: str, title: str, prices: dict[str, int],
+    counts: dict[str, tuple[int, int]], orders: dict[str, int],
+) -> dict[str, Any]:  # fmt: skip
+    """One A/B test of a sale's price: per arm its price, who saw it, who ordered, the
+    conversion and its 95 % interval, and the orders."""
+    arms = {}
+    for group, (seen, ordered) in counts.items():
+        arms[group] = {
+            "price": prices[group],
+            "viewers": seen,
+            "buyers": ordered,
+            "orders": orders.get(group, 0),
+            "conversion": _ratio(ordered, seen),
+            "ci95": wilson(min(ordered, seen), seen),
+        }
+    return {"sale": sale_id, "sku": sku, "title": title, "arms": arms}
+
+
 def report_csv(rep: dict[str, Any]) -> str:
     """The report as CSV: the totals and rates (``figure,value``), then one row per
     product, then one per minute."""
@@ -138,4 +169,14 @@ def report_csv(rep: dict[str, Any]) -> str:
     for point in rep["series"]:
         when = datetime.fromtimestamp(point["minute"] / 1000, UTC).isoformat(timespec="minutes")
         w.writerow([when, point["viewers"], *(point[n] for n in SERIES_FIGURES)])
+    if rep.get("ab_tests"):
+        w.writerow([])
+        w.writerow(["sale", "arm", "price", "viewers", "buyers", "orders", "conversion",
+                    "ci95_low", "ci95_high"])  # fmt: skip
+        for test in rep["ab_tests"]:
+            for group, a in test["arms"].items():
+                lo, hi = a["ci95"] or ("", "")
+                w.writerow([test["sale"], group, a["price"], a["viewers"], a["buyers"],
+                            a["orders"], "" if a["conversion"] is None else a["conversion"],
+                            lo, hi])  # fmt: skip
     return out.getvalue()

@@ -119,6 +119,7 @@ SPEC: dict[str, dict[str, Field]] = {
         "stock": Field("int", True, 1, 1_000_000),
         "limit_per_user": Field("int", True, 1, 100),
         "duration_s": Field("int", True, 1, 86400),
+        "price_b": Field("int", False, 0, 10_000_000_000),
     },
     "sale.stop": {"room": ROOM, "sale": ID},
     "order": {

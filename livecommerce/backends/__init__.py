@@ -202,6 +202,19 @@ class Counters(Protocol):
     async def forget_minutes(self, room: str, before_ms: int) -> int:
         """Delete the minutes that ended before ``before_ms``; how many."""
 
+    async def note_ab_test(self, room: str, sale_id: str) -> None:
+        """The sale is an A/B test of its price (the report lists the room's tests)."""
+
+    async def ab_tests(self, room: str) -> list[str]:
+        """The room's A/B-tested sales."""
+
+    async def note_exposed(self, room: str, sale_id: str, arms: dict[str, list[str]]) -> None:
+        """These users saw the sale at their arm's price (by arm)."""
+
+    async def ab_counts(self, room: str, sale_id: str) -> dict[str, tuple[int, int]]:
+        """By arm: (users who saw it, users who ordered), the latter counted with the
+        orders (estimated within 1 % on Redis)."""
+
 
 class ModerationStore(Protocol):
     """Mutes, bans and slow mode, shared by every process of a room."""

@@ -43,6 +43,7 @@ from livecommerce.inventory.rules import (
     Sale,
     Settled,
     SettleKind,
+    arm,
     room_of_order,
 )
 from livecommerce.promotions.auctions import Auction, AuctionBook, Bid, BidRequest, BidResult
@@ -212,6 +213,8 @@ class MemoryCounters:
         self._buyers: dict[str, set[str]] = {}
         self._ever_bought: set[str] = set()
         self._minutes: dict[str, dict[int, dict[str, int]]] = {}
+        self._ab_tests: dict[str, set[str]] = {}
+        self._ab_users: dict[tuple[str, str, str, str], set[str]] = {}
 
     async def add_likes(self, room: str, n: int) -> int:
         total = self._likes.get(room, 0) + n
@@ -264,6 +267,29 @@ class MemoryCounters:
 
     async def minutes(self, room: str) -> dict[int, dict[str, int]]:
         return {m: dict(f) for m, f in self._minutes.get(room, {}).items()}
+
+    async def note_ab_test(self, room: str, sale_id: str) -> None:
+        self._ab_tests.setdefault(room, set()).add(sale_id)
+
+    async def ab_tests(self, room: str) -> list[str]:
+        return sorted(self._ab_tests.get(room, ()))
+
+    async def note_exposed(self, room: str, sale_id: str, arms: dict[str, list[str]]) -> None:
+        for group, users in arms.items():
+            self._ab_users.setdefault((room, sale_id, group, "seen"), set()).update(users)
+
+    def note_ordered(self, room: str, sale_id: str, arm: str, user: str) -> None:
+        """(The memory inventory's part of what Redis counts in its order script.)"""
+        self._ab_users.setdefault((room, sale_id, arm, "ordered"), set()).add(user)
+
+    async def ab_counts(self, room: str, sale_id: str) -> dict[str, tuple[int, int]]:
+        return {
+            group: (
+                len(self._ab_users.get((room, sale_id, group, "seen"), ())),
+                len(self._ab_users.get((room, sale_id, group, "ordered"), ())),
+            )
+            for group in ("a", "b")
+        }
 
     async def forget_minutes(self, room: str, before_ms: int) -> int:
         kept = self._minutes.get(room, {})
@@ -514,7 +540,7 @@ def _best_coupon(book: CouponBook, ledger: Ledger, sale_id: str, a: Attempt) -> 
     sale = ledger.sales.get(sale_id)
     if sale is None:
         return None
-    total, best, most = sale.price * a.qty, None, -1
+    total, best, most = sale.price_for(a.user) * a.qty, None, -1
     for cid in book.claimed_by.get(a.user, ()):
         coupon = book.coupons[cid]
         if book.spendable(cid, a.user) < 1:
@@ -604,6 +630,11 @@ class MemoryInventoryStore:
             )
             if out.created and a.coupon is not None:
                 book.spend(a.coupon, a.user, 1)
+            sale = ledger.sales.get(sale_id)
+            if out.created and sale is not None and sale.price_b is not None:
+                group = arm(sale_id, a.user)
+                await self._counters.count(room, {f"ab_orders:{sale_id}:{group}": 1})
+                self._counters.note_ordered(room, sale_id, group, a.user)
             outcomes.append(out)
         for out in outcomes:
             if out.created and out.order is not None:

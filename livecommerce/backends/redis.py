@@ -691,6 +691,27 @@ class RedisCounters:
         raw = await self._r.hgetall(key(room, "minutes"))
         return {int(m): loads(f) for m, f in raw.items()}
 
+    async def note_ab_test(self, room: str, sale_id: str) -> None:
+        await self._r.sadd(key(room, "abtests"), sale_id)
+
+    async def ab_tests(self, room: str) -> list[str]:
+        return sorted(_s(t) for t in await self._r.smembers(key(room, "abtests")))
+
+    async def note_exposed(self, room: str, sale_id: str, arms: dict[str, list[str]]) -> None:
+        async with self._r.pipeline(transaction=False) as pipe:
+            for arm, users in arms.items():
+                if users:
+                    pipe.pfadd(key(room, f"abv:{sale_id}:{arm}"), *users)
+            await pipe.execute()
+
+    async def ab_counts(self, room: str, sale_id: str) -> dict[str, tuple[int, int]]:
+        out = {}
+        for arm in ("a", "b"):
+            seen = await self._r.pfcount(key(room, f"abv:{sale_id}:{arm}"))
+            ordered = await self._r.pfcount(key(room, f"abo:{sale_id}:{arm}"))
+            out[arm] = (int(seen), int(ordered))
+        return out
+
     async def forget_minutes(self, room: str, before_ms: int) -> int:
         minutes = await self._r.hkeys(key(room, "minutes"))
         old = [m for m in minutes if (int(m) + 1) * 60_000 <= before_ms]

@@ -198,11 +198,18 @@ end
 local p, room, sid = ARGV[1], ARGV[2], ARGV[3]
 local now, hold = tonumber(ARGV[4]), tonumber(ARGV[5])
 local s = redis.call('HMGET', KEYS[1], 'status', 'ends_at', 'remaining', 'limit_per_user',
-                     'price', 'sku', 'title')
+                     'price', 'sku', 'title', 'price_b')
 local out = {}
 for i = 6, #ARGV, 5 do
   local oid, user, k, qty = ARGV[i], ARGV[i + 1], ARGV[i + 2], tonumber(ARGV[i + 3])
   local cid = ARGV[i + 4]
+  -- the user's price: in an A/B test, arm b's when SHA-1("<sale>:<user>") starts odd
+  local price, arm = tonumber(s[5]), 'a'
+  if s[8] and s[8] ~= '' then
+    if tonumber(string.sub(redis.sha1hex(sid .. ':' .. user), 1, 1), 16) % 2 == 1 then
+      price, arm = tonumber(s[8]), 'b'
+    end
+  end
   local ok = p .. 'ordr:' .. oid
   local e = redis.call('HMGET', ok, 'sale', 'qty', 'status', 'created_at', 'expires_at', 'price',
                        'discount', 'coupon')
@@ -223,12 +230,12 @@ for i = 6, #ARGV, 5 do
     elseif cid == '*' then  -- "best": the buyer's claimed coupon that takes the most off
       local best, most = '', 0
       for _, id in ipairs(redis.call('SMEMBERS', p .. 'uclaims:' .. user)) do
-        local o = coupon_off(p, id, user, s[6], qty * tonumber(s[5]))
+        local o = coupon_off(p, id, user, s[6], qty * price)
         if o and (best == '' or o > most) then best, most = id, o end
       end
       cid, off = best, most
     elseif cid ~= '' then
-      off, rule = coupon_off(p, cid, user, s[6], qty * tonumber(s[5]))
+      off, rule = coupon_off(p, cid, user, s[6], qty * price)
       if not off then r = 'coupon_not_applicable:' .. rule end
     end
     if not r then
@@ -238,7 +245,7 @@ for i = 6, #ARGV, 5 do
       redis.call('HINCRBY', KEYS[1], 'held', qty)
       redis.call('HINCRBY', p .. 'units:' .. sid, user, qty)
       redis.call('HSET', ok, 'id', oid, 'room', room, 'sale', sid, 'sku', s[6], 'title', s[7],
-                 'user', user, 'qty', qty, 'price', s[5], 'key', k, 'status', 'held',
+                 'user', user, 'qty', qty, 'price', price, 'key', k, 'status', 'held',
                  'created_at', num(now), 'expires_at', num(expires), 'discount', off)
       if cid ~= '' then
         redis.call('HSET', ok, 'coupon', cid)
@@ -247,13 +254,17 @@ for i = 6, #ARGV, 5 do
       redis.call('ZADD', p .. 'uord:' .. user, now, oid)
       redis.call('ZADD', p .. 'holds', expires, oid)
       add(p, 'orders', s[6], 1)
-      add(p, 'gmv', s[6], qty * tonumber(s[5]) - off)
+      add(p, 'gmv', s[6], qty * price - off)
+      if s[8] and s[8] ~= '' then  -- the test's arms: orders, and who ordered
+        redis.call('HINCRBY', p .. 'stats', 'ab_orders:' .. sid .. ':' .. arm, 1)
+        redis.call('PFADD', p .. 'abo:' .. sid .. ':' .. arm, user)
+      end
       if cid ~= '' then add(p, 'coupons_spent', s[6], 1) end
       redis.call('XADD', p .. 'outbox', '*', 'id', oid, 'room', room, 'sale', sid,
-                 'sku', s[6], 'title', s[7], 'qty', qty, 'price', s[5], 'user', user,
+                 'sku', s[6], 'title', s[7], 'qty', qty, 'price', price, 'user', user,
                  'created_at', num(now), 'expires_at', num(expires), 'coupon', cid,
                  'discount', off)
-      r = {1, 'held', now, expires, tonumber(s[5]), off, cid}
+      r = {1, 'held', now, expires, price, off, cid}
     end
   end
   out[#out + 1] = r
@@ -450,6 +461,7 @@ def _sale(raw: dict[Any, Any]) -> Sale | None:
     for name in _SALE_INTS:
         f[name] = int(f[name])
     f["reason"] = f.get("reason") or None
+    f["price_b"] = int(f["price_b"]) if f.get("price_b") else None
     return Sale(**f)
 
 

@@ -380,6 +380,7 @@ async def _sale_start(svc: RoomService, conn: Connection, cmd: Command) -> dict[
         stock=a["stock"],
         limit_per_user=a["limit_per_user"],
         duration_s=a["duration_s"],
+        price_b=a.get("price_b"),
     )
     return {"sale": sale.public()}
 

@@ -15,6 +15,7 @@ while) so that units coming back from expired holds sell again.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -65,14 +66,17 @@ class Sale:
     remaining: int = -1
     held: int = 0
     sold: int = 0
+    price_b: int | None = None
+    """An A/B test of the price: the buyers of arm ``b`` (:func:`arm`) pay this."""
 
     def __post_init__(self) -> None:
         if self.remaining < 0:
             self.remaining = self.stock
 
     def public(self) -> dict[str, Any]:
-        """The protocol's ``sale`` object, with ``remaining``."""
-        return {
+        """The protocol's ``sale`` object, with ``remaining`` (and ``price_b`` in an A/B
+        test of the price)."""
+        out = {
             "id": self.id,
             "sku": self.sku,
             "title": self.title,
@@ -83,6 +87,23 @@ class Sale:
             "ends_at": self.ends_at,
             "remaining": self.remaining,
         }
+        if self.price_b is not None:
+            out["price_b"] = self.price_b
+        return out
+
+    def price_for(self, user: str) -> int:
+        """What ``user`` pays: the price of their arm."""
+        return (
+            self.price_b if self.price_b is not None and arm(self.id, user) == "b" else self.price
+        )
+
+
+def arm(sale_id: str, user: str) -> Literal["a", "b"]:
+    """A user's arm in a sale's A/B test, stable and even: ``b`` when the first hex
+    digit of ``SHA-1("<sale id>:<user id>")`` is odd (Redis's Lua computes the same
+    with ``redis.sha1hex``; a page with WebCrypto can too)."""
+    digest = hashlib.sha1(f"{sale_id}:{user}".encode()).hexdigest()
+    return "b" if int(digest[0], 16) % 2 else "a"
 
 
 @dataclass(slots=True)
@@ -299,11 +320,11 @@ class Ledger:
             return Outcome(error="limit_exceeded")
         if sale.remaining < a.qty:
             return Outcome(error="sold_out")
-        discount = 0
+        discount, price = 0, sale.price_for(a.user)
         if a.coupon is not None:
             if coupon is None or spendable < 1:
                 return Outcome(error="coupon_not_applicable:unclaimed")
-            total = sale.price * a.qty
+            total = price * a.qty
             rule = coupon.missed_rule(sku=sale.sku, total=total)
             if rule is not None:
                 return Outcome(error=f"coupon_not_applicable:{rule}")
@@ -319,7 +340,7 @@ class Ledger:
             title=sale.title,
             user=a.user,
             qty=a.qty,
-            price=sale.price,
+            price=price,
             key=a.key,
             status="held",
             created_at=now,

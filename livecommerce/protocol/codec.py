@@ -114,6 +114,7 @@ OPS: Final[dict[str, tuple[tuple[str, _Check, bool], ...]]] = {
         ("stock", _is_int(1, MAX_STOCK), True),
         ("limit_per_user", _is_int(1, MAX_QTY), True),
         ("duration_s", _is_int(1, 86400), True),
+        ("price_b", _is_int(0, MAX_PRICE), False),
     ),
     "sale.stop": (_ROOM, ("sale", _is_id, True)),
     # the coupon's rules (kinds, bounds, the window) are checked by promotions.coupons

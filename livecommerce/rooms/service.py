@@ -16,7 +16,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,6 +43,7 @@ from livecommerce.inventory.rules import (
     Sale,
     Settled,
     SettleKind,
+    arm,
     order_id,
     order_id_key,
 )
@@ -299,6 +300,11 @@ class RoomViews:
                 ),
             )
             _, coupons, giveaway, deals, (forming, _), auction = promotions
+            tested = [x for x in sales if x.price_b is not None]
+            if tested and self._analytics:  # who saw which price, for the tests' report
+                await asyncio.gather(*(
+                    b.counters.note_exposed(room_id, x.id, _arms(x.id, users)) for x in tested
+                ))  # fmt: skip
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
@@ -569,6 +575,7 @@ class RoomService:
             "groups": [g.public() for g in view.forming],
             "my_groups": [g.public() for g in groups_mine],
             "auction": None if view.auction is None else view.auction.public(),
+            "arms": {x.id: arm(x.id, who.id) for x in view.sales if x.price_b is not None},
         }
         if staff:
             snapshot["flagged"] = flagged
@@ -807,8 +814,19 @@ class RoomService:
             minutes=minutes,
             products=[(p.sku, p.title) for p in products],
         )
+        tests = []
+        for sale_id in await c.ab_tests(room.id):
+            sale = await self.backends.inventory.sale(room.id, sale_id)
+            if sale is None or sale.price_b is None:
+                continue
+            tests.append(analytics.ab_test(
+                sale_id=sale.id, sku=sale.sku, title=sale.title,
+                prices={"a": sale.price, "b": sale.price_b},
+                counts=await c.ab_counts(room.id, sale.id),
+                orders={g: figures.get(f"ab_orders:{sale.id}:{g}", 0) for g in ("a", "b")},
+            ))  # fmt: skip
         return {"room": room.id, "title": room.title, "status": room.status,
-                "at": self.now_ms(), **rep}  # fmt: skip
+                "at": self.now_ms(), **rep, "ab_tests": tests}  # fmt: skip
 
     async def my_data(self, who: Principal) -> dict[str, Any]:
         """Everything the server holds about ``who``, by room; each room's moderation
@@ -989,11 +1007,21 @@ class RoomService:
         stock: int,
         limit_per_user: int,
         duration_s: int,
+        price_b: int | None = None,
     ) -> Sale:
+        """Open a flash sale; with ``price_b``, an A/B test of its price: each buyer pays
+        their arm's (``inventory.rules.arm``), and the report compares the arms.
+
+        Raises:
+            Error: rights, ``rate_limited``, ``not_found`` (sku), ``room_not_live``,
+                ``bad_request`` for a ``price_b`` equal to the price.
+        """
         room = await self.room_as(who, room_id, HOSTS)
         self._commerce_limit.check(who.id, self._clock())
         product = await self._product(room.id, sku)
         room.require_live()
+        if price_b == price:
+            raise Error("bad_request", "price_b must differ from the price (or be left out)")
         now = self.now_ms()
         sale = Sale(
             id=f"s-{secrets.token_hex(5)}",
@@ -1005,9 +1033,12 @@ class RoomService:
             limit_per_user=min(limit_per_user, stock),
             starts_at=now,
             ends_at=now + duration_s * 1000,
+            price_b=price_b,
         )
         fields = {"sale": {k: v for k, v in sale.public().items() if k != "remaining"}}
         event = encode_event("sale.started", room.id, now, fields)
+        if price_b is not None:
+            await self.backends.counters.note_ab_test(room.id, sale.id)
         await self.backends.inventory.start_sale(sale, event)
         return sale
 
@@ -1598,6 +1629,14 @@ class RoomService:
         bids = await self.backends.auctions.bids(room, aid)
         ended = lot.status == "ended"
         return {"auction": lot.public(), "bids": [b.public(reveal_max=ended) for b in bids]}
+
+
+def _arms(sale_id: str, users: Collection[str]) -> dict[str, list[str]]:
+    """``users`` by their arm of the sale's A/B test."""
+    out: dict[str, list[str]] = {"a": [], "b": []}
+    for user in users:
+        out[arm(sale_id, user)].append(user)
+    return out
 
 
 async def _nothing() -> None:

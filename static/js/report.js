@@ -18,6 +18,7 @@ const session = studio.token ? studio : new Session("livecommerce.console.token"
 const el = {
   title: byId("title"), status: byId("show-status"), note: byId("note"), totals: byId("totals"),
   chart: byId("chart"), products: byId("products"), minutes: byId("minutes"),
+  ab: byId("ab"), abRows: byId("ab-rows"),
   signIn: /** @type {HTMLButtonElement} */ (byId("sign-in")),
   csv: /** @type {HTMLAnchorElement} */ (byId("csv")),
 };
@@ -84,6 +85,15 @@ function render(rep) {
       money.format(p.paid_gmv), count(p.units_sold), count(p.chats), count(p.likes), clip);
     return tr;
   }));
+  el.ab.hidden = !rep.ab_tests?.length;
+  el.abRows.replaceChildren(...(rep.ab_tests ?? []).flatMap((/** @type {any} */ t) =>
+    Object.entries(t.arms).map(([group, /** @type {any} */ a]) => {
+      const tr = document.createElement("tr");
+      const ci = a.ci95 ? ` (${percent(a.ci95[0])} to ${percent(a.ci95[1])})` : "";
+      cells(tr, t.title, group.toUpperCase(), money.format(a.price), count(a.viewers),
+        count(a.buyers), `${percent(a.conversion)}${ci}`);
+      return tr;
+    })));
   el.minutes.replaceChildren(...rep.series.map((/** @type {any} */ m) => {
     const tr = document.createElement("tr");
     cells(tr, timeOfDay(m.minute), count(m.viewers), count(m.chats), count(m.likes),

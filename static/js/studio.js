@@ -73,6 +73,7 @@ const el = {
   productNote: byId("product-note"),
   saleList: byId("sale-list"), noSales: byId("no-sales"), saleForm: byId("sale-form"),
   sfProduct: /** @type {HTMLSelectElement} */ (byId("sf-product")),
+  sfPriceB: /** @type {HTMLInputElement} */ (byId("sf-price-b")),
   sfPrice: /** @type {HTMLInputElement} */ (byId("sf-price")),
   sfStock: /** @type {HTMLInputElement} */ (byId("sf-stock")),
   sfLimit: /** @type {HTMLInputElement} */ (byId("sf-limit")),
@@ -698,12 +699,23 @@ async function startSale() {
     el.sfLimit.focus();
     return;
   }
+  /** @type {Record<string, any>} */
+  const fields = {
+    room: view.room, sku, price, stock, limit_per_user: limit, duration_s: durationS,
+  };
+  if (el.sfPriceB.value.trim()) {  // an A/B test: half the buyers (by id) pay price B
+    const priceB = money.parse(el.sfPriceB.value);
+    if (priceB === null || priceB === price) {
+      note(el.saleNote, "Price B must be another price, like 9.00 (or leave it empty).", "error");
+      el.sfPriceB.focus();
+      return;
+    }
+    fields.price_b = priceB;
+  }
   el.sfStart.disabled = true;
   note(el.saleNote, "Starting…", "info");
   try {
-    const { sale } = await client.send("sale.start", {
-      room: view.room, sku, price, stock, limit_per_user: limit, duration_s: durationS,
-    });
+    const { sale } = await client.send("sale.start", fields);
     const known = view.sales.get(sale.id);
     view.sales.set(sale.id, { ...sale, remaining: known?.remaining ?? sale.remaining ?? sale.stock });
     renderSales();

@@ -122,7 +122,7 @@ const el = {
  *   coupons: Map<string, any>, myCoupons: Record<string, number>,
  *   giveaway: any, entered: boolean, commitments: Map<string, string>,
  *   deals: Map<string, any>, groups: Map<string, any>, myGroups: Map<string, any>,
- *   auction: any,
+ *   auction: any, arms: Record<string, string>,
  * }}
  */
 const view = {
@@ -130,7 +130,7 @@ const view = {
   sales: new Map(), ended: null, orders: new Map(), user: null, token: null,
   buying: false, mutedUntil: 0, banned: false, coupons: new Map(), myCoupons: {},
   giveaway: null, entered: false, commitments: new Map(),
-  deals: new Map(), groups: new Map(), myGroups: new Map(), auction: null,
+  deals: new Map(), groups: new Map(), myGroups: new Map(), auction: null, arms: {},
 };
 
 /** The group a share link invites to (`watch.html?room=demo&group=<id>`), if any. */
@@ -273,6 +273,7 @@ function onJoin(room, snapshot, recovered) {
   }
   if (view.giveaway) view.commitments.set(view.giveaway.id, view.giveaway.commitment);
   if (snapshot.auction || view.auction?.status === "open") view.auction = snapshot.auction;
+  view.arms = { ...(snapshot.arms ?? {}) };
   view.deals = new Map((snapshot.deals ?? []).map((d) => [d.id, d]));
   view.groups = new Map((snapshot.groups ?? []).map((g) => [g.id, g]));
   view.myGroups = new Map((snapshot.my_groups ?? []).map((g) => [g.id, g]));
@@ -328,6 +329,7 @@ function onEvent(ev) {
       view.sales.set(ev.sale.id, { remaining: known?.remaining ?? ev.sale.stock, ...ev.sale });
       if (view.ended?.sale.sku === ev.sale.sku) view.ended = null;
       renderShop();
+      learnArm(ev.sale);
       break;
     }
     case "stock": {
@@ -1052,6 +1054,26 @@ function renderImage(p) {
   }
 }
 
+/**
+ * What this viewer pays in a sale: in an A/B test of its price, their arm's (the same
+ * rule as the server's: arm b when SHA-1 of "<sale id>:<user id>" starts with an odd
+ * hex digit).
+ * @param {any} sale
+ * @returns {number}
+ */
+function priceOf(sale) {
+  return sale.price_b !== undefined && view.arms[sale.id] === "b" ? sale.price_b : sale.price;
+}
+
+/** @param {any} sale a sale with an A/B test: find this viewer's arm (then render) */
+async function learnArm(sale) {
+  if (!view.user || sale.price_b === undefined || view.arms[sale.id]) return;
+  const text = new TextEncoder().encode(`${sale.id}:${view.user.id}`);
+  const first = new Uint8Array(await crypto.subtle.digest("SHA-1", text))[0];
+  view.arms[sale.id] = (first >> 4) % 2 ? "b" : "a";
+  renderSale();
+}
+
 function renderSale() {
   const sale = featuredSale();
   const ended = !sale && view.ended ? view.ended : null;
@@ -1062,9 +1084,10 @@ function renderSale() {
   if (!shown) return;
   el.saleTitle.textContent = shown.title;
   el.saleTitle.hidden = view.pinned?.sku === shown.sku; // the product card says it already
-  el.salePrice.textContent = money.format(shown.price);
+  const price = priceOf(shown);
+  el.salePrice.textContent = money.format(price);
   const list = view.pinned?.sku === shown.sku ? view.pinned.price : null;
-  el.saleListPrice.textContent = list && list > shown.price ? money.format(list) : "";
+  el.saleListPrice.textContent = list && list > price ? money.format(list) : "";
   const options = Math.max(1, Math.min(shown.limit_per_user, MAX_QTY_CHOICE));
   if (el.qty.options.length !== options) {
     el.qty.replaceChildren(
