@@ -125,6 +125,7 @@ class RoomPanel {
       announcement: part("announcement"), announceForm: part("announce-form"),
       announceText: root.querySelector(`#${prefix}-announce`),
       log: part("log"), noLog: part("no-log"),
+      exportCsv: part("export-csv"), exportJson: part("export-json"),
     };
     this.el.watchLink.href = `/watch.html?room=${encodeURIComponent(room)}`;
     this.feed = new ChatList(this.el.feed, this.el.jump, {
@@ -165,6 +166,8 @@ class RoomPanel {
     this.el.flagList.addEventListener("click", (e) => this.onFlagClick(e));
     this.el.terms.addEventListener("click", (e) => this.onTermClick(e));
     this.el.log.addEventListener("click", (e) => this.onLogClick(e));
+    this.el.exportCsv.addEventListener("click", () => this.exportChat("csv"));
+    this.el.exportJson.addEventListener("click", () => this.exportChat("json"));
     this.el.termForm.addEventListener("submit", (e) => {
       e.preventDefault();
       this.addTerm();
@@ -419,6 +422,24 @@ class RoomPanel {
   }
 
   // -- the log ---------------------------------------------------------------------------------
+
+  /** Download the room's chat with its moderation (the staff's export). @param {string} fmt */
+  async exportChat(fmt) {
+    const res = await fetch(
+      `/api/rooms/${encodeURIComponent(this.room)}/chat?format=${fmt}`,
+      { headers: { Authorization: `Bearer ${session.token}` } },
+    );
+    if (!res.ok) {
+      note(this.el.note, `The export failed (${res.status}).`, "error");
+      return;
+    }
+    const url = URL.createObjectURL(await res.blob());
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = `${this.room}-chat.${fmt}`;
+    a.click();
+    URL.revokeObjectURL(url);
+  }
 
   async loadLog() {
     const room = this.room;

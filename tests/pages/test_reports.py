@@ -3,6 +3,8 @@ the console's review queue shows it, with its reason and its neighbours."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from playwright.async_api import expect
 
@@ -11,6 +13,10 @@ from tests.pages.conftest import ClientsFactory, PageFactory, PageServerFactory
 from tests.pages.test_studio_console import open_console
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
 
 
 async def test_a_viewer_reports_a_message_and_the_console_shows_it(
@@ -44,3 +50,7 @@ async def test_a_viewer_reports_a_message_and_the_console_shows_it(
     await item.get_by_role("button", name="Delete the message from").click()
     await expect(item).to_have_count(0)
     await expect(ana.locator("#feed .msg", has_text="BUY FOLLOWERS")).to_have_count(0)
+    async with console.expect_download() as got:  # the chat, with what was done to it
+        await console.get_by_role("button", name="Export the chat (CSV)").click()
+    exported = _read(Path(await (await got.value).path()))
+    assert "BUY FOLLOWERS at scam.example" in exported and "deleted by" in exported
