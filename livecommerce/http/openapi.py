@@ -17,6 +17,35 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _staff_export(summary: str, what: str) -> dict[str, Any]:
+    """A staff-only GET of a room that answers JSON, or CSV with ``?format=csv``."""
+    return {
+        "get": {
+            "summary": summary,
+            "security": [{"bearer": []}],
+            "parameters": [
+                {"name": "room", "in": "path", "required": True, "schema": {"type": "string"}},
+                {
+                    "name": "format",
+                    "in": "query",
+                    "required": False,
+                    "schema": {"type": "string", "enum": ["json", "csv"]},
+                },
+            ],
+            "responses": {
+                "200": {
+                    "description": what,
+                    "content": {
+                        "application/json": {"schema": {"type": "object"}},
+                        "text/csv": {"schema": {"type": "string"}},
+                    },
+                },
+                **_errors(400, 401, 403, 404),
+            },
+        }
+    }
+
+
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {
         400: "Invalid request",
@@ -530,56 +559,13 @@ def document(*, demo: bool) -> dict[str, Any]:
                 "responses": {"200": _json({"type": "object"}, "What was erased"), **_errors(401)},
             },
         },
-        "/api/rooms/{room}/report": {
-            "get": {
-                "summary": "The show's figures, live or after it (staff): JSON or CSV",
-                "security": [{"bearer": []}],
-                "parameters": [
-                    {"name": "room", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "enum": ["json", "csv"]},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "Totals, rates, products (with their clips), minutes",
-                        "content": {
-                            "application/json": {"schema": {"type": "object"}},
-                            "text/csv": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **_errors(400, 401, 403, 404),
-                },
-            }
-        },
-        "/api/rooms/{room}/chat": {
-            "get": {
-                "summary": "The room's chat and its moderation, as JSON or CSV (staff)",
-                "security": [{"bearer": []}],
-                "parameters": [
-                    {"name": "room", "in": "path", "required": True, "schema": {"type": "string"}},
-                    {
-                        "name": "format",
-                        "in": "query",
-                        "required": False,
-                        "schema": {"type": "string", "enum": ["json", "csv"]},
-                    },
-                ],
-                "responses": {
-                    "200": {
-                        "description": "The export",
-                        "content": {
-                            "application/json": {"schema": {"type": "object"}},
-                            "text/csv": {"schema": {"type": "string"}},
-                        },
-                    },
-                    **_errors(400, 401, 403, 404),
-                },
-            }
-        },
+        "/api/rooms/{room}/report": _staff_export(
+            "The show's figures, live or after it (staff): JSON or CSV",
+            "Totals, rates, products (with their clips), minutes, A/B tests",
+        ),
+        "/api/rooms/{room}/chat": _staff_export(
+            "The room's chat and its moderation, as JSON or CSV (staff)", "The export"
+        ),
         "/api/rooms/{room}/modlog": {
             "get": {
                 "summary": "The room's moderation log, oldest first (host, moderators)",

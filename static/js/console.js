@@ -23,7 +23,7 @@
 import { LiveClient } from "/js/client.js";
 import { clock, count, formatSeconds, timeOfDay } from "/js/format.js";
 import { explain, Session } from "/js/session.js";
-import { byId, ChatList, messageParts, note, showConnection } from "/js/ui.js";
+import { byId, ChatList, download, messageParts, note, showConnection } from "/js/ui.js";
 
 // -- configuration ---------------------------------------------------------------
 
@@ -425,20 +425,9 @@ class RoomPanel {
 
   /** Download the room's chat with its moderation (the staff's export). @param {string} fmt */
   async exportChat(fmt) {
-    const res = await fetch(
-      `/api/rooms/${encodeURIComponent(this.room)}/chat?format=${fmt}`,
-      { headers: { Authorization: `Bearer ${session.token}` } },
-    );
-    if (!res.ok) {
-      note(this.el.note, `The export failed (${res.status}).`, "error");
-      return;
-    }
-    const url = URL.createObjectURL(await res.blob());
-    const a = document.createElement("a");
-    a.href = url;
-    a.download = `${this.room}-chat.${fmt}`;
-    a.click();
-    URL.revokeObjectURL(url);
+    const path = `/api/rooms/${encodeURIComponent(this.room)}/chat?format=${fmt}`;
+    const status = await download(path, session.token, `${this.room}-chat.${fmt}`);
+    if (status >= 300) note(this.el.note, `The export failed (${status}).`, "error");
   }
 
   async loadLog() {

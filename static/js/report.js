@@ -8,7 +8,7 @@
 
 import { count, currencyOf, formatDuration, Money, timeOfDay } from "/js/format.js";
 import { explain, Session } from "/js/session.js";
-import { byId, minuteChart, note } from "/js/ui.js";
+import { byId, download, minuteChart, note } from "/js/ui.js";
 
 const params = new URLSearchParams(location.search);
 const ROOM = params.get("room") || "demo";
@@ -130,15 +130,9 @@ el.signIn.addEventListener("click", async () => {
 });
 el.csv.addEventListener("click", async (e) => {
   e.preventDefault();
-  const res = await fetch(`/api/rooms/${encodeURIComponent(ROOM)}/report?format=csv`, {
-    headers: { Authorization: `Bearer ${session.token}` },
-  });
-  const url = URL.createObjectURL(await res.blob());
-  const a = document.createElement("a");
-  a.href = url;
-  a.download = `${ROOM}-report.csv`;
-  a.click();
-  URL.revokeObjectURL(url);
+  const path = `/api/rooms/${encodeURIComponent(ROOM)}/report?format=csv`;
+  const status = await download(path, session.token, `${ROOM}-report.csv`);
+  if (status >= 300) note(el.note, `The CSV could not be made (${status}).`, "error", 0);
 });
 
 load();

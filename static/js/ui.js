@@ -418,3 +418,22 @@ export function minuteChart(series, { width = 320, height = 96 } = {}) {
   svg.append(line);
   return svg;
 }
+
+/**
+ * Fetch ``path`` with a bearer token and save the answer as a file named ``name``.
+ * @param {string} path
+ * @param {string | null} token
+ * @param {string} name
+ * @returns {Promise<number>} the answer's HTTP status (the file is saved on 2xx only)
+ */
+export async function download(path, token, name) {
+  const res = await fetch(path, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  if (!res.ok) return res.status;
+  const url = URL.createObjectURL(await res.blob());
+  const a = document.createElement("a");
+  a.href = url;
+  a.download = name;
+  a.click();
+  URL.revokeObjectURL(url);
+  return res.status;
+}

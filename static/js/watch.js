@@ -31,8 +31,8 @@
 import { LikeBatcher, LiveClient, newOrderKey, placeOrder } from "/js/client.js";
 import { clock, count, currencyOf, formatDuration, Money } from "/js/format.js";
 import {
-  applyCouponEvent, applyGiveawayEvent, byId, ChatList, confirmAction, messageNode, note,
-  showConnection, verifyDraw,
+  applyCouponEvent, applyGiveawayEvent, byId, ChatList, confirmAction, download, messageNode,
+  note, showConnection, verifyDraw,
 } from "/js/ui.js";
 import { LivePlayer } from "/js/video.js";
 
@@ -1304,18 +1304,9 @@ el.myData.addEventListener("click", () => {
 });
 el.dataClose.addEventListener("click", () => el.dataDialog.close());
 el.dataDownload.addEventListener("click", async () => {
-  const res = await fetch("/api/me/data", { headers: { Authorization: `Bearer ${view.token}` } });
-  if (!res.ok) {
-    note(el.dataNote, `Could not get your data (${res.status}).`, "error", 0);
-    return;
-  }
-  const url = URL.createObjectURL(await res.blob());
-  const a = document.createElement("a");
-  a.href = url;
-  a.download = "my-livecommerce-data.json";
-  a.click();
-  URL.revokeObjectURL(url);
-  note(el.dataNote, "Downloaded.", "ok");
+  const status = await download("/api/me/data", view.token, "my-livecommerce-data.json");
+  note(el.dataNote, status < 300 ? "Downloaded." : `Could not get your data (${status}).`,
+    status < 300 ? "ok" : "error", 0);
 });
 el.dataErase.addEventListener("click", async () => {
   el.dataDialog.close();
