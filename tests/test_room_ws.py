@@ -488,8 +488,16 @@ async def test_replies_come_exactly_once_per_id(
 async def test_a_room_emptied_and_rejoined_at_once_keeps_delivering(
     start_server: ServerFactory, connect: ClientFactory
 ) -> None:
+    await emptied_and_rejoined(start_server, connect, rounds=20)
+
+
+async def emptied_and_rejoined(
+    start_server: ServerFactory, connect: ClientFactory, *, rounds: int
+) -> None:
+    """The room empties and fills again ``rounds`` times, across its channel's closing:
+    each time the member gets the next chat."""
     server = await start_server(tick_ms=5)
-    for i in range(20):  # the room empties and fills again across its channel's closing
+    for i in range(rounds):
         talker = await connect(server, token(f"t{i}"))
         member = await connect(server, token(f"m{i}"))
         await member.join("demo")

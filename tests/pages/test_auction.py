@@ -4,9 +4,12 @@ hammer price, the console's log says so."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from playwright.async_api import expect
 
+from livecommerce.http.keys import SERVICE
 from tests.pages import helpers
 from tests.pages.conftest import PageFactory, PageServerFactory
 from tests.pages.helpers import MUG
@@ -54,6 +57,8 @@ async def test_an_auction_with_two_bidders_and_an_extension(
     await helpers.screenshot(bo, "watch-auction-leading-phone")
     await helpers.screenshot(studio, "studio-auction")
 
+    # the extended clock runs out, 11 s early: the server's sweeper ends the lot
+    server.app[SERVICE]._clock = lambda: time.time() + 11
     won = "You won at $11.00! Your order is reserved."
     await expect(phone.locator("#au-result")).to_have_text(won, timeout=20_000)
     await expect(card.locator("#au-result")).to_have_text("Sold to Bo for $11.00.")
