@@ -382,10 +382,10 @@ function onEvent(ev) {
         renderAuction(false);
       }
       break;
-    case "auction.extended":
+    case "auction.extended":  // the clock says it (the bid's own answer keeps its line)
       if (view.auction?.id === ev.auction_id) {
-        view.auction.ends_at = ev.ends_at;
-        el.auResult.textContent = "A late bid: the clock went back.";
+        Object.assign(view.auction, { ends_at: ev.ends_at, extensions: ev.extensions });
+        tickAuction(clock.now());
       }
       break;
     case "deal.started":
@@ -739,7 +739,9 @@ function tickAuction(now) {
   const a = view.auction;
   if (!a) return;
   const left = a.ends_at - now;
-  el.auClock.textContent = a.status !== "open" ? "Ended" : left > 0 ? formatDuration(left) : "Closing…";
+  const late = a.extensions ? " (a late bid added time)" : "";
+  el.auClock.textContent = a.status !== "open" ? "Ended"
+    : left > 0 ? `${formatDuration(left)}${late}` : "Closing…";
   el.auClock.dataset.urgent = String(a.status === "open" && left < 10_000);
 }
 

@@ -52,6 +52,7 @@ async def test_an_auction_with_two_bidders_and_an_extension(
     await expect(phone.locator("#au-leader")).to_have_text("You're the highest bidder")
     await expect(card.locator("#au-leader")).to_have_text("Bo leads")
     await expect(studio.locator("#au-ext")).to_have_text("(2 late-bid extensions)")
+    await expect(card.locator("#au-clock")).to_contain_text("a late bid added time")
     await expect(studio.locator("#au-bids")).to_have_text("2 bids")
     await helpers.screenshot(ana, "watch-auction-outbid")
     await helpers.screenshot(bo, "watch-auction-leading-phone")
