@@ -25,14 +25,10 @@ from __future__ import annotations
 from typing import Any
 
 from livecommerce.backends import ERASED_NAME, pseudonymous
-from livecommerce.backends.redis import BUYERS_INDEX, ROOMS_INDEX, Client, key
+from livecommerce.backends.redis import BUYERS_INDEX, ROOMS_INDEX, Client, _s, key
 from livecommerce.protocol import dumps, loads
 
 _Stream = list[tuple[bytes, dict[bytes, bytes]]]
-
-
-def _s(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class RedisPrivacyStore:

@@ -16,7 +16,13 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from livecommerce.backends.redis import Client, key, register
-from livecommerce.backends.redis_inventory import _SALE_LUA, grant_args, index_orders
+from livecommerce.backends.redis_inventory import (
+    _SALE_LUA,
+    _pairs,
+    _str,
+    grant_args,
+    index_orders,
+)
 from livecommerce.inventory.rules import Grant
 from livecommerce.promotions.auctions import Auction, Bid, BidRefusal, BidRequest, BidResult
 from livecommerce.promotions.coupons import Claimed, ClaimRefusal, ClaimRequest, Coupon, CouponEnd
@@ -300,10 +306,6 @@ _ENTRY_REFUSALS: dict[bytes, EntryRefusal] = {
 }
 
 
-def _text(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
-
-
 def _giveaway(raw: dict[Any, Any]) -> Giveaway | None:
     if not raw:
         return None
@@ -390,7 +392,7 @@ class RedisGiveawayStore:
 
     async def current(self, room: str) -> Giveaway | None:
         gid = await self._r.get(key(room, "giveaway"))
-        return None if gid is None else await self.get(room, _text(gid))
+        return None if gid is None else await self.get(room, _str(gid))
 
     async def entered(self, room: str, gid: str, user: str) -> bool:
         return bool(await self._r.sismember(key(room, f"gent:{gid}"), user))
@@ -551,21 +553,16 @@ _JOIN_REFUSALS: dict[bytes, JoinRefusal] = {
 }
 
 
-def _flat(flat: list[Any]) -> dict[Any, Any]:
-    """A flat ``[field, value, ...]`` list (HGETALL inside a script) as a dict."""
-    return dict(zip(flat[::2], flat[1::2], strict=True))
-
-
 def _deal(raw: dict[Any, Any]) -> Deal | None:
     if not raw:
         return None
-    return Deal.from_record({_text(k): _text(v) for k, v in raw.items()})
+    return Deal.from_record({_str(k): _str(v) for k, v in raw.items()})
 
 
 def _group(raw: dict[Any, Any], members: list[Any]) -> Group | None:
     if not raw:
         return None
-    r = {_text(k): _text(v) for k, v in raw.items()}
+    r = {_str(k): _str(v) for k, v in raw.items()}
     return Group(
         id=r["id"],
         room=r["room"],
@@ -573,7 +570,7 @@ def _group(raw: dict[Any, Any], members: list[Any]) -> Group | None:
         size=int(r["size"]),
         opened_at=int(r["opened_at"]),
         ends_at=int(r["ends_at"]),
-        members=[_text(m) for m in members],
+        members=[_str(m) for m in members],
         status=r["status"],  # type: ignore[arg-type]
     )
 
@@ -605,13 +602,13 @@ class RedisGroupStore:
         ids: list[Any] = await self._r.zrange(key(room, "deals"), 0, -1)
         async with self._r.pipeline(transaction=False) as pipe:
             for did in ids:
-                pipe.hgetall(key(room, f"deal:{_text(did)}"))
+                pipe.hgetall(key(room, f"deal:{_str(did)}"))
             raws = await pipe.execute()
         return [d for raw in raws if (d := _deal(raw)) is not None]
 
     def _joined(self, reply: list[Any]) -> Joined:
         refusal, filled, flat, members = reply
-        group = _group(_flat(flat), members)
+        group = _group(_pairs(flat), members)
         return Joined(group, bool(filled), _JOIN_REFUSALS.get(refusal) if refusal else None)
 
     async def open(
@@ -630,7 +627,7 @@ class RedisGroupStore:
     async def expire(self, room: str, now_ms: int) -> list[Group]:
         args: list[Any] = [key(room, ""), now_ms, 200]
         ids = await self._expire(keys=[key(room, "gforming")], args=args)
-        groups = [await self.group(room, _text(gid)) for gid in ids]
+        groups = [await self.group(room, _str(gid)) for gid in ids]
         return [g for g in groups if g is not None]
 
     async def group(self, room: str, group_id: str) -> Group | None:
@@ -642,7 +639,7 @@ class RedisGroupStore:
 
     async def forming(self, room: str, limit: int) -> tuple[list[Group], int]:
         raw = await self._forming(keys=[key(room, "gforming")], args=[key(room, "")])
-        groups = [g for flat, members in raw if (g := _group(_flat(flat), members)) is not None]
+        groups = [g for flat, members in raw if (g := _group(_pairs(flat), members)) is not None]
         groups.sort(key=lambda g: (g.needed, g.ends_at, g.id))
         return groups[:limit], len(groups)
 
@@ -650,8 +647,8 @@ class RedisGroupStore:
         deals: list[Any] = await self._r.zrange(key(room, "deals"), 0, -1)
         found = []
         for did in deals:
-            gid = await self._r.hget(key(room, f"dmember:{_text(did)}"), user)
-            if gid is not None and (g := await self.group(room, _text(gid))) is not None:
+            gid = await self._r.hget(key(room, f"dmember:{_str(did)}"), user)
+            if gid is not None and (g := await self.group(room, _str(gid))) is not None:
                 found.append(g)
         return found
 
@@ -774,7 +771,7 @@ _BID_REFUSALS: dict[bytes, BidRefusal] = {
 def _auction(raw: dict[Any, Any]) -> Auction | None:
     if not raw:
         return None
-    return Auction.from_record({_text(k): _text(v) for k, v in raw.items()})
+    return Auction.from_record({_str(k): _str(v) for k, v in raw.items()})
 
 
 class RedisAuctionStore:
@@ -813,14 +810,14 @@ class RedisAuctionStore:
         for b in bids:
             args += [b.user, b.name, b.amount, b.ceiling]
         out, flat = await self._bids(keys=keys, args=args)
-        lot = _auction(_flat(flat))
+        lot = _auction(_pairs(flat))
         if lot is None:
             return [BidResult(None, refused="not_found") for _ in bids]
         results = []
         for refusal, leading, extended, *state in out:
             price, leader, name, lmax, ends_at, extensions, count = state
             after = replace(
-                lot, price=int(price), leader=_text(leader), leader_name=_text(name),
+                lot, price=int(price), leader=_str(leader), leader_name=_str(name),
                 leader_max=int(lmax), ends_at=int(ends_at), extensions=int(extensions),
                 bids=int(count),
             )  # fmt: skip
@@ -845,7 +842,7 @@ class RedisAuctionStore:
 
     async def current(self, room: str) -> Auction | None:
         aid = await self._r.get(key(room, "auction"))
-        return None if aid is None else await self.get(room, _text(aid))
+        return None if aid is None else await self.get(room, _str(aid))
 
     async def bids(self, room: str, aid: str) -> list[Bid]:
         raw: list[Any] = await self._r.lrange(key(room, f"abids:{aid}"), 0, -1)

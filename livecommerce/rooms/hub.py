@@ -51,8 +51,8 @@ _CHANGES = re.compile(
     rb'"type":"(?:sale\.started|coupon\.dropped|deal\.started|product\.(?:un)?pinned)"'
 )
 _DEAL_STARTED = b'"type":"deal.started"'
-_GIVEAWAY = re.compile(rb'"type":"giveaway\.(started|drawn|cancelled)"')
-_AUCTION = re.compile(rb'"type":"auction\.(started|ended)"')
+_OPENS = re.compile(rb'"type":"(giveaway|auction)\.(started|drawn|cancelled|ended)"')
+"""A giveaway or a lot that opens or closes: the channel learns it as the line arrives."""
 
 
 def _pinned_sku(line: bytes) -> str | None:
@@ -506,12 +506,13 @@ class Hub:
         lines = await self._take_inbox(ch)
         ch.changes += (ln for ln in lines if _CHANGES.search(ln, 0, 64))
         for line in lines:  # at once: a keyword commented right after the start enters
-            if (m := _GIVEAWAY.search(line, 0, 64)) is not None:
-                ch.giveaway = loads(line)["giveaway"] if m[1] == b"started" else None
-                ch.entries_sent = 0
-            elif (m := _AUCTION.search(line, 0, 64)) is not None:
-                ch.auction = loads(line)["auction"] if m[1] == b"started" else None
-                ch.bid_sent = None
+            if (m := _OPENS.search(line, 0, 64)) is None:
+                continue
+            opened = loads(line)[m[1].decode()] if m[2] == b"started" else None
+            if m[1] == b"giveaway":
+                ch.giveaway, ch.entries_sent = opened, 0
+            else:
+                ch.auction, ch.bid_sent = opened, None
         ch.lines += lines
 
     def _write(self, ch: Channel, batch: list[Membership]) -> float:
